@@ -1,0 +1,16 @@
+"""sklmm: linear mixed-effects models for scikit-learn.
+
+The public surface is what this module exports; every other module is private.
+"""
+
+from ._estimator import MixedLMRegressor
+from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
+
+__all__ = [
+    "MixedLMConvergenceWarning",
+    "MixedLMRegressor",
+    "NoGroupsWarning",
+    "SingularFitWarning",
+]
+
+__version__ = "0.1.0"

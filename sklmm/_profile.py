@@ -1,0 +1,279 @@
+r"""The profiled criterion of the one-factor linear mixed model.
+
+Model
+-----
+For group ``i`` with ``n_i`` rows::
+
+    y_i = X_i beta + Z_i b_i + e_i,   b_i ~ N(0, Sigma),   e_i ~ N(0, sigma2 I).
+
+``X_i`` holds the fixed-effect columns (``p`` of them), ``Z_i`` the ``q``
+random-effect columns (the intercept, then the random slopes).
+
+The three parameterizations of the variance parameters
+------------------------------------------------------
+Each is named once here and used under this name everywhere in sklmm.
+
+=================  ====================================  ==========================
+name               symbols                               where it is used
+=================  ====================================  ==========================
+user scale         ``Sigma`` (q x q), ``sigma2``          every public attribute
+profile scale      ``Psi = Sigma / sigma2``               EM updates, this module
+square-root scale  ``Lambda`` lower triangular,           the optimizer (Newton),
+                   ``Psi = Lambda Lambda'``; ``theta`` =  the fit's convergence rule
+                   its free entries (lme4's ``theta``)
+=================  ====================================  ==========================
+
+On the square-root scale the diagonal of ``Lambda`` is bounded below by 0
+(lme4's convention); a ``diagonal`` structure keeps only that diagonal.
+``beta`` and ``sigma2`` are profiled out: for each ``theta`` they take their
+optimal values in closed form, so the optimizer sees only ``theta``.
+
+The criterion
+-------------
+From the per-group cross-products of :mod:`sklmm._crossprod`::
+
+    M_i = Lambda' Z_i'Z_i Lambda + I,   L_i = chol(M_i)
+    K_i = L_i^{-1} Lambda' Z_i'[Z_i X_i y_i]
+    S   = [X y]'[X y] - sum_i K_i' K_i  =  [X y]' V^{-1} [X y],   V = I + Z Psi Z'
+    chol(S) = [[L_C, 0], [l', s]]:  C = X'V^{-1}X = L_C L_C',  beta = L_C^{-T} l,  r2 = s^2
+
+    ML:   D(theta) = sum_i log|M_i| + n (1 + log(2 pi r2 / n))
+    REML: D(theta) = sum_i log|M_i| + log|C| + (n - p)(1 + log(2 pi r2 / (n - p)))
+
+``D`` is ``-2`` times the (REML) log-likelihood, lme4's ``deviance`` or
+``REMLcrit``; ``sigma2 = r2 / n`` (ML) or ``r2 / (n - p)`` (REML).
+
+Derivatives
+-----------
+With ``A_i = Z_i'V_i^{-1}Z_i``, ``W_i = Z_i'V_i^{-1}X_i``,
+``u_i = Z_i'V_i^{-1}(y_i - X_i beta)`` and ``k`` = ``n`` (ML) or ``n - p``
+(REML), the derivative of ``D`` along a symmetric direction ``E`` of ``Psi``
+is ``tr(G E)`` with::
+
+    G = sum_i A_i - (k / r2) sum_i u_i u_i' [- sum_i W_i C^{-1} W_i' for REML]
+
+and the second derivative along ``E`` and ``F`` is::
+
+    - sum_i tr(A_i F A_i E) - (k / r2^2) (sum_i u_i'E u_i)(sum_i u_i'F u_i)
+    + (2k / r2) sum_i u_i'E A_i F u_i
+    - (2k / r2) (sum_i W_i'E u_i)' C^{-1} (sum_i W_i'F u_i)
+    [REML: + 2 sum_i tr(A_i F W_i C^{-1} W_i' E) - tr(C^{-1} S_E C^{-1} S_F),
+     S_E = sum_i W_i'E W_i]
+
+The chain rule through ``Psi = Lambda Lambda'`` gives the gradient and the
+Hessian in ``theta``. Every term is a batched product of arrays of shape
+(groups, q, q) or (groups, q, p): the cost of one evaluation is
+O(groups q^3 + groups q^2 p + p^3) and independent of the number of rows.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+
+
+@dataclass
+class Evaluation:
+    """The profiled criterion and the profiled-out parameters at one ``theta``.
+
+    Attributes
+    ----------
+    theta : ndarray
+        Point of evaluation (square-root scale).
+    deviance : float
+        ``D(theta)``, minus twice the (REML) log-likelihood.
+    beta : ndarray of shape (p,)
+        Fixed effects at ``theta``.
+    sigma2 : float
+        Residual variance at ``theta``.
+    gradient, hessian : ndarray or None
+        ``dD/dtheta`` and ``d2D/dtheta2`` when requested.
+    """
+
+    theta: np.ndarray
+    deviance: float
+    beta: np.ndarray
+    sigma2: float
+    gradient: np.ndarray | None = None
+    hessian: np.ndarray | None = None
+
+
+def _t(a):
+    """Transpose the last two axes of a stack of matrices."""
+    return np.swapaxes(a, -1, -2)
+
+
+class ProfiledDeviance:
+    """``D(theta)`` with its derivatives, BLUPs and EM update.
+
+    Parameters
+    ----------
+    stats : SufficientStats
+        Per-group cross-products (:func:`sklmm._crossprod.compute_stats`).
+    cov : CovarianceStructure
+        Maps ``theta`` to ``Lambda``.
+    reml : bool
+        REML criterion if true, else ML.
+    """
+
+    def __init__(self, stats, cov, reml):
+        self.stats = stats
+        self.cov = cov
+        self.reml = bool(reml)
+        self._basis = cov.basis()
+        p = stats.p
+        self.k = stats.n - p if self.reml else stats.n
+
+    # -- shared factorization -------------------------------------------
+    def _factor(self, theta):
+        st, p = self.stats, self.stats.p
+        lam = self.cov.lam(theta)
+        f = {"lam": lam}
+        if st.q:
+            lt_ztz = np.matmul(lam.T, st.ZtZ)
+            M = np.matmul(lt_ztz, lam)
+            M[:, np.arange(st.q), np.arange(st.q)] += 1.0
+            L = np.linalg.cholesky(M)
+            K = np.linalg.solve(L, np.concatenate([lt_ztz, np.matmul(lam.T, st.ZtXy)], axis=2))
+            K_Z, K_Xy = K[:, :, : st.q], K[:, :, st.q :]
+            flat = K_Xy.reshape(-1, p + 1)
+            S = st.XytXy - flat.T @ flat
+            logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum()
+            f.update(L=L, K_Z=K_Z, K_Xy=K_Xy)
+        else:
+            S, logdet = st.XytXy.copy(), 0.0
+        R = np.linalg.cholesky(S)
+        L_C, s = R[:p, :p], R[p, p]
+        beta = sla.solve_triangular(L_C.T, R[p, :p], lower=False)
+        r2 = s * s
+        k = self.k
+        dev = logdet + k * (1.0 + np.log(2.0 * np.pi * r2 / k))
+        if self.reml:
+            dev += 2.0 * np.log(np.diag(L_C)).sum()
+        f.update(L_C=L_C, beta=beta, r2=r2, deviance=float(dev))
+        return f
+
+    def __call__(self, theta, order=0):
+        """Evaluate ``D`` (order 0), its gradient (1) and Hessian (2).
+
+        Raises
+        ------
+        numpy.linalg.LinAlgError
+            When ``[X y]' V^{-1} [X y]`` is not positive definite.
+        """
+        theta = np.asarray(theta, dtype=float)
+        f = self._factor(theta)
+        ev = Evaluation(theta, f["deviance"], f["beta"], f["r2"] / self.k)
+        if order >= 1:
+            if self.stats.q:
+                ev.gradient, ev.hessian = self._derivatives(f, order)
+            else:
+                ev.gradient, ev.hessian = np.zeros(0), np.zeros((0, 0))
+        return ev
+
+    # -- derivatives ----------------------------------------------------
+    def _derivatives(self, f, order):
+        st, p, k, r2 = self.stats, self.stats.p, self.k, f["r2"]
+        lam, K_Z, K_Xy, beta = f["lam"], f["K_Z"], f["K_Xy"], f["beta"]
+        A = st.ZtZ - np.matmul(_t(K_Z), K_Z)
+        Wy = st.ZtXy - np.matmul(_t(K_Z), K_Xy)
+        W = Wy[:, :, :p]
+        u = Wy[:, :, p] - W @ beta
+        Su = u.T @ u
+        G = A.sum(axis=0) - (k / r2) * Su
+        if self.reml:
+            # C^{-1} W_i' for every group, from one Cholesky solve.
+            CiWt = sla.cho_solve((f["L_C"], True), W.reshape(-1, p).T)
+            CiWt = _t(CiWt.T.reshape(st.n_groups, st.q, p))
+            B = np.matmul(W, CiWt)
+            G -= B.sum(axis=0)
+        E = self._basis
+        rows, cols = self.cov.rows, self.cov.cols
+        grad = 2.0 * (G @ lam)[rows, cols]
+        if order < 2:
+            return grad, None
+        # Second derivative as a bilinear form H4[m,j,k,l] E[m,j] F[k,l].
+        H4 = -np.einsum("gjk,glm->mjkl", A, A, optimize=True)
+        H4 -= (k / r2**2) * np.einsum("mj,kl->mjkl", Su, Su)
+        H4 += (2.0 * k / r2) * np.einsum("gm,gjk,gl->mjkl", u, A, u, optimize=True)
+        Rw = np.einsum("gma,gj->mja", W, u)
+        CiR = sla.cho_solve((f["L_C"], True), Rw.reshape(-1, p).T)
+        H4 -= (2.0 * k / r2) * (Rw.reshape(-1, p) @ CiR).reshape(H4.shape)
+        if self.reml:
+            H4 += 2.0 * np.einsum("gjk,glm->mjkl", A, B, optimize=True)
+            Q = np.einsum("gma,gjb->mjab", W, W, optimize=True)
+            CiQ = sla.cho_solve((f["L_C"], True), Q.reshape(-1, p).T)  # (p, q*q*p)
+            CiQ = CiQ.T.reshape(st.q, st.q, p, p).swapaxes(2, 3)  # [m,j] -> C^{-1} Q_mj
+            H4 -= np.einsum("mjab,klba->mjkl", CiQ, CiQ, optimize=True)
+        # Chain rule through Psi = Lambda Lambda'.
+        P = np.matmul(E, lam.T)
+        P = P + _t(P)
+        H = np.einsum("amj,mjkl,bkl->ab", P, H4, P, optimize=True)
+        H += 2.0 * np.einsum("xy,ayz,bxz->ab", G, E, E, optimize=True)
+        return grad, 0.5 * (H + H.T)
+
+    # -- conditional modes ----------------------------------------------
+    def conditional_modes(self, theta):
+        """BLUPs ``b_i`` and their conditional covariances, on the user scale.
+
+        Returns
+        -------
+        b : ndarray of shape (n_groups, q)
+            Conditional modes ``Lambda M_i^{-1} Lambda' Z_i'(y_i - X_i beta)``.
+        condvar : ndarray of shape (n_groups, q, q)
+            ``sigma2 Lambda M_i^{-1} Lambda'``, the conditional covariance of
+            ``b_i`` given ``beta`` (lme4 ``ranef(condVar = TRUE)``).
+        """
+        f = self._factor(np.asarray(theta, dtype=float))
+        p = self.stats.p
+        lam, L, K_Xy = f["lam"], f["L"], f["K_Xy"]
+        v = K_Xy[:, :, p] - K_Xy[:, :, :p] @ f["beta"]
+        w = np.linalg.solve(_t(L), v[:, :, None])[:, :, 0]
+        J = np.linalg.solve(L, np.broadcast_to(lam.T, L.shape))
+        sigma2 = f["r2"] / self.k
+        return w @ lam.T, sigma2 * np.matmul(_t(J), J)
+
+    # -- EM ---------------------------------------------------------------
+    def em_update(self, theta):
+        """One EM step (Laird and Ware; REML as Laird, Lange and Stram).
+
+        E-step at ``theta`` with ``beta`` and ``sigma2`` at their profiled
+        values; M-step for ``Sigma`` and ``sigma2`` on the user scale; the
+        result mapped back to the square-root scale. Each step does not
+        increase ``D``.
+        """
+        st, p = self.stats, self.stats.p
+        f = self._factor(np.asarray(theta, dtype=float))
+        lam, L, K_Xy, beta = f["lam"], f["L"], f["K_Xy"], f["beta"]
+        sigma2 = f["r2"] / self.k
+        K_X = K_Xy[:, :, :p]
+        J = np.linalg.solve(L, np.broadcast_to(lam.T, L.shape))  # L^{-1} Lambda'
+        P = np.matmul(_t(J), J)  # (Psi^{-1} + Z'Z)^{-1}, on the profile scale
+        v = K_Xy[:, :, p] - K_X @ beta
+        b = np.linalg.solve(_t(L), v[:, :, None])[:, :, 0] @ lam.T
+        cov_b = sigma2 * P
+        trace = np.einsum("gij,gji->", st.ZtZ, P)
+        if self.reml:
+            PZtX = np.matmul(_t(J), K_X)  # P_i Z_i'X_i
+            flat = PZtX.reshape(-1, p)
+            Ci = sla.cho_solve((f["L_C"], True), flat.T).T.reshape(PZtX.shape)
+            cov_b = cov_b + sigma2 * np.matmul(Ci, _t(PZtX))
+            KX = K_X.reshape(-1, p)
+            D_X = (
+                st.XytXy[:p, :p]
+                - 2.0 * KX.T @ KX
+                + np.einsum("gia,gij,gjb->ab", PZtX, st.ZtZ, PZtX, optimize=True)
+            )
+            trace += np.trace(sla.cho_solve((f["L_C"], True), D_X))
+        coef = np.append(beta, -1.0)
+        r = st.ZtXy @ coef  # Z_i'(X_i beta - y_i)
+        rss = (
+            coef @ st.XytXy @ coef
+            + 2.0 * np.einsum("gi,gi->", b, r)
+            + np.einsum("gi,gij,gj->", b, st.ZtZ, b)
+        )
+        sigma2_new = (max(rss, 0.0) + sigma2 * trace) / st.n
+        Sigma = (np.einsum("gi,gj->ij", b, b) + cov_b.sum(axis=0)) / st.n_groups
+        if self.cov.kind == "diagonal":
+            Sigma = np.diag(np.diag(Sigma))
+        return self.cov.theta_from_psi(Sigma / sigma2_new)

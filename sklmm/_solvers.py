@@ -1,0 +1,267 @@
+"""EM-then-Newton minimisation of the profiled criterion (Lindstrom and Bates, 1988).
+
+Order of calls, for every solver:
+
+1. setup: ``theta`` at its starting value, projected onto the bounds;
+2. EM phase (``"em"`` and ``"em-newton"``): per iteration, evaluate ``D`` and
+   its gradient, log, check convergence, then one EM update
+   (:meth:`ProfiledDeviance.em_update`). In ``"em-newton"`` the phase ends
+   when one step lowers ``D`` by less than :data:`EM_SWITCH_DECREASE`, or
+   after ``em_max_iter`` steps;
+3. Newton phase (``"newton"`` and ``"em-newton"``): per iteration, evaluate
+   ``D``, gradient and Hessian, log, check convergence; solve for the step
+   on the free parameters (Hessian eigenvalues floored to make it a descent
+   direction); backtracking line search projected onto the bounds;
+4. finalize: a :class:`SolverResult` with the last evaluation.
+
+The convergence rule is the same in both phases: the projected gradient of
+``D`` in ``theta`` (components at a lower bound that point outwards set to
+zero) has every entry at most ``tol * max(1, |D|)`` in absolute value, and
+the Hessian on the free parameters has no negative eigenvalue (so a saddle
+point, such as a zero diagonal of ``Lambda`` where ``D`` still decreases
+away from zero, is not taken for the optimum).
+
+Bounds: the diagonal of ``Lambda`` is at least 0. A Newton step that would
+cross the bound moves that coordinate a fraction :data:`TO_BOUNDARY` of its
+way to the bound instead, so a zero variance is approached geometrically
+and a negative-curvature direction can always leave it. An EM step whose
+diagonal entry falls below :data:`EM_SNAP` is tried at exactly zero, and that
+point kept when it does not raise ``D`` (EM alone only creeps towards a zero
+variance).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._profile import Evaluation
+
+SOLVERS = ("em-newton", "em", "newton")
+
+#: In "em-newton", EM hands over to Newton once a step lowers D by less than this.
+EM_SWITCH_DECREASE = 1e-2
+
+#: Fraction of the distance to the bound kept by a Newton step that would cross it.
+TO_BOUNDARY = 0.9
+
+#: EM tries a diagonal entry of Lambda at exactly zero once it falls below this.
+EM_SNAP = 1e-2
+
+_ARMIJO = 1e-4
+_NEG_CURVATURE = 1e-8
+_MAX_HALVINGS = 40
+
+
+@dataclass
+class SolverResult:
+    """What every solver returns.
+
+    Attributes
+    ----------
+    theta : ndarray
+        Optimum on the square-root scale.
+    evaluation : Evaluation
+        ``D``, ``beta``, ``sigma2`` and the gradient at ``theta``.
+    converged : bool
+        Whether the convergence rule held at ``theta``.
+    n_iter : int
+        Iterations over both phases.
+    message : str
+        Why the solver stopped.
+    log : list of dict
+        One record per iteration: ``phase``, ``iteration``, ``theta``,
+        ``sigma2``, ``deviance``, ``gradient_norm``, ``step_size``.
+    """
+
+    theta: np.ndarray
+    evaluation: Evaluation
+    converged: bool
+    n_iter: int
+    message: str
+    log: list = field(default_factory=list)
+
+
+def projected_gradient(theta, gradient, lower):
+    """Gradient with the components blocked by an active lower bound zeroed."""
+    blocked = (theta <= lower) & (gradient > 0)
+    return np.where(blocked, 0.0, gradient)
+
+
+class _Run:
+    """State shared by the phases of one solver run."""
+
+    def __init__(self, objective, tol, verbose):
+        self.objective = objective
+        self.lower = objective.cov.lower_bounds
+        self.tol = tol
+        self.verbose = verbose
+        self.log = []
+
+    def gnorm(self, ev):
+        return float(
+            np.max(np.abs(projected_gradient(ev.theta, ev.gradient, self.lower)), initial=0.0)
+        )
+
+    def free(self, ev):
+        return ~((ev.theta <= self.lower) & (ev.gradient > 0))
+
+    def converged(self, ev):
+        """Gradient rule, then the second-order check on the free parameters."""
+        if self.gnorm(ev) > self.tol * max(1.0, abs(ev.deviance)):
+            return False
+        if ev.hessian is None:
+            ev.hessian = self.objective(ev.theta, 2).hessian
+        free = self.free(ev)
+        if not free.any():
+            return True
+        w = np.linalg.eigvalsh(ev.hessian[np.ix_(free, free)])
+        return bool(w[0] >= -_NEG_CURVATURE * max(1.0, float(np.max(np.abs(w)))))
+
+    def record(self, phase, it, ev, step):
+        rec = {
+            "phase": phase,
+            "iteration": it,
+            "theta": ev.theta.copy(),
+            "sigma2": ev.sigma2,
+            "deviance": ev.deviance,
+            "gradient_norm": self.gnorm(ev),
+            "step_size": step,
+        }
+        self.log.append(rec)
+        if self.verbose:
+            print(
+                f"{phase:>6} {it:4d}  D={ev.deviance:.10g}  |grad|={rec['gradient_norm']:.3e}"
+                f"  step={step:.3g}"
+            )
+
+    def safe_eval(self, theta, order):
+        try:
+            ev = self.objective(theta, order)
+        except np.linalg.LinAlgError:
+            return None
+        return ev if np.isfinite(ev.deviance) else None
+
+
+def _em_phase(run, theta, max_iter, switch):
+    ev = run.objective(theta, 1)
+    previous = np.inf
+    for it in range(max_iter + 1):
+        run.record("em", it, ev, 1.0 if it else 0.0)
+        if run.converged(ev):
+            return ev, it, True, "projected gradient below tolerance"
+        if switch and previous - ev.deviance < EM_SWITCH_DECREASE:
+            return ev, it, False, "EM handed over to Newton"
+        if it == max_iter:
+            break
+        nxt = run.safe_eval(run.objective.em_update(ev.theta), 1)
+        if nxt is None:
+            return ev, it, False, "EM update left the domain"
+        previous, ev = ev.deviance, _em_snap(run, nxt)
+    return ev, max_iter, False, f"EM reached max_iter={max_iter}"
+
+
+def _em_snap(run, ev):
+    """Try tiny diagonal entries of Lambda at zero; keep that if D does not rise."""
+    diag = run.objective.cov.rows == run.objective.cov.cols
+    tiny = diag & (ev.theta < EM_SNAP) & (ev.theta > run.lower)
+    if not tiny.any():
+        return ev
+    trial = run.safe_eval(np.where(tiny, run.lower, ev.theta), 1)
+    return trial if trial is not None and trial.deviance <= ev.deviance else ev
+
+
+def _newton_direction(gradient, hessian, free, at_bound):
+    """Newton step with |eigenvalues|, plus a unit step along negative curvature."""
+    d = np.zeros_like(gradient)
+    if not free.any():
+        return d
+    g = gradient[free]
+    w, V = np.linalg.eigh(hessian[np.ix_(free, free)])
+    floor = _NEG_CURVATURE * max(1.0, float(np.max(np.abs(w))))
+    d[free] = -V @ ((V.T @ g) / np.maximum(np.abs(w), floor))
+    if w[0] < -floor:
+        v = V[:, 0]
+        slope = g @ v
+        if slope == 0.0:  # a saddle on the bound: leave it inwards
+            slope = -np.sum(v[at_bound[free]])
+        d[free] += -np.sign(slope or 1.0) * v
+    return d
+
+
+def _newton_phase(run, theta, max_iter):
+    lower = run.lower
+    ev = run.objective(theta, 2)
+    step = 0.0
+    for it in range(max_iter + 1):
+        run.record("newton", it, ev, step)
+        if run.converged(ev):
+            return ev, it, True, "projected gradient below tolerance"
+        if it == max_iter:
+            break
+        g = ev.gradient
+        bounded = np.isfinite(lower)
+        d = _newton_direction(g, ev.hessian, run.free(ev), bounded & (ev.theta <= lower))
+        step = 1.0
+        for _ in range(_MAX_HALVINGS):
+            cand = ev.theta + step * d
+            cross = bounded & (cand < lower)
+            cand[cross] = lower[cross] + (1.0 - TO_BOUNDARY) * (ev.theta - lower)[cross]
+            trial = run.safe_eval(cand, 0)
+            if trial is not None and trial.deviance <= ev.deviance + _ARMIJO * g @ (
+                cand - ev.theta
+            ):
+                break
+            step *= 0.5
+        else:
+            return ev, it, False, "line search found no decrease; the gradient is above tolerance"
+        ev = run.objective(cand, 2)
+    return ev, max_iter, False, f"Newton reached max_iter={max_iter}"
+
+
+def minimize_deviance(
+    objective, solver="em-newton", theta0=None, *, max_iter=100, em_max_iter=25, tol=1e-7, verbose=0
+):
+    """Minimise the profiled criterion ``D(theta)``.
+
+    Parameters
+    ----------
+    objective : ProfiledDeviance
+        The criterion.
+    solver : {"em-newton", "em", "newton"}
+        EM iterations then Newton; EM alone; Newton alone.
+    theta0 : ndarray, optional
+        Start on the square-root scale (default: ``Lambda`` = identity).
+    max_iter : int
+        Cap on the iterations of the final phase (Newton, or EM for ``"em"``).
+    em_max_iter : int
+        Cap on the EM iterations before Newton takes over (``"em-newton"``).
+    tol : float
+        Convergence rule: ``max |projected gradient| <= tol * max(1, |D|)``.
+    verbose : int
+        Print one line per iteration when positive.
+
+    Returns
+    -------
+    SolverResult
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    cov = objective.cov
+    theta = cov.initial_theta() if theta0 is None else np.asarray(theta0, dtype=float)
+    theta = np.maximum(theta, cov.lower_bounds)
+    run = _Run(objective, tol, verbose)
+    if cov.n_theta == 0:
+        ev = objective(theta, 1)
+        run.record("none", 0, ev, 0.0)
+        return SolverResult(theta, ev, True, 0, "no variance parameters", run.log)
+    n_em = 0
+    if solver == "em":
+        ev, n_em, ok, msg = _em_phase(run, theta, max_iter, switch=False)
+        return SolverResult(ev.theta, ev, ok, n_em, msg, run.log)
+    if solver == "em-newton":
+        ev, n_em, ok, msg = _em_phase(run, theta, em_max_iter, switch=True)
+        if ok:
+            return SolverResult(ev.theta, ev, ok, n_em, msg, run.log)
+        theta = ev.theta
+    ev, n_newton, ok, msg = _newton_phase(run, theta, max_iter)
+    return SolverResult(ev.theta, ev, ok, n_em + n_newton, msg, run.log)
