@@ -197,8 +197,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     >>> df = load_sleepstudy()
     >>> est = MixedLMRegressor(random_slopes=["Days"])
     >>> est = est.fit(df[["Days"]], df["Reaction"], groups=df["Subject"])
-    >>> round(est.intercept_, 2), round(est.coef_[0], 2)
-    (251.41, 10.47)
+    >>> print(f"{est.intercept_:.4f} {est.coef_[0]:.4f}")
+    251.4051 10.4673
     """
 
     _parameter_constraints: dict = {
@@ -433,10 +433,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 stacklevel=3,
             )
         if self.is_singular_:
-            sd = np.sqrt(np.diag(self.random_effects_cov_))
+            sd = dict(
+                zip(re_names, np.round(np.sqrt(np.diag(self.random_effects_cov_)), 6), strict=True)
+            )
             warnings.warn(
                 "Boundary (singular) fit: the random-effects covariance is singular "
-                f"(standard deviations {dict(zip(re_names, np.round(sd, 6), strict=True))}); a variance "
+                f"(standard deviations {sd}); a variance "
                 "is zero or a correlation is +/-1. The estimates are the optimum on the "
                 "boundary. Consider a simpler random-effects structure (fewer random "
                 "slopes, or covariance_type='diagonal').",
