@@ -295,6 +295,18 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         """
         if isinstance(X, pd.DataFrame) and X.shape[1] == 0:
             return np.zeros((X.shape[0], 0))
+        if np.iscomplexobj(X):
+            raise ValueError("X contains complex numbers; mixed models need real-valued columns")
+        if isinstance(X, np.ndarray) and X.dtype.kind in "OUS" and X.ndim == 2:
+            for j in range(X.shape[1]):
+                try:
+                    X[:, j].astype(np.float64)
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"X has a non-numeric column at position {j} (first value "
+                        f"{X[0, j]!r}); encode it first (for example with "
+                        "sklearn.preprocessing.OneHotEncoder)"
+                    ) from None
         if isinstance(X, pd.DataFrame):
             bad = [
                 c
@@ -343,7 +355,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         slopes = self._resolve_slopes()
         names = self._feature_names()
         if groups is None:
-            warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=2)
+            warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=3)
             codes, levels = np.zeros(n, dtype=np.intp), np.zeros(0, dtype=object)
             n_groups, q = 1, 0
         else:
@@ -354,6 +366,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError(
                     f"groups has a single level ({levels[0]!r}); a random-effect variance "
                     "needs at least two groups. Pass groups=None to fit without random effects."
+                )
+            if n <= n_groups * q:
+                # lme4's check.nobs.vs.nRE: with no more rows than random effects, they would
+                # absorb the residual variance.
+                raise ValueError(
+                    f"{n} rows for {n_groups} groups x {q} random effects per group: the "
+                    "number of rows must exceed the number of random effects, or the residual "
+                    "and random-effect variances cannot be told apart (for example, every "
+                    "group has a single row). Use fewer random slopes or coarser groups."
                 )
         p = X.shape[1] + self.fit_intercept
         if n <= p:
@@ -430,11 +451,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 f"{self.n_iter_} iterations. Try a larger max_iter, solver='em-newton', or "
                 "rescaling the columns of X that carry random slopes.",
                 MixedLMConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if self.is_singular_:
             sd = dict(
-                zip(re_names, np.round(np.sqrt(np.diag(self.random_effects_cov_)), 6), strict=True)
+                zip(
+                    re_names,
+                    np.sqrt(np.diag(self.random_effects_cov_)).round(6).tolist(),
+                    strict=True,
+                )
             )
             warnings.warn(
                 "Boundary (singular) fit: the random-effects covariance is singular "
@@ -443,7 +468,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 "boundary. Consider a simpler random-effects structure (fewer random "
                 "slopes, or covariance_type='diagonal').",
                 SingularFitWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _fit_log(self, log, cov, re_names):
