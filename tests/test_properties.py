@@ -1,0 +1,113 @@
+"""Invariances of the fit, checked with hypothesis on generated grouped datasets."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sklmm import MixedLMRegressor, SingularFitWarning
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def grouped_data(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    n_groups = draw(st.integers(4, 12))
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(3, 9, n_groups)
+    codes = np.repeat(np.arange(n_groups), sizes)
+    n = len(codes)
+    X = np.c_[rng.standard_normal(n), rng.uniform(0, 5, n)]
+    b0 = rng.normal(0, draw(st.floats(0.5, 3.0)), n_groups)[codes]
+    b1 = rng.normal(0, draw(st.floats(0.2, 1.0)), n_groups)[codes]
+    y = 1.0 + (0.5 + b1) * X[:, 0] - 0.3 * X[:, 1] + b0 + rng.standard_normal(n)
+    labels = np.array([f"s{k:02d}" for k in range(n_groups)])[codes]
+    return X, y, labels, rng
+
+
+def fit(X, y, g, **kw):
+    est = MixedLMRegressor(random_slopes=[0], covariance_type="diagonal", **kw)
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)  # boundary fits are legitimate
+        return est.fit(X, y, groups=g)
+
+
+def assert_same_fit(a, b, rtol=1e-6):
+    assert a.log_likelihood_ == pytest.approx(b.log_likelihood_, rel=1e-9, abs=1e-8)
+    np.testing.assert_allclose(
+        np.r_[a.intercept_, a.coef_], np.r_[b.intercept_, b.coef_], rtol=rtol, atol=1e-8
+    )
+    np.testing.assert_allclose(
+        a.random_effects_cov_,
+        b.random_effects_cov_,
+        rtol=1e-4,
+        atol=1e-8 * max(1.0, np.abs(b.random_effects_cov_).max()),
+    )
+
+
+@SETTINGS
+@given(grouped_data())
+def test_row_order_invariance(data):
+    X, y, g, rng = data
+    perm = rng.permutation(len(y))
+    a, b = fit(X, y, g), fit(X[perm], y[perm], g[perm])
+    assert_same_fit(a, b)
+    pd.testing.assert_frame_equal(a.random_effects_, b.random_effects_, rtol=1e-4, atol=1e-6)
+
+
+@SETTINGS
+@given(grouped_data())
+def test_group_relabelling(data):
+    X, y, g, rng = data
+    levels = np.unique(g)
+    new = dict(zip(levels, rng.permutation(len(levels)) * 7 + 3, strict=True))
+    relabelled = np.array([new[v] for v in g])
+    a, b = fit(X, y, g), fit(X, y, relabelled)
+    assert_same_fit(a, b)
+    blups_b = b.random_effects_.loc[[new[v] for v in a.random_effects_.index]]
+    np.testing.assert_allclose(
+        a.random_effects_.to_numpy(), blups_b.to_numpy(), rtol=1e-4, atol=1e-6
+    )
+
+
+@SETTINGS
+@given(grouped_data(), st.floats(0.01, 100.0), st.floats(-50.0, 50.0))
+def test_affine_response(data, scale, shift):
+    X, y, g, _ = data
+    a, b = fit(X, y, g), fit(X, scale * y + shift, g)
+    np.testing.assert_allclose(b.coef_, scale * a.coef_, rtol=1e-5, atol=1e-8 * scale)
+    assert b.intercept_ == pytest.approx(scale * a.intercept_ + shift, rel=1e-5, abs=1e-6 * scale)
+    assert b.residual_variance_ == pytest.approx(scale**2 * a.residual_variance_, rel=1e-5)
+    np.testing.assert_allclose(
+        b.random_effects_cov_,
+        scale**2 * a.random_effects_cov_,
+        rtol=1e-3,
+        atol=1e-8 * scale**2 * a.residual_variance_,
+    )
+    np.testing.assert_allclose(
+        b.random_effects_.to_numpy(),
+        scale * a.random_effects_.to_numpy(),
+        rtol=1e-3,
+        atol=1e-5 * scale,
+    )
+
+
+@SETTINGS
+@given(grouped_data())
+def test_fit_properties(data):
+    X, y, g, _ = data
+    copies = [a.copy() for a in (X, y, g)]
+    est = fit(X, y, g)
+    for before, after in zip(copies, (X, y, g), strict=True):
+        np.testing.assert_array_equal(before, after)
+    cov = est.random_effects_cov_
+    np.testing.assert_array_equal(cov, cov.T)
+    assert np.linalg.eigvalsh(cov).min() >= -1e-10 * max(1.0, np.abs(cov).max())
+    assert est.residual_variance_ > 0
+    unseen = est.predict(X, groups=np.full(len(y), "never-seen"))
+    np.testing.assert_array_equal(unseen, est.predict(X))
+    np.testing.assert_allclose(unseen, X @ est.coef_ + est.intercept_)
