@@ -56,6 +56,33 @@ class SufficientStats:
         return self.ZtZ.shape[0]
 
 
+def rescale_random_effects(stats):
+    """Stats of ``Z D^{-1}``, where ``D`` holds the root mean squares of ``Z``'s columns.
+
+    The likelihood is unchanged (``b`` becomes ``D b``), but ``theta`` no longer
+    depends on the units of the random-slope columns, which keeps the
+    optimizer's steps and its convergence rule free of them.
+
+    Returns
+    -------
+    stats : SufficientStats
+        Cross-products of the rescaled ``Z``.
+    scale : ndarray of shape (q,)
+        ``D``'s diagonal (1 for a column of zeros).
+    """
+    scale = np.sqrt(np.einsum("gjj->j", stats.ZtZ) / stats.n)
+    scale[scale == 0] = 1.0
+    inv = 1.0 / scale
+    scaled = SufficientStats(
+        ZtZ=stats.ZtZ * inv[:, None] * inv[None, :],
+        ZtXy=stats.ZtXy * inv[:, None],
+        XytXy=stats.XytXy,
+        counts=stats.counts,
+        n=stats.n,
+    )
+    return scaled, scale
+
+
 def _row_reader(A):
     return A if callable(A) else (lambda start, stop: A[start:stop])
 

@@ -11,12 +11,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._covariance import COVARIANCE_TYPES, CovarianceStructure
-from ._crossprod import compute_stats
+from ._crossprod import compute_stats, rescale_random_effects
 from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
 from ._profile import ProfiledDeviance
 from ._solvers import SOLVERS, minimize_deviance
 
-#: A diagonal entry of Lambda below this marks a singular (boundary) fit, as lme4's isSingular.
+#: A diagonal entry of Lambda below this marks a singular (boundary) fit, as lme4's isSingular;
+#: Lambda here is that of the random-effect columns rescaled to unit root mean square.
 SINGULAR_TOL = 1e-4
 
 _NO_GROUPS = (
@@ -405,6 +406,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 "there is no residual variance to estimate"
             )
 
+        # Optimise with Z's columns at unit root mean square; map back in _store.
+        stats, z_scale = rescale_random_effects(stats)
         cov = CovarianceStructure(q, self.covariance_type)
         objective = ProfiledDeviance(stats, cov, self.reml)
         result = minimize_deviance(
@@ -415,10 +418,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             tol=self.tol,
             verbose=self.verbose,
         )
-        self._store(result, objective, cov, levels, slopes, names)
+        self._store(result, objective, cov, z_scale, levels, slopes, names)
         return self
 
-    def _store(self, result, objective, cov, levels, slopes, names):
+    def _store(self, result, objective, cov, z_scale, levels, slopes, names):
         ev = result.evaluation
         beta, sigma2 = ev.beta, ev.sigma2
         if self.fit_intercept:
@@ -426,7 +429,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         else:
             self.intercept_, self.coef_ = 0.0, beta.copy()
         self.residual_variance_ = float(sigma2)
-        lam = cov.lam(result.theta)
+        lam_scaled = cov.lam(result.theta)
+        lam = lam_scaled / z_scale[:, None]  # Lambda for the unscaled Z
         self.random_effects_cov_ = sigma2 * lam @ lam.T
         self.log_likelihood_ = -0.5 * ev.deviance
         self.converged_ = bool(result.converged)
@@ -436,15 +440,16 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         re_names = ["(Intercept)"] + [names[j] for j in slopes] if cov.q else []
         if cov.q:
             b, condvar = objective.conditional_modes(result.theta)
+            b = b / z_scale
+            condvar = condvar / np.outer(z_scale, z_scale)
         else:
             b, condvar = np.zeros((0, 0)), np.zeros((0, 0, 0))
         self.random_effects_ = pd.DataFrame(
             b, index=pd.Index(self.groups_, name="group"), columns=re_names
         )
         self.random_effects_condvar_ = condvar
-        diag = np.diag(lam)
-        self.is_singular_ = bool(cov.q and (np.min(diag) < SINGULAR_TOL))
-        self.fit_log_ = self._fit_log(result.log, cov, re_names)
+        self.is_singular_ = bool(cov.q and (np.min(np.diag(lam_scaled)) < SINGULAR_TOL))
+        self.fit_log_ = self._fit_log(result.log, cov, z_scale, re_names)
         if not self.converged_:
             warnings.warn(
                 f"The {self.solver} solver stopped before converging ({result.message}) after "
@@ -471,7 +476,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 stacklevel=4,
             )
 
-    def _fit_log(self, log, cov, re_names):
+    def _fit_log(self, log, cov, z_scale, re_names):
         rows, cols = np.tril_indices(cov.q)
         labels = [
             f"Var[{re_names[i]}]" if i == j else f"Cov[{re_names[j]},{re_names[i]}]"
@@ -479,7 +484,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         ]
         records = []
         for rec in log:
-            lam = cov.lam(rec["theta"])
+            lam = cov.lam(rec["theta"]) / z_scale[:, None]
             sigma = rec["sigma2"] * lam @ lam.T
             row = {
                 "phase": rec["phase"],
