@@ -12,7 +12,11 @@ Order of calls, for every solver:
    ``D``, gradient and Hessian, log, check convergence; solve for the step
    on the free parameters (Hessian eigenvalues floored to make it a descent
    direction); backtracking line search projected onto the bounds;
-4. finalize: a :class:`SolverResult` with the last evaluation.
+4. ``"em-newton"`` only: a second Newton phase (logged as ``"restart"``) from
+   the starting point itself; of the two optima the lower ``D`` is kept. The
+   criterion can have several local optima (seen with very unbalanced group
+   sizes), and the two paths often end in different basins;
+5. finalize: a :class:`SolverResult` with the chosen evaluation.
 
 The convergence rule is the same in both phases: the projected gradient of
 ``D`` in ``theta`` (components at a lower bound that point outwards set to
@@ -188,12 +192,12 @@ def _newton_direction(gradient, hessian, free, at_bound):
     return d
 
 
-def _newton_phase(run, theta, max_iter):
+def _newton_phase(run, theta, max_iter, phase="newton"):
     lower = run.lower
     ev = run.objective(theta, 2)
     step = 0.0
     for it in range(max_iter + 1):
-        run.record("newton", it, ev, step)
+        run.record(phase, it, ev, step)
         if run.converged(ev):
             return ev, it, True, "projected gradient below tolerance"
         if it == max_iter:
@@ -258,10 +262,16 @@ def minimize_deviance(
     if solver == "em":
         ev, n_em, ok, msg = _em_phase(run, theta, max_iter, switch=False)
         return SolverResult(ev.theta, ev, ok, n_em, msg, run.log)
-    if solver == "em-newton":
-        ev, n_em, ok, msg = _em_phase(run, theta, em_max_iter, switch=True)
-        if ok:
-            return SolverResult(ev.theta, ev, ok, n_em, msg, run.log)
-        theta = ev.theta
-    ev, n_newton, ok, msg = _newton_phase(run, theta, max_iter)
-    return SolverResult(ev.theta, ev, ok, n_em + n_newton, msg, run.log)
+    if solver == "newton":
+        ev, n_newton, ok, msg = _newton_phase(run, theta, max_iter)
+        return SolverResult(ev.theta, ev, ok, n_newton, msg, run.log)
+    ev, n_em, ok, msg = _em_phase(run, theta, em_max_iter, switch=True)
+    if not ok:
+        ev, n_newton, ok, msg = _newton_phase(run, ev.theta, max_iter)
+        n_em += n_newton
+    # The likelihood can have several local optima (very unbalanced groups, say): also
+    # follow Newton from the start itself and keep the better of the two optima.
+    alt, n_alt, alt_ok, alt_msg = _newton_phase(run, theta, max_iter, phase="restart")
+    if alt_ok and (not ok or alt.deviance < ev.deviance):
+        ev, ok, msg = alt, alt_ok, alt_msg + " (Newton from the start found the better optimum)"
+    return SolverResult(ev.theta, ev, ok, n_em + n_alt, msg, run.log)
