@@ -406,6 +406,18 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 "there is no residual variance to estimate"
             )
 
+        if q > 1:
+            counts, sums = stats.ZtZ[:, 0, 0], stats.ZtZ[:, 0, 1:]
+            squares = np.diagonal(stats.ZtZ, axis1=1, axis2=2)[:, 1:]
+            within = counts[:, None] * squares - sums**2
+            constant = np.all(within <= 1e-10 * counts[:, None] * squares + 1e-300, axis=0)
+            if constant.any():
+                bad = [names[j] for j in slopes[constant]]
+                raise ValueError(
+                    f"random_slopes column(s) {bad} are constant within every group, so their "
+                    "random slopes cannot be told apart from the random intercept; keep them "
+                    "as fixed effects only"
+                )
         # Optimise with Z's columns at unit root mean square; map back in _store.
         stats, z_scale = rescale_random_effects(stats)
         cov = CovarianceStructure(q, self.covariance_type)

@@ -153,6 +153,13 @@ FIT_CASES = [
         ValueError,
         "y is fitted exactly by the fixed effects",
     ),
+    (
+        "group-constant-slope",
+        {"random_slopes": ["c"]},
+        lambda: (X0.assign(c=np.repeat(np.arange(6.0), 5) ** 2), Y0, G0),
+        ValueError,
+        r"random_slopes column\(s\) \['c'\] are constant within every group",
+    ),
     ("y-two-columns", {}, lambda: (X0, np.c_[Y0, Y0], G0), ValueError, "y should be a 1d array"),
 ]
 
