@@ -37,7 +37,7 @@ class CovarianceStructure:
                 f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.kind!r}"
             )
         if self.kind == "unstructured":
-            rows, cols = np.tril_indices(self.q)  # row-major, as lme4's theta
+            cols, rows = np.triu_indices(self.q)  # lower triangle column by column, as lme4
         else:
             rows = cols = np.arange(self.q)
         object.__setattr__(self, "rows", rows)

@@ -224,8 +224,11 @@ class ProfiledDeviance:
             ``sigma2 Lambda M_i^{-1} Lambda'``, the conditional covariance of
             ``b_i`` given ``beta`` (lme4 ``ranef(condVar = TRUE)``).
         """
+        st = self.stats
+        if st.q == 0:
+            return np.zeros((st.n_groups, 0)), np.zeros((st.n_groups, 0, 0))
         f = self._factor(np.asarray(theta, dtype=float))
-        p = self.stats.p
+        p = st.p
         lam, L, K_Xy = f["lam"], f["L"], f["K_Xy"]
         v = K_Xy[:, :, p] - K_Xy[:, :, :p] @ f["beta"]
         w = np.linalg.solve(_t(L), v[:, :, None])[:, :, 0]
@@ -243,6 +246,8 @@ class ProfiledDeviance:
         increase ``D``.
         """
         st, p = self.stats, self.stats.p
+        if st.q == 0:
+            return np.asarray(theta, dtype=float)
         f = self._factor(np.asarray(theta, dtype=float))
         lam, L, K_Xy, beta = f["lam"], f["L"], f["K_Xy"], f["beta"]
         sigma2 = f["r2"] / self.k

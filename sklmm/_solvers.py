@@ -165,13 +165,31 @@ def _em_phase(run, theta, max_iter, switch):
 
 
 def _em_snap(run, ev):
-    """Try tiny diagonal entries of Lambda at zero; keep that if D does not rise."""
-    diag = run.objective.cov.rows == run.objective.cov.cols
+    """Try a random effect whose variance EM drives towards zero at exactly zero.
+
+    For each diagonal entry of ``Lambda`` below :data:`EM_SNAP`, its whole row
+    (the variance and covariances of that random effect) is set to zero. EM
+    keeps a zero row forever (each update keeps the range of ``Psi``), so the
+    snapped point is kept only when ``D`` does not rise and the zero row is
+    locally optimal: its gradient entries meet the convergence rule and its
+    Hessian block has no negative eigenvalue.
+    """
+    cov = run.objective.cov
+    diag = cov.rows == cov.cols
     tiny = diag & (ev.theta < EM_SNAP) & (ev.theta > run.lower)
     if not tiny.any():
         return ev
-    trial = run.safe_eval(np.where(tiny, run.lower, ev.theta), 1)
-    return trial if trial is not None and trial.deviance <= ev.deviance else ev
+    zeroed = np.isin(cov.rows, cov.rows[tiny])
+    trial = run.safe_eval(np.where(zeroed, 0.0, ev.theta), 2)
+    if trial is None or trial.deviance > ev.deviance:
+        return ev
+    g = np.abs(trial.gradient[zeroed])
+    if g.max() > run.tol * max(1.0, abs(trial.deviance)):
+        return ev
+    w = np.linalg.eigvalsh(trial.hessian[np.ix_(zeroed, zeroed)])
+    if w[0] < -_NEG_CURVATURE * max(1.0, float(np.max(np.abs(w)))):
+        return ev
+    return trial
 
 
 def _newton_direction(gradient, hessian, free, at_bound):
