@@ -5,12 +5,14 @@ The public surface is what this module exports; every other module is private.
 
 from ._estimator import MixedLMRegressor
 from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
+from ._scorer import make_group_scorer
 
 __all__ = [
     "MixedLMConvergenceWarning",
     "MixedLMRegressor",
     "NoGroupsWarning",
     "SingularFitWarning",
+    "make_group_scorer",
 ]
 
 __version__ = "0.1.0"

@@ -244,7 +244,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             return [f"x{j}" for j in range(self.n_features_in_)]
         return [str(c) for c in names]
 
-    def _resolve_slopes(self):
+    def _resolve_slopes(self, n_samples):
         """Column positions of the random slopes."""
         slopes = self.random_slopes
         if slopes is None:
@@ -262,8 +262,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             if isinstance(s, (Integral, np.integer)):
                 if not 0 <= s < self.n_features_in_:
                     raise ValueError(
-                        f"random_slopes position {s} is out of range for X with "
-                        f"{self.n_features_in_} columns"
+                        f"random_slopes position {s} is out of range: X has "
+                        f"{self.n_features_in_} feature(s) (shape=({n_samples}, "
+                        f"{self.n_features_in_})) while a minimum of {s + 1} is required by "
+                        f"random_slopes={self.random_slopes!r}"
                     )
                 out.append(int(s))
             elif isinstance(s, str):
@@ -296,13 +298,16 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         """
         if isinstance(X, pd.DataFrame) and X.shape[1] == 0:
             return np.zeros((X.shape[0], 0))
-        if np.iscomplexobj(X):
-            raise ValueError("X contains complex numbers; mixed models need real-valued columns")
+        if np.iscomplexobj(np.asarray(X)):
+            raise ValueError(
+                "Complex data not supported: X contains complex numbers; mixed models "
+                "need real-valued columns"
+            )
         if isinstance(X, np.ndarray) and X.dtype.kind in "OUS" and X.ndim == 2:
             for j in range(X.shape[1]):
                 try:
                     X[:, j].astype(np.float64)
-                except (TypeError, ValueError):
+                except ValueError:
                     raise ValueError(
                         f"X has a non-numeric column at position {j} (first value "
                         f"{X[0, j]!r}); encode it first (for example with "
@@ -353,7 +358,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             dtype=np.float64,
         )
         n = X.shape[0]
-        slopes = self._resolve_slopes()
+        slopes = self._resolve_slopes(X.shape[0])
         names = self._feature_names()
         if groups is None:
             warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=3)

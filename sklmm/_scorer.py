@@ -1,0 +1,126 @@
+"""Scorers for conditional predictions: ``predict(X, groups=groups)`` under a named metric."""
+
+import warnings
+
+from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest
+
+from ._exceptions import NoGroupsWarning
+
+_SCORER_NO_GROUPS = (
+    "The group scorer received groups=None, so every row gets the population prediction "
+    "X beta. Inside GridSearchCV, cross_validate or cross_val_score, enable metadata routing "
+    "with sklearn.set_config(enable_metadata_routing=True) and pass the groups as "
+    "fit(X, y, groups=g) or params={'groups': g}; when calling the scorer yourself, pass "
+    "groups=g."
+)
+
+
+class _GroupScorer:
+    """``sign * metric(y, estimator.predict(X, groups=groups), **kwargs)``.
+
+    Built by :func:`make_group_scorer`. Uses only scikit-learn's public routing protocol: it
+    states what it consumes in :meth:`get_metadata_routing`, so meta-estimators route
+    ``groups`` (requested by default) and ``sample_weight`` (once requested with
+    :meth:`set_score_request`) to it.
+    """
+
+    def __init__(self, score_func, sign, kwargs):
+        self._score_func = score_func
+        self._sign = sign
+        self._kwargs = kwargs
+        self._requests = {"groups": True, "sample_weight": None}
+
+    def __call__(self, estimator, X, y_true, groups=None, sample_weight=None):
+        if groups is None:
+            warnings.warn(_SCORER_NO_GROUPS, NoGroupsWarning, stacklevel=2)
+            y_pred = estimator.predict(X)
+        else:
+            y_pred = estimator.predict(X, groups=groups)
+        kwargs = dict(self._kwargs)
+        if sample_weight is not None:
+            kwargs["sample_weight"] = sample_weight
+        return self._sign * self._score_func(y_true, y_pred, **kwargs)
+
+    def __repr__(self):
+        name = getattr(self._score_func, "__name__", repr(self._score_func))
+        sign = "" if self._sign > 0 else ", greater_is_better=False"
+        kwargs = "".join(f", {k}={v!r}" for k, v in self._kwargs.items())
+        return f"make_group_scorer({name}{sign}{kwargs})"
+
+    def set_score_request(self, *, groups=UNCHANGED, sample_weight=UNCHANGED):
+        """Set the metadata this scorer requests.
+
+        Parameters
+        ----------
+        groups, sample_weight : bool, None or str, default=UNCHANGED
+            ``True`` (request), ``False`` (do not request), ``None`` (error if passed) or
+            an alias, as in scikit-learn's ``set_score_request``. By default ``groups`` is
+            requested and ``sample_weight`` is not.
+
+        Returns
+        -------
+        self
+        """
+        for param, alias in (("groups", groups), ("sample_weight", sample_weight)):
+            if alias is not UNCHANGED:
+                self._requests[param] = alias
+        return self
+
+    def get_metadata_routing(self):
+        """The metadata this scorer consumes (scikit-learn's routing protocol)."""
+        request = MetadataRequest(owner=repr(self))
+        for param, alias in self._requests.items():
+            request.score.add_request(param=param, alias=alias)
+        return request
+
+
+def make_group_scorer(metric, *, greater_is_better=True, **kwargs):
+    """Make a scorer that scores conditional predictions with a metric.
+
+    scikit-learn's string scorers (``"r2"``, ``"neg_mean_squared_error"``) call
+    ``predict(X)`` without groups, so every row gets the population prediction. The scorer
+    made here calls ``estimator.predict(X, groups=groups)``: rows of groups seen in ``fit``
+    get their conditional modes. With metadata routing enabled it requests ``groups``, so
+    ``GridSearchCV``, ``cross_validate`` and ``cross_val_score`` pass it the validation
+    rows' labels. Called directly: ``scorer(estimator, X, y, groups=g)``.
+
+    Parameters
+    ----------
+    metric : callable
+        ``metric(y_true, y_pred, **kwargs)``, such as
+        :func:`sklearn.metrics.mean_squared_error`.
+    greater_is_better : bool, default=True
+        Whether a higher ``metric`` is better; if not, the scorer returns its negative, as
+        scikit-learn's ``make_scorer`` does.
+    **kwargs
+        Further keyword arguments of ``metric``.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y, groups=None, sample_weight=None)``. ``sample_weight`` is
+        routed once requested with ``scorer.set_score_request(sample_weight=True)``.
+
+    Examples
+    --------
+    >>> import sklearn
+    >>> from sklearn.metrics import mean_squared_error
+    >>> from sklearn.model_selection import GridSearchCV, KFold
+    >>> from sklmm import MixedLMRegressor, make_group_scorer
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> df = load_sleepstudy()
+    >>> scorer = make_group_scorer(mean_squared_error, greater_is_better=False)
+    >>> with sklearn.config_context(enable_metadata_routing=True):
+    ...     est = MixedLMRegressor().set_fit_request(groups=True).set_predict_request(groups=True)
+    ...     search = GridSearchCV(
+    ...         est,
+    ...         {"random_slopes": [None, ["Days"]]},
+    ...         cv=KFold(3, shuffle=True, random_state=0),
+    ...         scoring=scorer,
+    ...     ).fit(df[["Days"]], df["Reaction"], groups=df["Subject"])
+    >>> search.best_params_
+    {'random_slopes': ['Days']}
+    """
+    if not callable(metric):
+        raise TypeError(f"metric must be a callable metric(y_true, y_pred), got {metric!r}")
+    return _GroupScorer(metric, 1 if greater_is_better else -1, kwargs)
