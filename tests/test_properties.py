@@ -111,3 +111,46 @@ def test_fit_properties(data):
     unseen = est.predict(X, groups=np.full(len(y), "never-seen"))
     np.testing.assert_array_equal(unseen, est.predict(X))
     np.testing.assert_allclose(unseen, X @ est.coef_ + est.intercept_)
+
+
+@SETTINGS
+@given(grouped_data(), st.floats(1e-3, 1e3))
+def test_rescaled_column(data, factor):
+    """Rescaling the random-slope column rescales its coefficient, slope variance and BLUPs."""
+    X, y, g, _ = data
+    Xs = X.copy()
+    Xs[:, 0] *= factor
+    a, b = fit(X, y, g), fit(Xs, y, g)
+    # REML: log|X'V^{-1}X| rises by 2 log(factor), so the log-likelihood falls by log(factor)
+    assert b.log_likelihood_ == pytest.approx(a.log_likelihood_ - np.log(factor), abs=1e-6)
+    assert b.coef_[0] == pytest.approx(a.coef_[0] / factor, rel=1e-5)
+    scale = np.array([1.0, 1.0 / factor])
+    np.testing.assert_allclose(
+        b.random_effects_cov_,
+        a.random_effects_cov_ * np.outer(scale, scale),
+        rtol=1e-3,
+        atol=1e-8 * a.residual_variance_ * max(1.0, 1.0 / factor**2),
+    )
+    np.testing.assert_allclose(
+        b.random_effects_.to_numpy(),
+        a.random_effects_.to_numpy() * scale,
+        rtol=1e-3,
+        atol=1e-5 * max(1.0, 1.0 / factor),
+    )
+
+
+@SETTINGS
+@given(grouped_data())
+def test_clone_refit_is_identical(data):
+    from sklearn.base import clone
+
+    X, y, g, _ = data
+    a = fit(X, y, g)
+    b = clone(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        b.fit(X, y, groups=g)
+    assert b.log_likelihood_ == a.log_likelihood_
+    np.testing.assert_array_equal(b.coef_, a.coef_)
+    np.testing.assert_array_equal(b.random_effects_cov_, a.random_effects_cov_)
+    pd.testing.assert_frame_equal(b.random_effects_, a.random_effects_)
