@@ -130,14 +130,16 @@ def _upper_solve_t(L, B):
     return X
 
 
-def _cho_solve(L, B):
-    """``(L L')^{-1} B`` for one small Cholesky factor ``L`` (numpy's LAPACK only).
+def _cho_solve(L_inv, B):
+    """``C^{-1} B`` where ``C = L L'`` and ``L_inv = L^{-1}`` (p x p, from one small solve).
 
-    scipy.linalg is kept out of the hot path: on a machine where numpy and
-    scipy each load their own threaded OpenBLAS, alternating between the two
-    leaves one library's idle threads spinning against the other's.
+    Two matrix products: the right-hand sides are wide (one column per group and
+    random effect), and a product is cheaper than a triangular solve over them.
+    numpy's BLAS only: on a machine where numpy and scipy each load their own
+    threaded OpenBLAS, alternating between the two leaves one library's idle
+    threads spinning against the other's.
     """
-    return np.linalg.solve(L.T, np.linalg.solve(L, B))
+    return L_inv.T @ (L_inv @ B)
 
 
 class ProfiledDeviance:
@@ -197,7 +199,8 @@ class ProfiledDeviance:
         dev = logdet + k * (1.0 + np.log(2.0 * np.pi * r2 / k))
         if self.reml:
             dev += 2.0 * np.log(np.diag(L_C)).sum()
-        f.update(L_C=L_C, beta=beta, r2=r2, deviance=float(dev))
+        L_C_inv = np.linalg.solve(L_C, np.eye(p))
+        f.update(L_C=L_C, L_C_inv=L_C_inv, beta=beta, r2=r2, deviance=float(dev))
         return f
 
     def __call__(self, theta, order=0):
@@ -230,7 +233,7 @@ class ProfiledDeviance:
         G = A.sum(axis=0) - (k / r2) * Su
         if self.reml:
             # C^{-1} W_i' for every group, from one Cholesky solve.
-            CiWt = _cho_solve(f["L_C"], W.reshape(-1, p).T)
+            CiWt = _cho_solve(f["L_C_inv"], W.reshape(-1, p).T)
             CiWt = _t(CiWt.T.reshape(st.n_groups, st.q, p))
             B = np.matmul(W, CiWt)
             G -= B.sum(axis=0)
@@ -244,13 +247,13 @@ class ProfiledDeviance:
         H4 -= (k / r2**2) * np.einsum("mj,kl->mjkl", Su, Su)
         H4 += (2.0 * k / r2) * np.einsum("gm,gjk,gl->mjkl", u, A, u, optimize=True)
         Rw = np.einsum("gma,gj->mja", W, u)
-        CiR = _cho_solve(f["L_C"], Rw.reshape(-1, p).T)
+        CiR = _cho_solve(f["L_C_inv"], Rw.reshape(-1, p).T)
         H4 -= (2.0 * k / r2) * (Rw.reshape(-1, p) @ CiR).reshape(H4.shape)
         if self.reml:
             H4 += 2.0 * np.einsum("gjk,glm->mjkl", A, B, optimize=True)
             Wf = W.reshape(st.n_groups, -1)  # [g, (m, a)]
             Q = (Wf.T @ Wf).reshape(st.q, p, st.q, p).transpose(0, 2, 1, 3)  # [m, j, a, b]
-            CiQ = _cho_solve(f["L_C"], Q.reshape(-1, p).T)  # (p, q*q*p)
+            CiQ = _cho_solve(f["L_C_inv"], Q.reshape(-1, p).T)  # (p, q*q*p)
             CiQ = CiQ.T.reshape(st.q, st.q, p, p).swapaxes(2, 3)  # [m,j] -> C^{-1} Q_mj
             H4 -= np.einsum("mjab,klba->mjkl", CiQ, CiQ, optimize=True)
         # Chain rule through Psi = Lambda Lambda'.
@@ -309,7 +312,7 @@ class ProfiledDeviance:
         if self.reml:
             PZtX = np.matmul(_t(J), K_X)  # P_i Z_i'X_i
             flat = PZtX.reshape(-1, p)
-            Ci = _cho_solve(f["L_C"], flat.T).T.reshape(PZtX.shape)
+            Ci = _cho_solve(f["L_C_inv"], flat.T).T.reshape(PZtX.shape)
             cov_b = cov_b + sigma2 * np.matmul(Ci, _t(PZtX))
             KX = K_X.reshape(-1, p)
             D_X = (
@@ -317,7 +320,7 @@ class ProfiledDeviance:
                 - 2.0 * KX.T @ KX
                 + np.einsum("gia,gij,gjb->ab", PZtX, st.ZtZ, PZtX, optimize=True)
             )
-            trace += np.trace(_cho_solve(f["L_C"], D_X))
+            trace += np.trace(_cho_solve(f["L_C_inv"], D_X))
         coef = np.append(beta, -1.0)
         r = st.ZtXy @ coef  # Z_i'(X_i beta - y_i)
         rss = (
