@@ -127,14 +127,13 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS):
         W[:, q : q + p] = x_rows(start, stop)
         W[:, -1] = y[start:stop]
         XytXy += W[:, q:].T @ W[:, q:]
-        # Block-expanded Z' (n_groups * q by rows): row code*q + j holds Z[:, j].
-        expanded = sp.csr_matrix(
+        # Block-expanded Z' (n_groups * q by rows), built column by column: column r
+        # holds Z[r, :] in rows codes[r] * q + (0..q-1). CSC needs no sorting.
+        expanded = sp.csc_matrix(
             (
-                Zc.T.ravel(),
-                (
-                    (codes[start:stop] * q + np.arange(q)[:, None]).ravel(),
-                    np.tile(np.arange(rows), q),
-                ),
+                np.ascontiguousarray(Zc).ravel(),
+                (codes[start:stop, None] * q + np.arange(q)).ravel(),
+                np.arange(rows + 1) * q,
             ),
             shape=(n_groups * q, rows),
         )
