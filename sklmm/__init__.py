@@ -3,7 +3,7 @@
 The public surface is what this module exports; every other module is private.
 """
 
-from ._estimator import MixedLMRegressor
+from ._estimator import MixedLMRegressor, likelihood_ratio_test
 from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
 from ._scorer import make_group_scorer
 
@@ -12,6 +12,7 @@ __all__ = [
     "MixedLMRegressor",
     "NoGroupsWarning",
     "SingularFitWarning",
+    "likelihood_ratio_test",
     "make_group_scorer",
 ]
 

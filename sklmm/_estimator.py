@@ -13,6 +13,16 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._covariance import COVARIANCE_TYPES, CovarianceStructure
 from ._crossprod import compute_stats, rescale_random_effects
 from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
+from ._inference import (
+    MixedLMSummary,
+    fixed_effects_table,
+    information_criteria,
+    summary_text,
+    varcorr_table,
+)
+from ._inference import (
+    likelihood_ratio_test as _lr_table,
+)
 from ._profile import ProfiledDeviance
 from ._solvers import SOLVERS, minimize_deviance
 
@@ -360,6 +370,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         n = X.shape[0]
         slopes = self._resolve_slopes(X.shape[0])
         names = self._feature_names()
+        self.groups_name_ = str(getattr(groups, "name", None) or "group")
         if groups is None:
             warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=3)
             codes, levels = np.zeros(n, dtype=np.intp), np.zeros(0, dtype=object)
@@ -436,6 +447,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             verbose=self.verbose,
         )
         self._store(result, objective, cov, z_scale, levels, slopes, names)
+        objective._cache = None  # keep the fitted estimator (and its pickle) small
+        self._core = {"objective": objective, "theta": result.theta, "z_scale": z_scale}
         return self
 
     def _store(self, result, objective, cov, z_scale, levels, slopes, names):
@@ -450,6 +463,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         lam = lam_scaled / z_scale[:, None]  # Lambda for the unscaled Z
         self.random_effects_cov_ = sigma2 * lam @ lam.T
         self.log_likelihood_ = -0.5 * ev.deviance
+        self.fixed_effects_cov_ = objective.fixed_effects_cov(result.theta)
+        self.n_params_ = len(beta) + cov.n_theta + 1
+        self.aic_, self.bic_ = information_criteria(
+            self.log_likelihood_, self.n_params_, objective.stats.n
+        )
+        self._fixed_names = (["(Intercept)"] if self.fit_intercept else []) + list(names)
         self.converged_ = bool(result.converged)
         self.n_iter_ = int(result.n_iter)
         self.groups_ = np.asarray(levels)
@@ -459,6 +478,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             b, condvar = objective.conditional_modes(result.theta)
             b = b / z_scale
             condvar = condvar / np.outer(z_scale, z_scale)
+            self._blup_gain = objective.blup_gain(result.theta) / z_scale[None, :, None]
         else:
             b, condvar = np.zeros((0, 0)), np.zeros((0, 0, 0))
         self.random_effects_ = pd.DataFrame(
@@ -517,7 +537,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         return pd.DataFrame.from_records(records)
 
     # -- predict ------------------------------------------------------------
-    def predict(self, X, groups=None):
+    def predict(self, X, groups=None, return_std=False, include_residual=False):
         """Predict with the random effects of the groups seen in ``fit``.
 
         Parameters
@@ -529,27 +549,56 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             ``X beta + Z b_hat``; rows of unseen groups, or every row when
             ``groups=None``, get the population prediction ``X beta``
             (lme4 ``predict(..., allow.new.levels = TRUE)``).
+        return_std : bool, default=False
+            Also return the standard deviation of each prediction (the
+            ``BayesianRidge`` convention). Seen groups: the prediction error of
+            ``x'beta + z'b`` given the group's data,
+            ``(x - G'z)' Cov(beta) (x - G'z) + z' Var(b | y, beta) z`` with
+            ``G = P Z'X`` (the dependence of the BLUP on ``beta``). Unseen groups:
+            ``x' Cov(beta) x + z' Sigma z`` (a new group's effect is unknown).
+            The variance parameters are treated as known.
+        include_residual : bool, default=False
+            With ``return_std``, add the residual variance: the standard
+            deviation of a new observation rather than of its mean.
 
         Returns
         -------
-        ndarray of shape (n_samples,)
+        y_pred : ndarray of shape (n_samples,)
             Predictions.
+        y_std : ndarray of shape (n_samples,)
+            Standard deviations, when ``return_std=True``.
         """
         check_is_fitted(self)
         X = validate_data(
             self, self._prepare_X(X), reset=False, ensure_min_features=0, dtype=np.float64
         )
         pred = X @ self.coef_ + self.intercept_
-        if groups is None or self.random_effects_.shape[1] == 0:
-            return pred
-        values = _check_groups(groups, X.shape[0])
-        idx = pd.Index(self.groups_).get_indexer(values)
+        n, q = X.shape[0], self.random_effects_.shape[1]
+        idx = np.full(n, -1)
+        if groups is not None and q:
+            values = _check_groups(groups, n)
+            idx = pd.Index(self.groups_).get_indexer(values)
         seen = idx >= 0
+        Z = np.column_stack([np.ones(n), X[:, self.random_slopes_idx_]]) if q else None
         if seen.any():
             b = self.random_effects_.to_numpy()[idx[seen]]
-            Z = np.column_stack([np.ones(seen.sum()), X[seen][:, self.random_slopes_idx_]])
-            pred[seen] += np.einsum("ij,ij->i", Z, b)
-        return pred
+            pred[seen] += np.einsum("ij,ij->i", Z[seen], b)
+        if not return_std:
+            return pred
+        Xf = np.column_stack([np.ones(n), X]) if self.fit_intercept else X
+        var = np.einsum("ij,jk,ik->i", Xf, self.fixed_effects_cov_, Xf)
+        if q:
+            unseen = ~seen
+            var[unseen] += np.einsum("ij,jk,ik->i", Z[unseen], self.random_effects_cov_, Z[unseen])
+            if seen.any():
+                G = self._blup_gain[idx[seen]]  # (m, q, p)
+                d = Xf[seen] - np.einsum("mqp,mq->mp", G, Z[seen])
+                var[seen] = np.einsum("ij,jk,ik->i", d, self.fixed_effects_cov_, d)
+                cv = self.random_effects_condvar_[idx[seen]]
+                var[seen] += np.einsum("mi,mij,mj->m", Z[seen], cv, Z[seen])
+        if include_residual:
+            var += self.residual_variance_
+        return pred, np.sqrt(np.maximum(var, 0.0))
 
     def score(self, X, y, groups=None, sample_weight=None):
         """R^2 of :meth:`predict` with ``groups``.
@@ -572,7 +621,217 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         """
         return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
 
+    def _variance_parameter_cis(self, alpha):
+        """Wald intervals for sd's, correlations and sigma on their unbounded scales."""
+        core = self._core
+        objective, z_scale = core["objective"], core["z_scale"]
+        cov = objective.cov
+        q = cov.q
+        sigma, sigma2 = self.random_effects_cov_, self.residual_variance_
+        sd = np.sqrt(np.diag(sigma))
+        pairs = (
+            [(i, j) for j in range(q) for i in range(j + 1, q)]
+            if (cov.kind == "unstructured")
+            else []
+        )
+        n_par = q + len(pairs) + 1
+        if q == 0 or self.is_singular_:
+            return np.full((n_par, 2), np.nan)
+        corr = np.array([sigma[i, j] / (sd[i] * sd[j]) for i, j in pairs])
+        phi0 = np.r_[
+            np.log(sd), np.arctanh(np.clip(corr, -0.999999, 0.999999)), 0.5 * np.log(sigma2)
+        ]
+
+        def deviance(phi):
+            s = np.exp(phi[:q])
+            R = np.eye(q)
+            for (i, j), r in zip(pairs, np.tanh(phi[q:-1]), strict=True):
+                R[i, j] = R[j, i] = r
+            s2 = np.exp(2 * phi[-1])
+            psi = (R * np.outer(s, s)) * np.outer(z_scale, z_scale) / s2
+            try:
+                lam = (
+                    np.linalg.cholesky(psi)
+                    if cov.kind == "unstructured"
+                    else np.diag(np.sqrt(np.diag(psi)))
+                )
+            except np.linalg.LinAlgError:
+                return np.inf
+            theta = lam[cov.rows, cov.cols]
+            return objective.unprofiled_deviance(theta, s2)
+
+        h = 1e-3
+        H = np.empty((n_par, n_par))
+        E = np.eye(n_par) * h
+        d0 = deviance(phi0)
+        for a in range(n_par):
+            for b in range(a, n_par):
+                if a == b:
+                    val = (deviance(phi0 + E[a]) - 2 * d0 + deviance(phi0 - E[a])) / h**2
+                else:
+                    val = (
+                        deviance(phi0 + E[a] + E[b])
+                        - deviance(phi0 + E[a] - E[b])
+                        - deviance(phi0 - E[a] + E[b])
+                        + deviance(phi0 - E[a] - E[b])
+                    ) / (4 * h**2)
+                H[a, b] = H[b, a] = val
+        objective._cache = None
+        try:
+            cov_phi = 2.0 * np.linalg.inv(H)  # D = -2 log L: information = H / 2
+        except np.linalg.LinAlgError:
+            return np.full((n_par, 2), np.nan)
+        se = np.sqrt(np.clip(np.diag(cov_phi), 0.0, None))
+        crit = _norm_ppf(1 - alpha / 2)
+        lo, hi = phi0 - crit * se, phi0 + crit * se
+        out = np.column_stack([lo, hi])
+        out[:q] = np.exp(out[:q])
+        out[q:-1] = np.tanh(out[q:-1])
+        out[-1] = np.exp(out[-1])
+        return out
+
+    def summary(self, X=None, y=None, groups=None, alpha=0.05):
+        """lme4-shaped summary with tables of fixed effects and variance parameters.
+
+        Parameters
+        ----------
+        X, y, groups : array-like, default=None
+            The training data; when given, the scaled conditional residuals are
+            summarised too (lme4's "Scaled residuals").
+        alpha : float, default=0.05
+            One minus the confidence level of the intervals.
+
+        Returns
+        -------
+        MixedLMSummary
+            ``str()`` gives the text of lme4's ``summary(lmer(...))``; in a
+            notebook it renders as HTML. Its ``fixed_effects`` table has Wald
+            z statistics, p-values and intervals; its ``random_effects`` table is
+            lme4's ``as.data.frame(VarCorr(fit))`` with Wald intervals of
+            ``sdcor`` on the log-sd / atanh-correlation scale (not available,
+            NaN, for a singular fit).
+        """
+        check_is_fitted(self)
+        beta = np.r_[self.intercept_, self.coef_] if self.fit_intercept else self.coef_
+        fixed = fixed_effects_table(self._fixed_names, beta, self.fixed_effects_cov_, alpha)
+        re_names = list(self.random_effects_.columns)
+        unstructured = self.covariance_type == "unstructured"
+        vc = varcorr_table(
+            self.groups_name_,
+            re_names,
+            self.random_effects_cov_,
+            self.residual_variance_,
+            covariances=unstructured,
+        )
+        cis = self._variance_parameter_cis(alpha)
+        vc[f"ci_{alpha / 2:g}"], vc[f"ci_{1 - alpha / 2:g}"] = cis[:, 0], cis[:, 1]
+        resid = None
+        if X is not None and y is not None:
+            resid = (np.asarray(y, dtype=float) - self.predict(X, groups=groups)) / np.sqrt(
+                self.residual_variance_
+            )
+        text = summary_text(
+            reml=self.reml,
+            log_likelihood=self.log_likelihood_,
+            aic=self.aic_,
+            bic=self.bic_,
+            df=self.n_params_,
+            n_obs=self._core["objective"].stats.n,
+            group=self.groups_name_,
+            n_groups=len(self.groups_),
+            re_names=re_names,
+            sigma=self.random_effects_cov_,
+            sigma2=self.residual_variance_,
+            fixed=fixed,
+            fixed_cov=self.fixed_effects_cov_,
+            scaled_residuals=resid,
+            singular=self.is_singular_,
+            converged=self.converged_,
+            message="see fit_log_",
+        )
+        return MixedLMSummary(text, fixed, vc)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _norm_ppf(p):
+    from scipy.stats import norm
+
+    return norm.ppf(p)
+
+
+def _ml_log_likelihood(est):
+    """The ML log-likelihood of a fit, refitting by ML from its cross-products if REML."""
+    if not est.reml:
+        return est.log_likelihood_
+    objective = est._core["objective"]
+    ml = ProfiledDeviance(objective.stats, objective.cov, reml=False)
+    result = minimize_deviance(
+        ml, est.solver, max_iter=est.max_iter, em_max_iter=est.em_max_iter, tol=est.tol
+    )
+    return -0.5 * result.evaluation.deviance
+
+
+def likelihood_ratio_test(model_a, model_b):
+    """Likelihood-ratio test between two nested fits (lme4's ``anova(m1, m2)``).
+
+    REML fits are refitted by ML first (from their stored cross-products, no data
+    needed), as lme4 does: REML likelihoods of models with different fixed effects
+    are not comparable.
+
+    Parameters
+    ----------
+    model_a, model_b : MixedLMRegressor
+        Fitted on the same rows, the same response and the same groups; one nested
+        in the other (its fixed-effect columns and random effects a subset of the
+        other's). Their order does not matter.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``small`` and ``large`` with npar, AIC, BIC, logLik, deviance (all ML),
+        and for ``large`` the chi-squared statistic, its degrees of freedom and
+        p-value.
+
+    Raises
+    ------
+    ValueError
+        When the models were fitted on different data or are not nested.
+    """
+    for m in (model_a, model_b):
+        check_is_fitted(m)
+    sa, sb = model_a._core["objective"].stats, model_b._core["objective"].stats
+    same = (
+        sa.n == sb.n
+        and np.isclose(sa.XytXy[-1, -1], sb.XytXy[-1, -1], rtol=1e-12)
+        and len(model_a.groups_) == len(model_b.groups_)
+        and np.array_equal(
+            np.asarray(model_a.groups_, dtype=object), np.asarray(model_b.groups_, dtype=object)
+        )
+    )
+    if not same:
+        raise ValueError(
+            "the two models were not fitted on the same data (rows, response and groups "
+            "must be identical for a likelihood-ratio test)"
+        )
+    small, large = sorted((model_a, model_b), key=lambda m: m.n_params_)
+    fixed_nested = set(small._fixed_names) <= set(large._fixed_names)
+    re_nested = set(small.random_effects_.columns) <= set(large.random_effects_.columns)
+    cov_nested = not (
+        small.covariance_type == "unstructured"
+        and large.covariance_type == "diagonal"
+        and small.random_effects_.shape[1] > 1
+    )
+    if small.n_params_ == large.n_params_ or not (fixed_nested and re_nested and cov_nested):
+        raise ValueError(
+            "the models are not nested: one model's fixed-effect columns and random effects "
+            "must be a subset of the other's, with fewer parameters"
+        )
+    info = [
+        {"log_likelihood": _ml_log_likelihood(m), "df": m.n_params_, "n": sa.n}
+        for m in (small, large)
+    ]
+    return _lr_table(*info)

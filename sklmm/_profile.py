@@ -200,7 +200,7 @@ class ProfiledDeviance:
         if self.reml:
             dev += 2.0 * np.log(np.diag(L_C)).sum()
         L_C_inv = np.linalg.solve(L_C, np.eye(p))
-        f.update(L_C=L_C, L_C_inv=L_C_inv, beta=beta, r2=r2, deviance=float(dev))
+        f.update(L_C=L_C, L_C_inv=L_C_inv, beta=beta, r2=r2, deviance=float(dev), logdet=logdet)
         return f
 
     def __call__(self, theta, order=0):
@@ -286,6 +286,37 @@ class ProfiledDeviance:
         J = _lower_solve(L, np.broadcast_to(lam.T, L.shape))
         sigma2 = f["r2"] / self.k
         return w @ lam.T, sigma2 * np.matmul(_t(J), J)
+
+    def unprofiled_deviance(self, theta, sigma2):
+        """``-2 log L`` at ``theta`` and a given ``sigma2`` (``beta`` still profiled).
+
+        Equal to ``D(theta)`` when ``sigma2`` is its profiled value; used for the
+        observed information of the user-scale parameters.
+        """
+        f = self._factor(np.asarray(theta, dtype=float))
+        dev = f["logdet"] + f["r2"] / sigma2 + self.k * np.log(2 * np.pi * sigma2)
+        if self.reml:
+            dev += 2.0 * np.log(np.diag(f["L_C"])).sum()
+        return float(dev)
+
+    def fixed_effects_cov(self, theta):
+        """``sigma2 C^{-1}``, the covariance of ``beta`` (lme4 ``vcov``)."""
+        f = self._factor(np.asarray(theta, dtype=float))
+        return (f["r2"] / self.k) * (f["L_C_inv"].T @ f["L_C_inv"])
+
+    def blup_gain(self, theta):
+        """``P_i Z_i'X_i`` for every group: how ``b_i`` moves with ``beta``.
+
+        ``b_i = P_i Z_i'(y_i - X_i beta)`` with ``P_i = Lambda M_i^{-1} Lambda'``,
+        so the prediction error of ``x'beta + z'b_i`` has variance
+        ``(x - G_i'z)' Cov(beta) (x - G_i'z) + sigma2 z'P_i z`` with ``G_i`` this.
+        """
+        st, p = self.stats, self.stats.p
+        if st.q == 0:
+            return np.zeros((st.n_groups, 0, p))
+        f = self._factor(np.asarray(theta, dtype=float))
+        J = _lower_solve(f["L"], np.broadcast_to(f["lam"].T, f["L"].shape))
+        return np.matmul(_t(J), f["K_Xy"][:, :, :p])
 
     # -- EM ---------------------------------------------------------------
     def em_update(self, theta):
