@@ -5,6 +5,7 @@ The public surface is what this module exports; every other module is private.
 
 from ._estimator import MixedLMRegressor, likelihood_ratio_test
 from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
+from ._plotting import plot_caterpillar, plot_residuals
 from ._scorer import make_group_scorer
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "SingularFitWarning",
     "likelihood_ratio_test",
     "make_group_scorer",
+    "plot_caterpillar",
+    "plot_residuals",
 ]
 
 __version__ = "0.1.0"

@@ -1,0 +1,231 @@
+"""Diagnostic plots of a fitted :class:`~sklmm.MixedLMRegressor` (matplotlib, optional).
+
+matplotlib is an optional dependency (``pip install sklmm[plot]``): it is imported inside
+the functions, never when :mod:`sklmm` is imported.
+"""
+
+from numbers import Real
+
+import numpy as np
+from scipy.stats import norm
+from sklearn.utils import check_consistent_length, column_or_1d
+from sklearn.utils.validation import check_array, check_is_fitted
+
+__all__ = ["plot_caterpillar", "plot_residuals"]
+
+
+def _pyplot():
+    """``matplotlib.pyplot``, or an ImportError that says how to install it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            "sklmm's plotting functions need matplotlib, which is not installed. "
+            "Install it with `pip install sklmm[plot]` (or `pip install matplotlib`)."
+        ) from exc
+    return plt
+
+
+def _random_effects(estimator):
+    """The fitted BLUPs and their conditional covariances, with clear errors."""
+    check_is_fitted(estimator)
+    if not hasattr(estimator, "random_effects_") or not hasattr(
+        estimator, "random_effects_condvar_"
+    ):
+        raise TypeError(
+            "plot_caterpillar needs a fitted sklmm.MixedLMRegressor (with random_effects_ "
+            f"and random_effects_condvar_), got {type(estimator).__name__}"
+        )
+    blups = estimator.random_effects_
+    if blups.shape[1] == 0:
+        raise ValueError(
+            "the model has no random effects (it was fitted with groups=None), so there "
+            "are no BLUPs to plot; fit it with groups=... first"
+        )
+    return blups, np.asarray(estimator.random_effects_condvar_)
+
+
+def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True):
+    """Caterpillar plot of the BLUPs of one random effect, with intervals.
+
+    One point per group: the conditional mode (BLUP) of the random effect
+    ``term``, with a horizontal bar for the ``level`` interval
+    ``b_hat +/- z * sqrt(condvar)`` from its conditional variance
+    (``z = norm.ppf((1 + level) / 2)``), and a vertical line at 0. This is
+    lme4's ``dotplot(ranef(fit, condVar = TRUE))``, one panel per call.
+
+    Parameters
+    ----------
+    estimator : MixedLMRegressor
+        A fitted estimator with random effects (fitted with ``groups``).
+    term : str, default=None
+        Name of the random-effect column to plot, a column of
+        ``estimator.random_effects_``: ``"(Intercept)"`` or the name of a
+        random slope. ``None`` plots the first column, ``"(Intercept)"``.
+    level : float, default=0.95
+        Coverage of the normal intervals, strictly between 0 and 1.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw into. ``None`` draws into a new figure
+        (``matplotlib.pyplot.subplots``) whose height grows with the number
+        of groups.
+    sort : bool, default=True
+        Order the groups by the plotted BLUP (smallest at the bottom), as
+        lme4 does. ``False`` keeps the order of ``estimator.groups_``.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        The Axes holding the plot: an ``errorbar`` container whose points are
+        the BLUPs (x) at positions ``0, ..., n_groups - 1`` (y), labelled with
+        the group names.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``estimator`` is not fitted.
+    ValueError
+        If the model has no random effects, ``term`` is not one of its
+        random-effect columns, or ``level`` is not in (0, 1).
+    ImportError
+        If matplotlib is not installed.
+
+    See Also
+    --------
+    plot_residuals : Residuals against fitted values.
+
+    Notes
+    -----
+    The intervals are conditional on the estimated variance parameters, as
+    lme4's: they ignore the uncertainty in those parameters and in the fixed
+    effects.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> from sklmm import MixedLMRegressor
+    >>> from sklmm import plot_caterpillar
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> df = load_sleepstudy()
+    >>> est = MixedLMRegressor(random_slopes=["Days"])
+    >>> est = est.fit(df[["Days"]], df["Reaction"], groups=df["Subject"])
+    >>> ax = plot_caterpillar(est, term="Days")
+    >>> ax.get_xlabel()
+    'Days'
+    >>> plt.close(ax.figure)
+    """
+    blups, condvar = _random_effects(estimator)
+    names = list(blups.columns)
+    if term is None:
+        term = names[0]
+    if not isinstance(term, str) or term not in names:
+        raise ValueError(f"unknown random-effect term {term!r}; the model has {names}")
+    if (
+        isinstance(level, bool)
+        or not isinstance(level, Real)
+        or not np.isfinite(level)
+        or not 0 < level < 1
+    ):
+        raise ValueError(f"level must be a number strictly between 0 and 1, got {level!r}")
+    plt = _pyplot()
+
+    j = names.index(term)
+    values = blups.iloc[:, j].to_numpy(dtype=float)
+    # Clip the rounding noise of a (near) zero conditional variance at a boundary fit.
+    half = norm.ppf(0.5 + level / 2) * np.sqrt(np.clip(condvar[:, j, j], 0.0, None))
+    labels = [str(g) for g in blups.index]
+    order = np.argsort(values, kind="stable") if sort else np.arange(len(values))
+    pos = np.arange(len(values))
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, max(3.0, 1.2 + 0.22 * len(values))))
+    ax.axvline(0.0, color="0.5", linestyle="--", linewidth=1)
+    ax.errorbar(
+        values[order],
+        pos,
+        xerr=half[order],
+        fmt="o",
+        markersize=4,
+        capsize=2,
+        label=f"BLUP and {100 * level:g}% interval",
+    )
+    ax.set_yticks(pos, [labels[i] for i in order])
+    ax.set_ylim(-0.5, len(values) - 0.5)
+    ax.set_xlabel(term)
+    ax.set_ylabel(blups.index.name or "group")
+    ax.set_title(f"Random effects: {term} ({100 * level:g}% conditional intervals)")
+    return ax
+
+
+def plot_residuals(estimator, X, y, groups=None, ax=None):
+    """Residuals against fitted values.
+
+    Scatter plot of ``y - estimator.predict(X, groups=groups)`` against
+    ``estimator.predict(X, groups=groups)``, with a horizontal line at 0.
+
+    Parameters
+    ----------
+    estimator : MixedLMRegressor
+        A fitted estimator.
+    X : array-like of shape (n_samples, n_features)
+        Fixed-effect covariates, as for :meth:`MixedLMRegressor.predict`.
+    y : array-like of shape (n_samples,)
+        Observed response.
+    groups : array-like of shape (n_samples,), default=None
+        Group labels, as for :meth:`MixedLMRegressor.predict`. With them, the
+        rows of groups seen in ``fit`` get conditional fitted values
+        ``X beta + Z b_hat`` (lme4's ``plot(fit)``); ``None`` plots the
+        marginal residuals ``y - X beta``.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw into. ``None`` draws into a new figure
+        (``matplotlib.pyplot.subplots``).
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        The Axes holding the plot: one scatter collection whose offsets are
+        the (fitted value, residual) pairs, in the order of the rows.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``estimator`` is not fitted.
+    ValueError
+        If ``y`` is not 1-D, not finite, or not as long as ``X``.
+    ImportError
+        If matplotlib is not installed.
+
+    See Also
+    --------
+    plot_caterpillar : BLUPs of the random effects with intervals.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> from sklmm import MixedLMRegressor
+    >>> from sklmm import plot_residuals
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> df = load_sleepstudy()
+    >>> X, y, g = df[["Days"]], df["Reaction"], df["Subject"]
+    >>> est = MixedLMRegressor(random_slopes=["Days"]).fit(X, y, groups=g)
+    >>> ax = plot_residuals(est, X, y, groups=g)
+    >>> ax.get_ylabel()
+    'Residuals'
+    >>> plt.close(ax.figure)
+    """
+    check_is_fitted(estimator)
+    y = column_or_1d(check_array(y, ensure_2d=False, dtype=np.float64, input_name="y"))
+    fitted = np.asarray(estimator.predict(X, groups=groups), dtype=float)
+    check_consistent_length(fitted, y)
+    residuals = y - fitted
+    plt = _pyplot()
+
+    if ax is None:
+        _, ax = plt.subplots()
+    ax.scatter(fitted, residuals, s=12, alpha=0.7)
+    ax.axhline(0.0, color="0.5", linestyle="--", linewidth=1)
+    n_random = getattr(estimator, "random_effects_", np.empty((0, 0))).shape[1]
+    random = groups is not None and n_random > 0
+    ax.set_xlabel("Fitted values (conditional)" if random else "Fitted values (marginal)")
+    ax.set_ylabel("Residuals")
+    ax.set_title("Residuals vs fitted")
+    return ax
