@@ -157,8 +157,14 @@ def summary_text(
             [group if i == 0 else "", name, f"{sigma[i, i]:.4g}", f"{sd[i]:.4g}", " ".join(corr)]
         )
     rows.append(["Residual", "", f"{sigma2:.4g}", f"{np.sqrt(sigma2):.4g}", ""])
-    re = pd.DataFrame(rows, columns=["Groups", "Name", "Variance", "Std.Dev.", "Corr"])
-    lines.append(re.to_string(index=False, justify="left"))
+    header = ["Groups", "Name", "Variance", "Std.Dev.", "Corr"]
+    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
+    for r in [header, *rows]:
+        cells = [
+            str(v).ljust(w) if c < 2 or c == 4 else str(v).rjust(w)
+            for c, (v, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        lines.append(" " + " ".join(cells).rstrip())
     if len(re_names):
         lines.append(f"Number of obs: {n_obs}, groups:  {group}, {n_groups}")
     else:
