@@ -9,6 +9,7 @@ small simulated data sets, and check that the three solvers of
 
 import numpy as np
 import pytest
+from _simulate import simulate
 
 from sklmm._covariance import CovarianceStructure
 from sklmm._crossprod import compute_stats
@@ -19,26 +20,6 @@ KINDS = ("unstructured", "diagonal")
 
 
 # -- data ------------------------------------------------------------------
-def simulate(seed, q, p=3, n_groups=20, sizes=None, Sigma=None):
-    """Grouped data from the model; rows in random order, ``X`` and ``Z`` share no columns
-    but the intercept."""
-    rng = np.random.default_rng(seed)
-    if sizes is None:
-        sizes = rng.integers(3, 9, n_groups)
-    n_groups = len(sizes)
-    codes = np.repeat(np.arange(n_groups), sizes)
-    rng.shuffle(codes)
-    n = len(codes)
-    X = np.column_stack([np.ones(n), rng.normal(size=(n, p - 1))])
-    Z = np.column_stack([np.ones(n), rng.normal(size=(n, q - 1))])
-    if Sigma is None:
-        A = rng.normal(size=(q, q))
-        Sigma = A @ A.T / q + 0.5 * np.eye(q)
-    b = rng.multivariate_normal(np.zeros(q), Sigma, size=n_groups)
-    y = X @ rng.normal(size=p) + np.einsum("ij,ij->i", Z, b[codes]) + rng.normal(size=n)
-    return X, Z, y, codes, n_groups
-
-
 def simulate_zero_slope_variance(seed, n_groups=30, m=8, shrink=0.8):
     """Random intercept (variance 1) and a random slope of true variance 0.
 

@@ -18,6 +18,7 @@ largest entry) leave two orders of magnitude of slack and still catch any wrong 
 
 import numpy as np
 import pytest
+from _simulate import simulate as _simulate
 
 from sklmm._covariance import CovarianceStructure
 from sklmm._crossprod import compute_stats
@@ -30,20 +31,7 @@ RTOL = 1e-6
 
 def simulate(seed, q, p=3, n_groups=15, sizes=None):
     """Grouped data from the model, with a random PD ``Sigma``; rows in random order."""
-    rng = np.random.default_rng(seed)
-    if sizes is None:
-        sizes = rng.integers(2, 9, n_groups)
-    n_groups = len(sizes)
-    codes = np.repeat(np.arange(n_groups), sizes)
-    rng.shuffle(codes)
-    n = len(codes)
-    X = np.column_stack([np.ones(n), rng.normal(size=(n, p - 1))])
-    Z = np.column_stack([np.ones(n), rng.normal(size=(n, q - 1))])
-    A = rng.normal(size=(q, q))
-    Sigma = A @ A.T / q + 0.5 * np.eye(q)
-    b = rng.multivariate_normal(np.zeros(q), Sigma, size=n_groups)
-    y = X @ rng.normal(size=p) + np.einsum("ij,ij->i", Z, b[codes]) + rng.normal(size=n)
-    return X, Z, y, codes, n_groups
+    return _simulate(seed, q, p=p, n_groups=n_groups, sizes=sizes, min_size=2)
 
 
 def objective(seed, q, kind, reml, **kw):
