@@ -124,6 +124,8 @@ def assert_same_fitted_state(a, b):
             np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-8, err_msg=key)
         elif isinstance(va, np.ndarray):
             np.testing.assert_array_equal(va, vb, err_msg=key)
+        elif isinstance(va, (bool, str, type(None))):
+            assert va == vb, key
         else:
             assert va == pytest.approx(vb, rel=1e-6, abs=1e-8), key
 
