@@ -482,7 +482,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         else:
             b, condvar = np.zeros((0, 0)), np.zeros((0, 0, 0))
         self.random_effects_ = pd.DataFrame(
-            b, index=pd.Index(self.groups_, name="group"), columns=re_names
+            b, index=pd.Index(self.groups_, name=self.groups_name_), columns=re_names
         )
         self.random_effects_condvar_ = condvar
         self.is_singular_ = bool(cov.q and (np.min(np.diag(lam_scaled)) < SINGULAR_TOL))

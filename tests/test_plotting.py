@@ -100,7 +100,7 @@ def test_caterpillar_default_term_is_the_intercept(fitted):
     assert tick_labels(ax) == [str(g) for g in fitted.groups_[order]]
     assert has_reference_line(ax, vertical=True)
     assert ax.get_xlabel() == "(Intercept)"
-    assert ax.get_ylabel() == "group"
+    assert ax.get_ylabel() == "Subject"  # the name of the groups Series given to fit
     assert "95%" in ax.get_title()
 
 
