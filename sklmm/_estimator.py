@@ -26,8 +26,9 @@ from ._inference import (
 from ._profile import ProfiledDeviance
 from ._solvers import SOLVERS, minimize_deviance
 
-#: A diagonal entry of Lambda below this marks a singular (boundary) fit, as lme4's isSingular;
-#: Lambda here is that of the random-effect columns rescaled to unit root mean square.
+#: A diagonal entry of Lambda below this marks a singular (boundary) fit: lme4's isSingular
+#: threshold, applied here to the Lambda of the centred random-effect columns rescaled to unit
+#: root mean square (so the flag does not depend on the units or offsets of the columns).
 SINGULAR_TOL = 1e-4
 
 _NO_GROUPS = (
@@ -68,6 +69,27 @@ def _check_groups(groups, n_rows, name="groups"):
         rows = np.flatnonzero(~np.isfinite(values))[:5].tolist()
         raise ValueError(f"{name} contains infinite labels at rows {rows}")
     return values
+
+
+def _match_groups(levels, values):
+    """Positions of ``values`` among the fitted ``levels`` (-1 for unseen).
+
+    Labels are matched as they are; when the kinds differ (numbers in fit,
+    strings at predict, or the reverse), they are matched by their string
+    forms, so that ``308`` and ``"308"`` name the same group.
+    """
+    idx = pd.Index(levels).get_indexer(values)
+    numeric = [
+        pd.api.types.infer_dtype(np.asarray(a), skipna=False)
+        in ("integer", "floating", "mixed-integer-float", "decimal")
+        for a in (levels, values)
+    ]
+    if numeric[0] != numeric[1] and len(values):
+        as_str = pd.Index(np.asarray(levels).astype(str)).get_indexer(
+            np.asarray(values).astype(str)
+        )
+        idx = np.where(idx >= 0, idx, as_str)
+    return idx
 
 
 def _factorize(values):
@@ -127,14 +149,16 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         EM iterations, then Newton iterations; EM alone; Newton alone. All
         three stop on the same convergence rule.
     max_iter : int, default=100
-        Maximum iterations of the final phase (Newton, or EM for
-        ``solver="em"``).
+        Maximum iterations of each Newton pass (``"em-newton"`` runs two: one
+        from the EM result and one from the start, and keeps the better), or of
+        EM for ``solver="em"``.
     em_max_iter : int, default=25
         Maximum EM iterations before Newton takes over (``"em-newton"``).
     tol : float, default=1e-7
         Convergence rule: every component of the projected gradient of
         ``-2 log L`` in the square-root-scale parameters is at most
-        ``tol * max(1, |2 log L|)`` in absolute value.
+        ``tol * max(1, |2 log L|)`` in absolute value, and the Hessian on the
+        free parameters has no negative eigenvalue (no saddle point).
     verbose : int, default=0
         Print one line per iteration when positive.
 
@@ -400,13 +424,56 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 "at least one more row than columns is needed"
             )
 
+        for name, arr in (("X", X), ("y", y)):
+            if arr.size and np.max(np.abs(arr)) > np.sqrt(np.finfo(np.float64).max / arr.size):
+                raise ValueError(
+                    f"{name} has values too large to square and sum in float64 (max |{name}| = "
+                    f"{np.max(np.abs(arr)):.3g}); rescale it"
+                )
+        if self.fit_intercept and X.shape[1]:
+            constant = np.ptp(X, axis=0) == 0
+            if constant.any():
+                raise ValueError(
+                    f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
+                    "are constant or linear combinations of other columns (the intercept "
+                    "included); remove them from X"
+                )
+        # Centre the columns (a reparameterization that leaves the likelihood unchanged,
+        # undone in _store): the cross-products then carry no large offsets. The random
+        # slopes are centred only for an unstructured covariance, whose family is
+        # closed under the shift; a diagonal one is not (lme4's (x || g) depends on it).
+        x_mean = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
+        y_mean = float(y.mean()) if self.fit_intercept else 0.0
+        centre_z = q > 1 and self.covariance_type == "unstructured"
+        z_mean = X[:, slopes].mean(axis=0) if centre_z else np.zeros(len(slopes))
+
         def x_rows(a, b):
-            return np.column_stack([np.ones(b - a), X[a:b]]) if self.fit_intercept else X[a:b]
+            Xc = X[a:b] - x_mean
+            return np.column_stack([np.ones(b - a), Xc]) if self.fit_intercept else Xc
 
         def z_rows(a, b):
-            return np.column_stack([np.ones(b - a), X[a:b, slopes]])
+            return np.column_stack([np.ones(b - a), X[a:b, slopes] - z_mean])
 
-        stats = compute_stats(x_rows, z_rows if q else np.zeros((n, 0)), y, codes, n_groups)
+        stats = compute_stats(
+            x_rows, z_rows if q else np.zeros((n, 0)), y - y_mean, codes, n_groups
+        )
+        T = np.eye(p)  # beta = T beta_centred (+ y_mean on the intercept)
+        if self.fit_intercept:
+            T[0, 1:] = -x_mean
+        A = np.eye(q)  # b = A b_centred
+        if q:
+            A[0, 1:] = -z_mean
+        centring = {"T": T, "A": A, "y_mean": y_mean}
+        # What likelihood_ratio_test checks to tell that two fits saw the same data.
+        cp = stats.XytXy
+        fixed_names = (["(Intercept)"] if self.fit_intercept else []) + names
+        means = np.r_[[1.0] if self.fit_intercept else [], x_mean]
+        self._fingerprint = {
+            "n": n,
+            "y": (y_mean, cp[p, p]),
+            "counts": stats.counts,
+            "columns": {name: (means[j], cp[j, j], cp[j, p]) for j, name in enumerate(fixed_names)},
+        }
         fixed_names = (["(Intercept)"] if self.fit_intercept else []) + names
         dropped = _collinear_columns(stats.XytXy[:p, :p], fixed_names)
         if dropped:
@@ -446,24 +513,32 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             tol=self.tol,
             verbose=self.verbose,
         )
-        self._store(result, objective, cov, z_scale, levels, slopes, names)
+        self._store(result, objective, cov, z_scale, centring, levels, slopes, names)
         objective._cache = None  # keep the fitted estimator (and its pickle) small
-        self._core = {"objective": objective, "theta": result.theta, "z_scale": z_scale}
+        self._core = {
+            "objective": objective,
+            "theta": result.theta,
+            "z_scale": z_scale,
+            "A": centring["A"],
+        }
         return self
 
-    def _store(self, result, objective, cov, z_scale, levels, slopes, names):
+    def _store(self, result, objective, cov, z_scale, centring, levels, slopes, names):
         ev = result.evaluation
-        beta, sigma2 = ev.beta, ev.sigma2
+        T, A = centring["T"], centring["A"]
+        beta, sigma2 = T @ ev.beta, ev.sigma2
+        if self.fit_intercept:
+            beta[0] += centring["y_mean"]
         if self.fit_intercept:
             self.intercept_, self.coef_ = float(beta[0]), beta[1:].copy()
         else:
             self.intercept_, self.coef_ = 0.0, beta.copy()
         self.residual_variance_ = float(sigma2)
         lam_scaled = cov.lam(result.theta)
-        lam = lam_scaled / z_scale[:, None]  # Lambda for the unscaled Z
+        lam = A @ (lam_scaled / z_scale[:, None])  # a square root of Sigma / sigma2
         self.random_effects_cov_ = sigma2 * lam @ lam.T
         self.log_likelihood_ = -0.5 * ev.deviance
-        self.fixed_effects_cov_ = objective.fixed_effects_cov(result.theta)
+        self.fixed_effects_cov_ = T @ objective.fixed_effects_cov(result.theta) @ T.T
         self.n_params_ = len(beta) + cov.n_theta + 1
         self.aic_, self.bic_ = information_criteria(
             self.log_likelihood_, self.n_params_, objective.stats.n
@@ -476,9 +551,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         re_names = ["(Intercept)"] + [names[j] for j in slopes] if cov.q else []
         if cov.q:
             b, condvar = objective.conditional_modes(result.theta)
-            b = b / z_scale
-            condvar = condvar / np.outer(z_scale, z_scale)
-            self._blup_gain = objective.blup_gain(result.theta) / z_scale[None, :, None]
+            b = (b / z_scale) @ A.T
+            condvar = A @ (condvar / np.outer(z_scale, z_scale)) @ A.T
+            gain = objective.blup_gain(result.theta) / z_scale[None, :, None]
+            self._blup_gain = A @ gain @ np.linalg.inv(T)  # T is unit triangular
         else:
             b, condvar = np.zeros((0, 0)), np.zeros((0, 0, 0))
         self.random_effects_ = pd.DataFrame(
@@ -486,7 +562,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         )
         self.random_effects_condvar_ = condvar
         self.is_singular_ = bool(cov.q and (np.min(np.diag(lam_scaled)) < SINGULAR_TOL))
-        self.fit_log_ = self._fit_log(result.log, cov, z_scale, re_names)
+        self.fit_log_ = self._fit_log(result.log, cov, z_scale, A, re_names)
         if not self.converged_:
             warnings.warn(
                 f"The {self.solver} solver stopped before converging ({result.message}) after "
@@ -513,7 +589,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 stacklevel=4,
             )
 
-    def _fit_log(self, log, cov, z_scale, re_names):
+    def _fit_log(self, log, cov, z_scale, A, re_names):
         rows, cols = np.tril_indices(cov.q)
         labels = [
             f"Var[{re_names[i]}]" if i == j else f"Cov[{re_names[j]},{re_names[i]}]"
@@ -521,7 +597,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         ]
         records = []
         for rec in log:
-            lam = cov.lam(rec["theta"]) / z_scale[:, None]
+            lam = A @ (cov.lam(rec["theta"]) / z_scale[:, None])
             sigma = rec["sigma2"] * lam @ lam.T
             row = {
                 "phase": rec["phase"],
@@ -575,9 +651,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         pred = X @ self.coef_ + self.intercept_
         n, q = X.shape[0], self.random_effects_.shape[1]
         idx = np.full(n, -1)
-        if groups is not None and q:
+        if groups is not None:
             values = _check_groups(groups, n)
-            idx = pd.Index(self.groups_).get_indexer(values)
+            if q:
+                idx = _match_groups(self.groups_, values)
         seen = idx >= 0
         Z = np.column_stack([np.ones(n), X[:, self.random_slopes_idx_]]) if q else None
         if seen.any():
@@ -625,6 +702,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         """Wald intervals for sd's, correlations and sigma on their unbounded scales."""
         core = self._core
         objective, z_scale = core["objective"], core["z_scale"]
+        A_inv = np.linalg.inv(core["A"])  # unit triangular
         cov = objective.cov
         q = cov.q
         sigma, sigma2 = self.random_effects_cov_, self.residual_variance_
@@ -648,7 +726,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             for (i, j), r in zip(pairs, np.tanh(phi[q:-1]), strict=True):
                 R[i, j] = R[j, i] = r
             s2 = np.exp(2 * phi[-1])
-            psi = (R * np.outer(s, s)) * np.outer(z_scale, z_scale) / s2
+            sigma_centred = A_inv @ (R * np.outer(s, s)) @ A_inv.T
+            psi = sigma_centred * np.outer(z_scale, z_scale) / s2
             try:
                 lam = (
                     np.linalg.cholesky(psi)
@@ -803,14 +882,15 @@ def likelihood_ratio_test(model_a, model_b):
     """
     for m in (model_a, model_b):
         check_is_fitted(m)
-    sa, sb = model_a._core["objective"].stats, model_b._core["objective"].stats
+    fa, fb = model_a._fingerprint, model_b._fingerprint
     same = (
-        sa.n == sb.n
-        and np.isclose(sa.XytXy[-1, -1], sb.XytXy[-1, -1], rtol=1e-12)
+        fa["n"] == fb["n"]
+        and np.allclose(fa["y"], fb["y"], rtol=1e-9, atol=0)
         and len(model_a.groups_) == len(model_b.groups_)
         and np.array_equal(
             np.asarray(model_a.groups_, dtype=object), np.asarray(model_b.groups_, dtype=object)
         )
+        and np.array_equal(fa["counts"], fb["counts"])
     )
     if not same:
         raise ValueError(
@@ -818,7 +898,11 @@ def likelihood_ratio_test(model_a, model_b):
             "must be identical for a likelihood-ratio test)"
         )
     small, large = sorted((model_a, model_b), key=lambda m: m.n_params_)
-    fixed_nested = set(small._fixed_names) <= set(large._fixed_names)
+    small_cols, large_cols = small._fingerprint["columns"], large._fingerprint["columns"]
+    fixed_nested = all(
+        name in large_cols and np.allclose(value, large_cols[name], rtol=1e-9, atol=1e-12)
+        for name, value in small_cols.items()
+    )
     re_nested = set(small.random_effects_.columns) <= set(large.random_effects_.columns)
     cov_nested = not (
         small.covariance_type == "unstructured"
@@ -827,11 +911,16 @@ def likelihood_ratio_test(model_a, model_b):
     )
     if small.n_params_ == large.n_params_ or not (fixed_nested and re_nested and cov_nested):
         raise ValueError(
-            "the models are not nested: one model's fixed-effect columns and random effects "
-            "must be a subset of the other's, with fewer parameters"
+            "the models are not nested: one model's fixed-effect columns (the same columns, "
+            "not only the same names) and random effects must be a subset of the other's, "
+            "with fewer parameters"
         )
     info = [
-        {"log_likelihood": _ml_log_likelihood(m), "df": m.n_params_, "n": sa.n}
+        {"log_likelihood": _ml_log_likelihood(m), "df": m.n_params_, "n": fa["n"]}
         for m in (small, large)
     ]
+    if info[0]["log_likelihood"] > info[1]["log_likelihood"] + 1e-6:
+        raise ValueError(
+            "the smaller model has the higher ML log-likelihood, so the models are not nested"
+        )
     return _lr_table(*info)

@@ -160,6 +160,20 @@ FIT_CASES = [
         ValueError,
         r"random_slopes column\(s\) \['c'\] are constant within every group",
     ),
+    (
+        "huge-X",
+        {},
+        lambda: (X0.assign(a=X0["a"] * 1e300), Y0, G0),
+        ValueError,
+        "X has values too large to square",
+    ),
+    (
+        "huge-y",
+        {},
+        lambda: (X0, Y0 * 1e200, G0),
+        ValueError,
+        "y has values too large to square",
+    ),
     ("y-two-columns", {}, lambda: (X0, np.c_[Y0, Y0], G0), ValueError, "y should be a 1d array"),
 ]
 
@@ -239,3 +253,22 @@ def test_invalid_hyperparameters():
         MixedLMRegressor(solver="bfgs").fit(X0, Y0, groups=G0)
     with pytest.raises(ValueError, match="random_slopes lists a column twice"):
         MixedLMRegressor(random_slopes=["a", "a"]).fit(X0, Y0, groups=G0)
+
+
+def test_predict_matches_labels_across_kinds():
+    """Groups fitted as ints and given as strings at predict (or the reverse) still match."""
+    codes = np.repeat(np.arange(6), 5)
+    est_int = MixedLMRegressor().fit(X0, Y0, groups=codes)
+    est_str = MixedLMRegressor().fit(X0, Y0, groups=codes.astype(str))
+    expected = est_int.predict(X0, groups=codes)
+    assert not np.allclose(expected, est_int.predict(X0))  # the random effects matter here
+    np.testing.assert_allclose(est_int.predict(X0, groups=codes.astype(str)), expected)
+    np.testing.assert_allclose(est_str.predict(X0, groups=codes), expected)
+    np.testing.assert_allclose(est_str.predict(X0, groups=pd.Series(codes)), expected)
+
+
+def test_predict_checks_groups_without_random_effects():
+    with pytest.warns(NoGroupsWarning):
+        est = MixedLMRegressor().fit(X0, Y0)
+    with pytest.raises(ValueError, match="groups has 2 entries but X has 30 rows"):
+        est.predict(X0, groups=["a", "b"])

@@ -110,3 +110,28 @@ def test_huge_group_next_to_many_singletons():
     assert default.converged_ and newton.converged_
     assert default.log_likelihood_ == pytest.approx(newton.log_likelihood_, abs=1e-6)
     assert default.coef_[0] == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("solver", ["em-newton", "newton"])
+@pytest.mark.parametrize(
+    "shift_x, shift_y",
+    [(2010.0, 0.0), (1e8, 0.0), (0.0, 1e6), (0.0, 1e10)],
+    ids=["year-like-x", "x-plus-1e8", "y-plus-1e6", "y-plus-1e10"],
+)
+def test_offsets_leave_the_fit_unchanged(solver, shift_x, shift_y):
+    """Shifting a random-slope column or y is a reparameterization (unstructured covariance):
+    the likelihood and the predictions must not change, and nothing is flagged."""
+    from sklmm.datasets import load_sleepstudy
+
+    df = load_sleepstudy()
+    X, y, g = df[["Days"]], df["Reaction"], df["Subject"]
+    ref = fit(X, y, g, ["Days"], solver=solver)
+    est = fit(X + shift_x, y + shift_y, g, ["Days"], solver=solver)
+    assert est.converged_ and not est.is_singular_
+    assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, abs=1e-6)
+    np.testing.assert_allclose(
+        est.predict(X + shift_x, groups=g) - shift_y, ref.predict(X, groups=g), rtol=1e-7
+    )
+    assert est.coef_[0] == pytest.approx(ref.coef_[0], rel=1e-6)
+    # the slope variance does not depend on where the slope column is centred
+    assert est.random_effects_cov_[1, 1] == pytest.approx(ref.random_effects_cov_[1, 1], rel=1e-5)

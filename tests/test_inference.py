@@ -220,3 +220,17 @@ def test_variance_parameter_interval_coverage():
         cover.append((lo <= true) & (true <= hi))
     rate = np.mean(cover, axis=0)
     assert np.all((rate >= 0.90) & (rate <= 0.99)), rate
+
+
+def test_lr_test_rejects_same_names_on_different_columns():
+    """Array inputs are all named x0, x1, ...: the columns themselves must match."""
+    df = load_sleepstudy()
+    rng = np.random.default_rng(0)
+    A = np.c_[df["Days"], rng.standard_normal(180), rng.standard_normal(180)]
+    y, g = df["Reaction"], df["Subject"]
+    m1 = MixedLMRegressor(reml=False).fit(A[:, [2]], y, groups=g)
+    m2 = MixedLMRegressor(reml=False).fit(A[:, [0, 1]], y, groups=g)
+    with pytest.raises(ValueError, match="not nested"):
+        likelihood_ratio_test(m1, m2)
+    m3 = MixedLMRegressor(reml=False).fit(A[:, [0]], y, groups=g)
+    assert likelihood_ratio_test(m3, m2).loc["large", "Df"] == 1

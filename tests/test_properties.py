@@ -154,3 +154,24 @@ def test_clone_refit_is_identical(data):
     np.testing.assert_array_equal(b.coef_, a.coef_)
     np.testing.assert_array_equal(b.random_effects_cov_, a.random_effects_cov_)
     pd.testing.assert_frame_equal(b.random_effects_, a.random_effects_)
+
+
+@SETTINGS
+@given(grouped_data(), st.floats(-1e4, 1e4))
+def test_shifted_slope_column_unstructured(data, shift):
+    """With a correlated (unstructured) covariance, shifting the random-slope column is a
+    reparameterization: same likelihood, same predictions, same slope variance."""
+    X, y, g, _ = data
+    Xs = X.copy()
+    Xs[:, 0] += shift
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        a = MixedLMRegressor(random_slopes=[0]).fit(X, y, groups=g)
+        b = MixedLMRegressor(random_slopes=[0]).fit(Xs, y, groups=g)
+    assert b.log_likelihood_ == pytest.approx(a.log_likelihood_, abs=1e-6)
+    np.testing.assert_allclose(
+        b.predict(Xs, groups=g), a.predict(X, groups=g), rtol=1e-6, atol=1e-6 * np.abs(y).max()
+    )
+    assert b.random_effects_cov_[1, 1] == pytest.approx(
+        a.random_effects_cov_[1, 1], rel=1e-4, abs=1e-8 * a.residual_variance_
+    )
