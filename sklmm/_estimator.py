@@ -424,14 +424,19 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 "at least one more row than columns is needed"
             )
 
-        for name, arr in (("X", X), ("y", y)):
-            if arr.size and np.max(np.abs(arr)) > np.sqrt(np.finfo(np.float64).max / arr.size):
+        # One pass for the column ranges: too-large values, and constant columns.
+        lo, hi = (X.min(axis=0), X.max(axis=0)) if X.size else (np.zeros(0), np.zeros(0))
+        for name, size, big in (
+            ("X", X.size, np.max(np.abs(np.r_[lo, hi]), initial=0.0)),
+            ("y", y.size, np.max(np.abs(y))),
+        ):
+            if big > np.sqrt(np.finfo(np.float64).max / max(size, 1)):
                 raise ValueError(
                     f"{name} has values too large to square and sum in float64 (max |{name}| = "
-                    f"{np.max(np.abs(arr)):.3g}); rescale it"
+                    f"{big:.3g}); rescale it"
                 )
         if self.fit_intercept and X.shape[1]:
-            constant = np.ptp(X, axis=0) == 0
+            constant = hi == lo
             if constant.any():
                 raise ValueError(
                     f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
