@@ -194,6 +194,21 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         One row per iteration: phase, iteration, ``-2 log L``,
         log-likelihood, gradient norm, step size, and the variance
         parameters on the user scale at that iterate.
+    fixed_effects_cov_ : ndarray of shape (p, p)
+        Covariance of the fixed effects (the intercept first when
+        ``fit_intercept=True``), given the variance parameters (lme4 ``vcov``).
+    aic_ : float
+        Akaike information criterion from ``log_likelihood_`` (lme4 ``AIC``).
+    bic_ : float
+        Bayesian information criterion from ``log_likelihood_`` (lme4 ``BIC``).
+    n_params_ : int
+        Fixed effects, variance parameters and the residual variance
+        (lme4 ``attr(logLik(fit), "df")``).
+    groups_name_ : str
+        Name of the grouping factor (the name of ``groups`` when it is a
+        Series, else ``"group"``).
+    random_slopes_idx_ : ndarray of int
+        Column positions of ``random_slopes`` in ``X``.
     n_features_in_ : int
         Number of columns of ``X``.
     feature_names_in_ : ndarray of str
@@ -207,8 +222,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     -----
     The three parameterizations of the variance parameters (user scale
     ``Sigma, sigma2``; profile scale ``Psi = Sigma / sigma2``; square-root
-    scale ``Psi = Lambda Lambda'``) are defined in :mod:`sklmm._profile`.
-    Only user-scale values are exposed as attributes.
+    scale ``Psi = Lambda Lambda'``) are defined in the documentation's
+    algorithm page (and in the docstring of ``sklmm/_profile.py``). Only
+    user-scale values are exposed as attributes.
 
     Per-group cross-products of ``[Z X y]`` are formed once; every iteration
     afterwards costs nothing in the number of rows.

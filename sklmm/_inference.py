@@ -182,7 +182,8 @@ def summary_text(
         lines.append("Correlation of Fixed Effects:")
         short = [str(n)[:6] for n in fixed.index]  # lme4 abbreviates the names too
         corr_rows = [
-            [f"{corr[i, j]:.3f}" for j in range(i)] + [""] * (len(short) - 1 - i)
+            [f"{(corr[i, j] if abs(corr[i, j]) >= 5e-4 else 0.0):.3f}" for j in range(i)]
+            + [""] * (len(short) - 1 - i)
             for i in range(1, len(short))
         ]
         lines.append(pd.DataFrame(corr_rows, index=short[1:], columns=short[:-1]).to_string())

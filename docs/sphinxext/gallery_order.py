@@ -1,0 +1,21 @@
+"""The order of the gallery: a walkthrough first, then prediction, selection, pipelines, scale."""
+
+ORDER = [
+    "plot_sleepstudy.py",
+    "plot_new_groups.py",
+    "plot_model_selection.py",
+    "plot_pipeline.py",
+    "plot_large_dataset.py",
+]
+
+
+class ExampleOrder:
+    """sphinx-gallery ``within_subsection_order``: the files of ``ORDER``, then the rest by name."""
+
+    def __init__(self, src_dir):
+        self.src_dir = src_dir
+
+    def __call__(self, filename):
+        if filename in ORDER:
+            return (ORDER.index(filename), filename)
+        return (len(ORDER), filename)
