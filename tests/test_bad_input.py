@@ -195,16 +195,38 @@ def fitted():
     return MixedLMRegressor(random_slopes=["a"]).fit(X0, Y0, groups=G0)
 
 
-def test_predict_groups_wrong_length(fitted):
-    with pytest.raises(ValueError, match="groups has 4 entries but X has 5 rows"):
-        fitted.predict(X0.iloc[:5], groups=G0[:4])
+# (case id, predict args builder, expected exception, message pattern)
+PREDICT_CASES = [
+    (
+        "groups-wrong-length",
+        lambda: (X0.iloc[:5], G0[:4]),
+        ValueError,
+        "groups has 4 entries but X has 5 rows",
+    ),
+    ("columns-reordered", lambda: (X0[["b", "a"]], G0), ValueError, "feature names"),
+    ("column-missing", lambda: (X0[["a"]], G0), ValueError, "missing:\n- b"),
+    (
+        "nan-in-X",
+        lambda: (X0.assign(a=np.r_[np.nan, X0["a"].to_numpy()[1:]]), G0),
+        ValueError,
+        "X contains NaN",
+    ),
+    (
+        "missing-group-label",
+        lambda: (X0, np.r_[[None], G0[1:]].astype(object)),
+        ValueError,
+        "groups contains missing labels",
+    ),
+]
 
 
-def test_predict_wrong_columns(fitted):
-    with pytest.raises(ValueError, match="feature names"):
-        fitted.predict(X0[["b", "a"]], groups=G0)
-    with pytest.raises(ValueError, match="missing:\n- b"):
-        fitted.predict(X0[["a"]], groups=G0)
+@pytest.mark.parametrize(
+    "make, exc, match", [c[1:] for c in PREDICT_CASES], ids=[c[0] for c in PREDICT_CASES]
+)
+def test_predict_rejects(fitted, make, exc, match):
+    X, g = make()
+    with pytest.raises(exc, match=match):
+        fitted.predict(X, groups=g)
 
 
 def test_predict_unseen_groups_work(fitted):
