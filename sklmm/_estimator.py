@@ -440,33 +440,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 "at least one more row than columns is needed"
             )
 
-        # One pass for the column ranges: too-large values, and constant columns.
-        lo, hi = (X.min(axis=0), X.max(axis=0)) if X.size else (np.zeros(0), np.zeros(0))
-        for name, size, big in (
-            ("X", X.size, np.max(np.abs(np.r_[lo, hi]), initial=0.0)),
-            ("y", y.size, np.max(np.abs(y))),
-        ):
-            if big > np.sqrt(np.finfo(np.float64).max / max(size, 1)):
-                raise ValueError(
-                    f"{name} has values too large to square and sum in float64 (max |{name}| = "
-                    f"{big:.3g}); rescale it"
-                )
-        if self.fit_intercept and X.shape[1]:
-            constant = hi == lo
-            if constant.any():
-                raise ValueError(
-                    f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
-                    "are constant or linear combinations of other columns (the intercept "
-                    "included); remove them from X"
-                )
         # Centre the columns (a reparameterization that leaves the likelihood unchanged,
         # undone in _store): the cross-products then carry no large offsets. The random
         # slopes are centred only for an unstructured covariance, whose family is
         # closed under the shift; a diagonal one is not (lme4's (x || g) depends on it).
-        x_mean = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
+        col_means = (np.ones(n) @ X) / n  # one matrix-vector product, not a strided reduce
+        x_mean = col_means if self.fit_intercept else np.zeros(X.shape[1])
         y_mean = float(y.mean()) if self.fit_intercept else 0.0
         centre_z = q > 1 and self.covariance_type == "unstructured"
-        z_mean = X[:, slopes].mean(axis=0) if centre_z else np.zeros(len(slopes))
+        z_mean = col_means[slopes] if centre_z else np.zeros(len(slopes))
 
         def x_rows(a, b):
             Xc = X[a:b] - x_mean
@@ -475,9 +457,32 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         def z_rows(a, b):
             return np.column_stack([np.ones(b - a), X[a:b, slopes] - z_mean])
 
-        stats = compute_stats(
-            x_rows, z_rows if q else np.zeros((n, 0)), y - y_mean, codes, n_groups
-        )
+        big_y = np.max(np.abs(y))
+        if big_y > np.sqrt(np.finfo(np.float64).max / n):
+            raise ValueError(
+                f"y has values too large to square and sum in float64 (max |y| = {big_y:.3g}); "
+                "rescale it"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked below
+            stats = compute_stats(
+                x_rows, z_rows if q else np.zeros((n, 0)), y - y_mean, codes, n_groups
+            )
+        if not (np.isfinite(stats.XytXy).all() and np.isfinite(stats.ZtXy).all()):
+            raise ValueError(
+                f"X has values too large to square and sum in float64 (max |X| = "
+                f"{np.max(np.abs(X)):.3g}); rescale it"
+            )
+        if self.fit_intercept and X.shape[1]:
+            # A constant column is all zeros once centred, up to the rounding of its mean
+            # (relative 1e-10 at worst): far below 1e-18 of its uncentred square.
+            centred_ss = np.diag(stats.XytXy)[1:p]
+            constant = centred_ss <= 1e-18 * n * col_means**2
+            if constant.any():
+                raise ValueError(
+                    f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
+                    "are constant or linear combinations of other columns (the intercept "
+                    "included); remove them from X"
+                )
         T = np.eye(p)  # beta = T beta_centred (+ y_mean on the intercept)
         if self.fit_intercept:
             T[0, 1:] = -x_mean
