@@ -1,5 +1,6 @@
 """The scikit-learn estimator: a thin shell over the numpy/scipy core."""
 
+import functools
 import warnings
 from numbers import Integral, Real
 
@@ -69,6 +70,14 @@ def _check_groups(groups, n_rows, name="groups"):
         rows = np.flatnonzero(~np.isfinite(values))[:5].tolist()
         raise ValueError(f"{name} contains infinite labels at rows {rows}")
     return values
+
+
+@functools.cache
+def _blas_controller():
+    """One threadpoolctl controller per process (it inspects the loaded libraries once)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _match_groups(levels, values):
@@ -397,6 +406,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         self : MixedLMRegressor
             The fitted estimator.
         """
+        # The per-iteration work is on many small matrices: BLAS threads only spin
+        # against each other there (and numpy and scipy each bring their own pool).
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return self._fit(X, y, groups)
+
+    def _fit(self, X, y, groups):
         X = self._prepare_X(X)
         X, y = validate_data(
             self,
@@ -412,7 +427,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         names = self._feature_names()
         self.groups_name_ = str(getattr(groups, "name", None) or "group")
         if groups is None:
-            warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=3)
+            warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=4)
             codes, levels = np.zeros(n, dtype=np.intp), np.zeros(0, dtype=object)
             n_groups, q = 1, 0
         else:
@@ -595,7 +610,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 f"{self.n_iter_} iterations. Try a larger max_iter, solver='em-newton', or "
                 "rescaling the columns of X that carry random slopes.",
                 MixedLMConvergenceWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         if self.is_singular_:
             sd = dict(
@@ -612,7 +627,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 "boundary. Consider a simpler random-effects structure (fewer random "
                 "slopes, or covariance_type='diagonal').",
                 SingularFitWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
     def _fit_log(self, log, cov, z_scale, A, re_names):
