@@ -72,6 +72,11 @@ def _check_groups(groups, n_rows, name="groups"):
     return values
 
 
+def _is_dask_collection(obj):
+    """Whether ``obj`` is a Dask collection, without importing Dask."""
+    return type(obj).__module__.partition(".")[0] in ("dask", "dask_expr")
+
+
 @functools.cache
 def _blas_controller():
     """One threadpoolctl controller per process (it inspects the loaded libraries once)."""
@@ -412,6 +417,31 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             return self._fit(X, y, groups)
 
     def _fit(self, X, y, groups):
+        if any(_is_dask_collection(a) for a in (X, y, groups)):
+            from ._dask import dask_design
+
+            design = dask_design(self, X, y, groups)
+        else:
+            design = self._design(X, y, groups)
+        return self._fit_design(design)
+
+    def _centres(self, col_means, y_mean, slopes, q):
+        """What the columns are centred on before the cross-products are formed.
+
+        Centring is a reparameterization that leaves the likelihood unchanged
+        (undone in ``_store``); the cross-products then carry no large offsets.
+        ``X`` and ``y`` are centred when there is an intercept; the random
+        slopes only for an unstructured covariance, whose family is closed
+        under the shift (a diagonal one is not: lme4's ``(x || g)`` depends on it).
+        """
+        x_mean = col_means if self.fit_intercept else np.zeros(len(col_means))
+        y_centre = y_mean if self.fit_intercept else 0.0
+        centre_z = q > 1 and self.covariance_type == "unstructured"
+        z_mean = col_means[slopes] if centre_z else np.zeros(len(slopes))
+        return x_mean, y_centre, z_mean
+
+    def _design(self, X, y, groups):
+        """Validate in-memory data and reduce it to centred cross-products."""
         X = self._prepare_X(X)
         X, y = validate_data(
             self,
@@ -423,17 +453,53 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             dtype=np.float64,
         )
         n = X.shape[0]
-        slopes = self._resolve_slopes(X.shape[0])
-        names = self._feature_names()
-        self.groups_name_ = str(getattr(groups, "name", None) or "group")
+        slopes = self._resolve_slopes(n)
         if groups is None:
-            warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=4)
-            codes, levels = np.zeros(n, dtype=np.intp), np.zeros(0, dtype=object)
-            n_groups, q = 1, 0
+            codes, levels, n_groups, q = np.zeros(n, dtype=np.intp), None, 1, 0
         else:
-            values = _check_groups(groups, n)
-            codes, levels = _factorize(values)
+            codes, levels = _factorize(_check_groups(groups, n))
             n_groups, q = len(levels), 1 + len(slopes)
+        big_y = np.max(np.abs(y))
+        if big_y > np.sqrt(np.finfo(np.float64).max / n):
+            raise ValueError(
+                f"y has values too large to square and sum in float64 (max |y| = {big_y:.3g}); "
+                "rescale it"
+            )
+        col_means = (np.ones(n) @ X) / n  # one matrix-vector product, not a strided reduce
+        x_mean, y_centre, z_mean = self._centres(col_means, float(y.mean()), slopes, q)
+
+        def x_rows(a, b):
+            Xc = X[a:b] - x_mean
+            return np.column_stack([np.ones(b - a), Xc]) if self.fit_intercept else Xc
+
+        def z_rows(a, b):
+            return np.column_stack([np.ones(b - a), X[a:b, slopes] - z_mean])
+
+        with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked after
+            stats = compute_stats(
+                x_rows, z_rows if q else np.zeros((n, 0)), y - y_centre, codes, n_groups
+            )
+        return {
+            "stats": stats,
+            "levels": levels,
+            "slopes": slopes,
+            "col_means": col_means,
+            "centres": (x_mean, y_centre, z_mean),
+            "groups_name": str(getattr(groups, "name", None) or "group"),
+        }
+
+    def _fit_design(self, design):
+        """Checks on the cross-products, the solver, and the fitted attributes."""
+        stats, levels, slopes = design["stats"], design["levels"], design["slopes"]
+        x_mean, y_mean, z_mean = design["centres"]
+        names = self._feature_names()
+        n, p, q = stats.n, stats.p, stats.q
+        self.groups_name_ = design["groups_name"]
+        if levels is None:
+            warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=5)
+            levels = np.zeros(0, dtype=object)
+        else:
+            n_groups = len(levels)
             if n_groups < 2:
                 raise ValueError(
                     f"groups has a single level ({levels[0]!r}); a random-effect variance "
@@ -448,88 +514,40 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                     "and random-effect variances cannot be told apart (for example, every "
                     "group has a single row). Use fewer random slopes or coarser groups."
                 )
-        p = X.shape[1] + self.fit_intercept
         if n <= p:
             raise ValueError(
                 f"X has {n} rows for {p} fixed-effect columns (intercept included); "
                 "at least one more row than columns is needed"
             )
-
-        # Centre the columns (a reparameterization that leaves the likelihood unchanged,
-        # undone in _store): the cross-products then carry no large offsets. The random
-        # slopes are centred only for an unstructured covariance, whose family is
-        # closed under the shift; a diagonal one is not (lme4's (x || g) depends on it).
-        col_means = (np.ones(n) @ X) / n  # one matrix-vector product, not a strided reduce
-        x_mean = col_means if self.fit_intercept else np.zeros(X.shape[1])
-        y_mean = float(y.mean()) if self.fit_intercept else 0.0
-        centre_z = q > 1 and self.covariance_type == "unstructured"
-        z_mean = col_means[slopes] if centre_z else np.zeros(len(slopes))
-
-        def x_rows(a, b):
-            Xc = X[a:b] - x_mean
-            return np.column_stack([np.ones(b - a), Xc]) if self.fit_intercept else Xc
-
-        def z_rows(a, b):
-            return np.column_stack([np.ones(b - a), X[a:b, slopes] - z_mean])
-
-        big_y = np.max(np.abs(y))
-        if big_y > np.sqrt(np.finfo(np.float64).max / n):
-            raise ValueError(
-                f"y has values too large to square and sum in float64 (max |y| = {big_y:.3g}); "
-                "rescale it"
-            )
-        with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked below
-            stats = compute_stats(
-                x_rows, z_rows if q else np.zeros((n, 0)), y - y_mean, codes, n_groups
-            )
         if not (np.isfinite(stats.XytXy).all() and np.isfinite(stats.ZtXy).all()):
             raise ValueError(
-                f"X has values too large to square and sum in float64 (max |X| = "
-                f"{np.max(np.abs(X)):.3g}); rescale it"
+                "X has values too large to square and sum in float64; rescale its columns"
             )
-        if self.fit_intercept and X.shape[1]:
+        fixed_names = (["(Intercept)"] if self.fit_intercept else []) + names
+        if self.fit_intercept and p > 1:
             # A constant column is all zeros once centred, up to the rounding of its mean
             # (relative 1e-10 at worst): far below 1e-18 of its uncentred square.
             centred_ss = np.diag(stats.XytXy)[1:p]
-            constant = centred_ss <= 1e-18 * n * col_means**2
+            constant = centred_ss <= 1e-18 * n * design["col_means"] ** 2
             if constant.any():
                 raise ValueError(
                     f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
                     "are constant or linear combinations of other columns (the intercept "
                     "included); remove them from X"
                 )
-        T = np.eye(p)  # beta = T beta_centred (+ y_mean on the intercept)
-        if self.fit_intercept:
-            T[0, 1:] = -x_mean
-        A = np.eye(q)  # b = A b_centred
-        if q:
-            A[0, 1:] = -z_mean
-        centring = {"T": T, "A": A, "y_mean": y_mean}
-        # What likelihood_ratio_test checks to tell that two fits saw the same data.
-        cp = stats.XytXy
-        fixed_names = (["(Intercept)"] if self.fit_intercept else []) + names
-        means = np.r_[[1.0] if self.fit_intercept else [], x_mean]
-        self._fingerprint = {
-            "n": n,
-            "y": (y_mean, cp[p, p]),
-            "counts": stats.counts,
-            "columns": {name: (means[j], cp[j, j], cp[j, p]) for j, name in enumerate(fixed_names)},
-        }
-        fixed_names = (["(Intercept)"] if self.fit_intercept else []) + names
         dropped = _collinear_columns(stats.XytXy[:p, :p], fixed_names)
         if dropped:
             raise ValueError(
                 f"the fixed-effect columns {dropped} are constant or linear combinations of "
                 "other columns (the intercept included); remove them from X"
             )
-        yy = stats.XytXy
-        ols_r2 = yy[p, p] - yy[p, :p] @ np.linalg.solve(yy[:p, :p], yy[:p, p])
-        if ols_r2 <= 1e-12 * max(yy[p, p], np.finfo(float).tiny):
+        cp = stats.XytXy
+        ols_r2 = cp[p, p] - cp[p, :p] @ np.linalg.solve(cp[:p, :p], cp[:p, p])
+        if ols_r2 <= 1e-12 * max(cp[p, p], np.finfo(float).tiny):
             raise ValueError(
                 "y is fitted exactly by the fixed effects (for example a constant y): "
                 "there is no residual variance to estimate"
             )
-
         if q > 1:
             counts, sums = stats.ZtZ[:, 0, 0], stats.ZtZ[:, 0, 1:]
             squares = np.diagonal(stats.ZtZ, axis1=1, axis2=2)[:, 1:]
@@ -542,6 +560,21 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                     "random slopes cannot be told apart from the random intercept; keep them "
                     "as fixed effects only"
                 )
+        T = np.eye(p)  # beta = T beta_centred (+ y_mean on the intercept)
+        if self.fit_intercept:
+            T[0, 1:] = -x_mean
+        A = np.eye(q)  # b = A b_centred
+        if q:
+            A[0, 1:] = -z_mean
+        centring = {"T": T, "A": A, "y_mean": y_mean}
+        # What likelihood_ratio_test checks to tell that two fits saw the same data.
+        means = np.r_[[1.0] if self.fit_intercept else [], x_mean]
+        self._fingerprint = {
+            "n": n,
+            "y": (y_mean, cp[p, p]),
+            "counts": stats.counts,
+            "columns": {name: (means[j], cp[j, j], cp[j, p]) for j, name in enumerate(fixed_names)},
+        }
         # Optimise with Z's columns at unit root mean square; map back in _store.
         stats, z_scale = rescale_random_effects(stats)
         cov = CovarianceStructure(q, self.covariance_type)
