@@ -246,6 +246,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     ``fit`` does not accept ``sample_weight``; ``score`` does (for the
     weighted R^2 only).
 
+    ``X``, ``y`` and ``groups`` may be Dask collections (the ``dask`` extra):
+    the cross-products are then summed over partitions by Dask and the fit is
+    the same as in memory.
+
     References
     ----------
     Lindstrom, M. J. and Bates, D. M. (1988). Newton-Raphson and EM
@@ -717,8 +721,19 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             Predictions.
         y_std : ndarray of shape (n_samples,)
             Standard deviations, when ``return_std=True``.
+
+        Notes
+        -----
+        When ``X`` is a Dask collection, the results are lazy Dask collections
+        (a Series for a DataFrame, an Array otherwise), computed per partition.
         """
         check_is_fitted(self)
+        if _is_dask_collection(X) or _is_dask_collection(groups):
+            from ._dask import predict_dask
+
+            return predict_dask(
+                self, X, groups, return_std=return_std, include_residual=include_residual
+            )
         X = validate_data(
             self, self._prepare_X(X), reset=False, ensure_min_features=0, dtype=np.float64
         )

@@ -6,6 +6,7 @@ ORDER = [
     "plot_model_selection.py",
     "plot_pipeline.py",
     "plot_large_dataset.py",
+    "plot_dask.py",
 ]
 
 

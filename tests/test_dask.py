@@ -1,0 +1,237 @@
+"""Fit and predict on Dask collections, on a local cluster of two worker processes.
+
+The Dask fit sums per-partition cross-products; it must give the in-memory fit on
+the same rows, with each group's rows spread over several partitions.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+dd = pytest.importorskip("dask.dataframe")
+
+from sklmm import MixedLMRegressor, NoGroupsWarning  # noqa: E402
+from sklmm._dask import dask_design, predict_dask  # noqa: E402
+
+N_PARTITIONS = 6
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def simulate(n=3000, n_groups=40, seed=0):
+    """Rows in random order, so that every group has rows in several partitions."""
+    rng = np.random.default_rng(seed)
+    g = rng.permutation(np.r_[np.arange(n_groups), rng.integers(0, n_groups, n - n_groups)])
+    X = rng.normal(size=(n, 3)) + np.array([0.0, 5.0, -2.0])
+    b = rng.normal(size=(n_groups, 2)) * np.array([1.0, 0.5])
+    y = 10 + X @ [1.0, -0.5, 0.25] + b[g, 0] + b[g, 1] * X[:, 0] + rng.normal(size=n)
+    df = pd.DataFrame(X, columns=["x0", "x1", "x2"])
+    df["y"] = y
+    df["subject"] = np.array([f"s{i:02d}" for i in g])
+    df["code"] = g
+    return df
+
+
+@pytest.fixture(scope="module")
+def data():
+    df = simulate()
+    ddf = dd.from_pandas(df, npartitions=N_PARTITIONS, sort=False)
+    # the premise of the tests: groups are spread over the partitions
+    spread = ddf.map_partitions(lambda p: pd.Series(p["subject"].unique())).compute()
+    assert spread.value_counts().max() >= 3
+    return df, ddf
+
+
+def assert_same_fit(mem, dsk):
+    assert abs(dsk.log_likelihood_ - mem.log_likelihood_) <= 1e-10
+    np.testing.assert_allclose(dsk.coef_, mem.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dsk.intercept_, mem.intercept_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dsk.residual_variance_, mem.residual_variance_, rtol=1e-9)
+    np.testing.assert_allclose(
+        dsk.random_effects_cov_, mem.random_effects_cov_, rtol=1e-8, atol=1e-12
+    )
+    np.testing.assert_allclose(dsk.fixed_effects_cov_, mem.fixed_effects_cov_, rtol=1e-8)
+    pd.testing.assert_frame_equal(dsk.random_effects_, mem.random_effects_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(dsk.groups_, mem.groups_)
+    assert dsk.groups_.dtype == mem.groups_.dtype
+    assert dsk.groups_name_ == mem.groups_name_
+    assert dsk.n_features_in_ == mem.n_features_in_
+    if hasattr(mem, "feature_names_in_"):
+        np.testing.assert_array_equal(dsk.feature_names_in_, mem.feature_names_in_)
+    else:
+        assert not hasattr(dsk, "feature_names_in_")
+
+
+PARAMS = [
+    {},
+    {"random_slopes": ["x0"]},
+    {"random_slopes": ["x0", "x1"], "covariance_type": "diagonal", "reml": False},
+    {"random_slopes": ["x0"], "fit_intercept": False},
+]
+
+
+@pytest.mark.parametrize("params", PARAMS, ids=str)
+def test_dataframe_fit_equals_in_memory(client, data, params):
+    df, ddf = data
+    cols = ["x0", "x1", "x2"]
+    mem = MixedLMRegressor(**params).fit(df[cols], df["y"], groups=df["subject"])
+    dsk = MixedLMRegressor(**params).fit(ddf[cols], ddf["y"], groups=ddf["subject"])
+    assert_same_fit(mem, dsk)
+    assert dsk.groups_name_ == "subject"
+
+
+@pytest.mark.parametrize("slopes", [None, [0]])
+def test_array_fit_equals_in_memory(client, data, slopes):
+    df, _ = data
+    X, y, g = df[["x0", "x1", "x2"]].to_numpy(), df["y"].to_numpy(), df["code"].to_numpy()
+    # X split along its columns too, y and groups chunked unlike X: rechunked to X's rows
+    Xd = da.from_array(X, chunks=(500, 2))
+    yd, gd = da.from_array(y, chunks=700), da.from_array(g, chunks=1100)
+    mem = MixedLMRegressor(random_slopes=slopes).fit(X, y, groups=g)
+    est = MixedLMRegressor(random_slopes=slopes)
+    est.feature_names_in_ = np.array(["stale"], dtype=object)  # from an earlier fit
+    dsk = est.fit(Xd, yd, groups=gd)
+    assert_same_fit(mem, dsk)
+    assert dsk.groups_name_ == "group"
+
+
+def test_design_matches_in_memory(client, data):
+    df, ddf = data
+    cols = ["x0", "x1", "x2"]
+    est = MixedLMRegressor(random_slopes=["x0"])
+    mem = est._design(df[cols], df["y"], df["subject"])
+    dsk = dask_design(MixedLMRegressor(random_slopes=["x0"]), ddf[cols], ddf["y"], ddf["subject"])
+    assert set(dsk) == set(mem)
+    for field in ("ZtZ", "ZtXy", "XytXy"):
+        np.testing.assert_allclose(
+            getattr(dsk["stats"], field), getattr(mem["stats"], field), rtol=1e-9, atol=1e-8
+        )
+    np.testing.assert_array_equal(dsk["stats"].counts, mem["stats"].counts)
+    assert dsk["stats"].n == mem["stats"].n
+    np.testing.assert_array_equal(dsk["levels"], mem["levels"])
+    np.testing.assert_array_equal(dsk["slopes"], mem["slopes"])
+    np.testing.assert_allclose(dsk["col_means"], mem["col_means"], rtol=1e-12)
+
+
+def test_no_groups(client, data):
+    df, ddf = data
+    cols = ["x0", "x1", "x2"]
+    with pytest.warns(NoGroupsWarning):
+        mem = MixedLMRegressor().fit(df[cols], df["y"])
+    with pytest.warns(NoGroupsWarning):
+        dsk = MixedLMRegressor().fit(ddf[cols], ddf["y"])
+    assert abs(dsk.log_likelihood_ - mem.log_likelihood_) <= 1e-10
+    np.testing.assert_allclose(dsk.coef_, mem.coef_, rtol=1e-10)
+
+
+def test_predict_dataframe_lazy_with_unseen_groups(client, data):
+    df, _ = data
+    cols = ["x0", "x1", "x2"]
+    est = MixedLMRegressor(random_slopes=["x0"]).fit(df[cols], df["y"], groups=df["subject"])
+    new = simulate(n=900, n_groups=60, seed=1)  # s40..s59 were not seen in fit
+    new["subject"] = np.where(new["code"] >= 40, "new" + new["subject"], new["subject"])
+    assert (~new["subject"].isin(est.groups_)).any()
+    dnew = dd.from_pandas(new, npartitions=4, sort=False)
+    pred = est.predict(dnew[cols], groups=dnew["subject"])
+    assert isinstance(pred, dd.Series)  # lazy
+    np.testing.assert_allclose(
+        pred.compute().to_numpy(), est.predict(new[cols], groups=new["subject"]), rtol=1e-12
+    )
+    population = est.predict(dnew[cols])
+    np.testing.assert_allclose(population.compute().to_numpy(), est.predict(new[cols]), rtol=1e-12)
+    mean, std = est.predict(dnew[cols], groups=dnew["subject"], return_std=True)
+    mean_mem, std_mem = est.predict(new[cols], groups=new["subject"], return_std=True)
+    np.testing.assert_allclose(mean.compute().to_numpy(), mean_mem, rtol=1e-12)
+    np.testing.assert_allclose(std.compute().to_numpy(), std_mem, rtol=1e-10)
+
+
+def test_predict_array_lazy(client, data):
+    df, _ = data
+    X, y, g = df[["x0", "x1", "x2"]].to_numpy(), df["y"].to_numpy(), df["code"].to_numpy()
+    est = MixedLMRegressor(random_slopes=[0]).fit(X, y, groups=g)
+    g_new = np.where(np.arange(len(g)) % 3 == 0, g + 1000, g)  # a third unseen
+    Xd, gd = da.from_array(X, chunks=(800, 3)), da.from_array(g_new, chunks=800)
+    pred = est.predict(Xd, groups=gd)
+    assert isinstance(pred, da.Array)
+    np.testing.assert_allclose(pred.compute(), est.predict(X, groups=g_new), rtol=1e-12)
+    np.testing.assert_allclose(predict_dask(est, Xd).compute(), est.predict(X), rtol=1e-12)
+
+
+def test_predict_checks_features(client, data):
+    df, ddf = data
+    est = MixedLMRegressor().fit(df[["x0", "x1"]].to_numpy(), df["y"], groups=df["subject"])
+    with pytest.raises(ValueError, match="X has 3 features, but MixedLMRegressor is expecting 2"):
+        est.predict(da.ones((10, 3), chunks=5))
+    est = MixedLMRegressor().fit(df[["x0", "x1"]], df["y"], groups=df["subject"])
+    with pytest.raises(ValueError, match="feature names should match"):
+        est.predict(ddf[["x1", "x0"]])
+    with pytest.raises(TypeError, match="groups must be a Dask Series"):
+        est.predict(ddf[["x0", "x1"]], groups=da.ones(3000, chunks=500))
+    # names at fit but not at predict (and the reverse): warned once, as in memory
+    X2 = df[["x0", "x1"]].to_numpy()
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        pred = est.predict(da.from_array(X2, chunks=(700, 2)))
+    np.testing.assert_allclose(pred.compute(), est.predict(df[["x0", "x1"]]), rtol=1e-12)
+    est = MixedLMRegressor().fit(X2, df["y"].to_numpy(), groups=df["subject"].to_numpy())
+    with pytest.warns(UserWarning, match="X has feature names"):
+        pred = est.predict(ddf[["x0", "x1"]])
+    np.testing.assert_allclose(pred.compute().to_numpy(), est.predict(X2), rtol=1e-12)
+
+
+def _parts(values, npartitions):
+    return dd.from_pandas(pd.Series(values), npartitions=npartitions, sort=False)
+
+
+def test_errors(client, data):
+    df, ddf = data
+    cols = ["x0", "x1", "x2"]
+    est = MixedLMRegressor()
+    with pytest.raises(ValueError, match=r"non-numeric columns \['subject'\]"):
+        est.fit(ddf[["x0", "subject"]], ddf["y"], groups=ddf["subject"])
+    with pytest.raises(ValueError, match="different numbers of partitions"):
+        est.fit(ddf[cols], _parts(df["y"].to_numpy(), 2), groups=ddf["subject"])
+    with pytest.raises(TypeError, match="groups must be"):
+        est.fit(ddf[cols], ddf["y"], groups=df["subject"].to_numpy())
+    with pytest.raises(ValueError, match="y has 3000 entries but X has 2999 rows"):
+        est.fit(da.ones((2999, 2), chunks=1000), da.ones(3000, chunks=1000))
+    with pytest.raises(ValueError, match="2-D"):
+        est.fit(da.ones(30, chunks=10), da.ones(30, chunks=10))
+
+
+def test_misaligned_lengths(client, data):
+    df, ddf = data
+    cols = ["x0", "x1", "x2"]
+    y = dd.from_pandas(df["y"].iloc[:-10], npartitions=N_PARTITIONS, sort=False)
+    with pytest.raises(ValueError, match="not aligned: partition"):
+        MixedLMRegressor().fit(ddf[cols], y, groups=ddf["subject"])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("x1", np.nan, "Input X contains NaN"),
+        ("x2", np.inf, "Input X contains infinity"),
+        ("y", np.nan, "Input y contains NaN"),
+        ("subject", None, r"groups contains missing labels \(None or NaN\) at rows \[2500\]"),
+    ],
+)
+def test_non_finite(client, data, column, value, message):
+    df, _ = data
+    bad = df.copy()
+    bad[column] = bad[column].astype(object) if value is None else bad[column]
+    bad.loc[2500, column] = value
+    ddf = dd.from_pandas(bad, npartitions=N_PARTITIONS, sort=False)
+    with pytest.raises(ValueError, match=message):
+        MixedLMRegressor().fit(ddf[["x0", "x1", "x2"]], ddf["y"], groups=ddf["subject"])
+    with pytest.raises(ValueError, match=message):  # the in-memory message says the same
+        MixedLMRegressor().fit(bad[["x0", "x1", "x2"]], bad["y"], groups=bad["subject"])
