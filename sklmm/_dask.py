@@ -516,28 +516,11 @@ def predict_dask(est, X, groups=None, return_std=False, include_residual=False):
         g_args = (None, None)
     else:
         g_args = (g, "i")
-    if return_std:
-        out = da.blockwise(
-            _predict_block,
-            "ij",
-            X,
-            "ik",
-            *g_args,
-            est_d,
-            None,
-            return_std,
-            None,
-            include_residual,
-            None,
-            new_axes={"j": 2},
-            concatenate=True,
-            dtype=np.float64,
-            meta=np.empty((0, 0)),
-        )
-        return out[:, 0], out[:, 1]
-    return da.blockwise(
+    # One column of predictions, or two (prediction, std) on a new axis.
+    extra = {"new_axes": {"j": 2}} if return_std else {}
+    out = da.blockwise(
         _predict_block,
-        "i",
+        "ij" if return_std else "i",
         X,
         "ik",
         *g_args,
@@ -549,5 +532,7 @@ def predict_dask(est, X, groups=None, return_std=False, include_residual=False):
         None,
         concatenate=True,
         dtype=np.float64,
-        meta=np.empty(0),
+        meta=np.empty((0, 0) if return_std else 0),
+        **extra,
     )
+    return (out[:, 0], out[:, 1]) if return_std else out
