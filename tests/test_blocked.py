@@ -1,0 +1,222 @@
+"""The blocked-Cholesky criterion for several random-intercept terms (:mod:`sklmm._blocked`).
+
+* against lme4 on the nested ``pastes_reml`` (``(1 | batch/cask)``, i.e. the terms
+  ``batch`` and ``batch:cask``) and the crossed ``penicillin_reml`` (``(1 | plate) +
+  (1 | sample)``): the criterion at lme4's ``theta``, and the fit (log-likelihood, fixed
+  effects, variances, BLUPs and their conditional variances);
+* against a dense computation from ``V = I + Z Psi Z'`` on a small three-term design;
+* with one term, against the one-factor :class:`sklmm._profile.ProfiledDeviance`;
+* the analytic gradient against central differences (interior points, a zero and a
+  small ``theta``);
+* a fit of an InstEval-shaped simulated design (crossed factors of 900 and 300 levels
+  plus one of 14), without timing.
+"""
+
+import numpy as np
+import pytest
+from _reference import load_case
+
+from sklmm._blocked import BlockedDeviance, blocked_stats, minimize_blocked
+from sklmm._covariance import CovarianceStructure
+from sklmm._crossprod import compute_stats
+from sklmm._profile import ProfiledDeviance
+
+CROSSED_CASES = ("pastes_reml", "penicillin_reml")
+
+
+def case_design(name):
+    """``X``, ``y``, the codes and level labels of every term, and lme4's ``theta``.
+
+    A term's labels are its group columns joined by ``:`` (the ``ranef`` levels);
+    lme4's ``theta`` is matched to the terms by lme4's group names.
+    """
+    case = load_case(name)
+    train = case.train
+    X = train[["X:" + c for c in case.spec["fixed"]]].to_numpy(float)
+    y = case.y(train)
+    codes, labels = [], []
+    for term in case.spec["random"]:
+        cols = [term["group"]] if isinstance(term["group"], str) else term["group"]
+        joined = train[cols].astype(str).agg(":".join, axis=1).to_numpy()
+        levels, code = np.unique(joined, return_inverse=True)
+        codes.append(code)
+        labels.append(levels)
+    by_group = {
+        name.split(".(")[0]: value
+        for name, value in zip(
+            case.lme4["theta"]["names"], case.lme4["theta"]["values"], strict=True
+        )
+    }
+    theta = np.array([by_group[t["lme4_group"]] for t in case.lme4["random_terms"]])
+    return case, X, y, codes, labels, theta
+
+
+@pytest.fixture(scope="module", params=CROSSED_CASES)
+def fitted_case(request):
+    case, X, y, codes, labels, theta = case_design(request.param)
+    objective = BlockedDeviance(blocked_stats(X, y, codes), case.spec["reml"])
+    result = minimize_blocked(objective)
+    return case, objective, labels, theta, result
+
+
+def test_criterion_at_lme4_theta(fitted_case):
+    # REMLcrit(fit) at lme4's own theta.
+    case, objective, _, theta, _ = fitted_case
+    ev = objective(theta)
+    assert ev.deviance == pytest.approx(case.lme4["objective"], rel=1e-8)
+    np.testing.assert_allclose(ev.beta, case.lme4["fixef"]["values"], rtol=1e-8)
+    assert ev.sigma2 == pytest.approx(case.lme4["sigma2"], rel=1e-8)
+
+
+def test_fit_against_lme4(fitted_case):
+    case, _, _, _, result = fitted_case
+    ev = result.evaluation
+    assert result.converged
+    assert -0.5 * ev.deviance >= case.lme4["logLik"] - 1e-6
+    np.testing.assert_allclose(ev.beta, case.lme4["fixef"]["values"], rtol=1e-4)
+    variances = ev.sigma2 * result.theta**2
+    ref = [t["cov"][0][0] for t in case.lme4["random_terms"]]
+    np.testing.assert_allclose(variances, ref, rtol=1e-3)
+    assert ev.sigma2 == pytest.approx(case.lme4["sigma2"], rel=1e-3)
+
+
+def test_blups_against_lme4(fitted_case):
+    # ranef(fit, condVar = TRUE), levels matched by label.
+    case, objective, labels, _, result = fitted_case
+    b, condvar = objective.conditional_modes(result.theta)
+    for k, ref in enumerate(case.lme4["ranef"]):
+        position = {label: i for i, label in enumerate(labels[k])}
+        idx = [position[label] for label in ref["levels"]]
+        assert len(idx) == len(labels[k])
+        want = np.asarray(ref["values"])[:, 0]
+        np.testing.assert_allclose(b[k][idx], want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+        want_cv = np.asarray(ref["condvar"]).reshape(len(idx))
+        np.testing.assert_allclose(condvar[k][idx], want_cv, rtol=1e-3)
+
+
+# -- simulated designs --------------------------------------------------------------
+
+
+def simulate(seed, n, levels, p=3, sd=(0.6, 0.5, 0.3), nested_last=False):
+    """Rows with crossed factors of the given numbers of levels (each level present).
+
+    With ``nested_last``, the last factor is a function of the first (as InstEval's
+    department is of the lecturer), so the design mixes crossing and nesting.
+    """
+    rng = np.random.default_rng(seed)
+    codes = []
+    for m in levels:
+        c = np.concatenate([np.arange(m), rng.integers(m, size=n - m)])
+        rng.shuffle(c)
+        codes.append(c)
+    if nested_last:
+        parent = np.concatenate([np.arange(levels[-1]), rng.integers(levels[-1], size=levels[0])])
+        codes[-1] = parent[: levels[0]][codes[0]]
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, p - 1))])
+    y = X @ rng.normal(size=p) + rng.normal(size=n)
+    for c, m, s in zip(codes, levels, sd, strict=False):
+        y += s * rng.normal(size=m)[c]
+    return X, y, codes
+
+
+def dense_deviance(X, y, codes, theta, reml):
+    """``D(theta)`` from the n x n marginal covariance (small designs only)."""
+    n, p = X.shape
+    Z = np.column_stack(
+        [np.eye(c.max() + 1)[c] * t for c, t in zip(codes, theta, strict=True)]
+    )  # Z Lambda
+    V = np.eye(n) + Z @ Z.T
+    Vi = np.linalg.inv(V)
+    C = X.T @ Vi @ X
+    beta = np.linalg.solve(C, X.T @ Vi @ y)
+    r = y - X @ beta
+    r2 = r @ Vi @ r
+    k = n - p if reml else n
+    dev = np.linalg.slogdet(V)[1] + k * (1 + np.log(2 * np.pi * r2 / k))
+    if reml:
+        dev += np.linalg.slogdet(C)[1]
+    return dev, beta, r2 / k
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_criterion_against_dense(reml):
+    # Three terms, given in an order that the blocked engine must sort (5, 17, 9 levels).
+    X, y, codes = simulate(0, 120, (5, 17, 9))
+    objective = BlockedDeviance(blocked_stats(X, y, codes), reml)
+    rng = np.random.default_rng(1)
+    for theta in [rng.uniform(0.1, 2.0, 3), np.array([0.0, 1.3, 0.4]), np.array([0.7, 0.0, 0.0])]:
+        ev = objective(theta)
+        dev, beta, sigma2 = dense_deviance(X, y, codes, theta, reml)
+        assert ev.deviance == pytest.approx(dev, rel=1e-10)
+        np.testing.assert_allclose(ev.beta, beta, rtol=1e-8)
+        assert ev.sigma2 == pytest.approx(sigma2, rel=1e-8)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_one_term_equals_one_factor_engine(reml):
+    X, y, (codes,) = simulate(2, 150, (12,))
+    blocked = BlockedDeviance(blocked_stats(X, y, [codes]), reml)
+    stats = compute_stats(X, np.ones((len(y), 1)), y, codes, 12)
+    one = ProfiledDeviance(stats, CovarianceStructure(1), reml)
+    rng = np.random.default_rng(3)
+    for theta in [*rng.uniform(0.05, 3.0, (4, 1)), np.zeros(1)]:
+        a, b = blocked(theta, 1), one(theta, 1)
+        assert a.deviance == pytest.approx(b.deviance, rel=1e-10)
+        np.testing.assert_allclose(a.beta, b.beta, rtol=1e-10)
+        assert a.sigma2 == pytest.approx(b.sigma2, rel=1e-10)
+        np.testing.assert_allclose(a.gradient, b.gradient, rtol=1e-8, atol=1e-10)
+    b_blocked, cv_blocked = blocked.conditional_modes(np.array([0.8]))
+    b_one, cv_one = one.conditional_modes(np.array([0.8]))
+    np.testing.assert_allclose(b_blocked[0], b_one[:, 0], rtol=1e-10)
+    np.testing.assert_allclose(cv_blocked[0], cv_one[:, 0, 0], rtol=1e-10)
+
+
+def fd_gradient(objective, theta, h):
+    out = np.empty(len(theta))
+    for a, e in enumerate(np.eye(len(theta))):
+        out[a] = (objective(theta + h * e).deviance - objective(theta - h * e).deviance) / (2 * h)
+    return out
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize(
+    "theta",
+    [[0.4, 1.7, 0.9, 0.6], [1.2, 0.0, 0.3, 2.0], [1e-4, 0.8, 0.5, 1.1]],
+    ids=["interior", "zero", "small"],
+)
+def test_gradient_against_finite_differences(reml, theta):
+    # Four terms: three crossed, one nested in the first; 40, 25, 60 and 6 levels.
+    X, y, codes = simulate(4, 300, (40, 25, 60, 6), sd=(0.6, 0.5, 0.8, 0.3), nested_last=True)
+    objective = BlockedDeviance(blocked_stats(X, y, codes), reml)
+    theta = np.array(theta)
+    grad = objective(theta, 1).gradient
+    # At theta_k = 0 the criterion is even in theta_k: one-sided differences there.
+    h = 1e-5
+    fd = fd_gradient(objective, np.where(theta == 0, h, theta), h)
+    fd[theta == 0] = 0.0
+    scale = np.abs(fd).max()
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6 * scale)
+    assert np.all(grad[theta == 0] == 0.0)
+
+
+def test_insteval_shaped_design_fits():
+    # 20,000 rows; 900 x 300 crossed levels plus 14 nested in the 300 (InstEval's shape,
+    # scaled down); given in the order (300, 900, 14).
+    X, y, codes = simulate(5, 20_000, (300, 900, 14), p=4, sd=(0.5, 0.6, 0.3), nested_last=True)
+    stats = blocked_stats(X, y, codes)
+    assert list(stats.n_levels) == [900, 300, 14]
+    assert list(stats.order) == [1, 0, 2]
+    objective = BlockedDeviance(stats, reml=True)
+    result = minimize_blocked(objective)
+    ev = result.evaluation
+    assert result.converged
+    # A minimum: central differences vanish relative to the curvature scale.
+    fd = fd_gradient(objective, result.theta, 1e-4)
+    assert np.abs(fd).max() < 1e-2
+    assert ev.deviance <= objective(np.ones(3)).deviance
+    # The estimates are close to the simulated standard deviations (rough check).
+    sd = np.sqrt(ev.sigma2) * result.theta
+    np.testing.assert_allclose(sd[:2], [0.5, 0.6], rtol=0.25)
+    assert ev.sigma2 == pytest.approx(1.0, rel=0.05)
+    b, _ = objective.conditional_modes(result.theta)
+    assert [len(v) for v in b] == [300, 900, 14]
