@@ -42,13 +42,11 @@ between the dense work on the rest block (Cholesky ``potrf``, inverse
 """
 
 import argparse
-import ctypes
 import gc
 import multiprocessing
 import os
 import platform
 import queue as queue_lib
-import re
 import subprocess
 import sys
 import time
@@ -60,7 +58,7 @@ import numpy as np
 import scipy
 import scipy.linalg as sla
 import scipy.sparse as sp
-from threadpoolctl import threadpool_info
+from _common import _fmt_mb, _malloc_trim, _proc_status_kb, blas_summary, print_table
 
 import sklmm
 from sklmm._blocked import BlockedDeviance, blocked_stats, minimize_blocked
@@ -246,16 +244,6 @@ def format_breakdown(name, obj, res, parts):
 
 
 # -- measurements ----------------------------------------------------------------
-def _proc_status_kb(field):
-    with open("/proc/self/status") as fh:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", fh.read(), re.M).group(1))
-
-
-def _malloc_trim():
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def rss_peak(fn):
@@ -419,33 +407,6 @@ COLUMNS = [
 ]
 
 
-def _fmt_mb(nbytes):
-    return "-" if nbytes is None else f"{nbytes / MB:.1f}"
-
-
-def print_table(rows):
-    cells = [[name for name, _ in COLUMNS]] + [
-        [str(r.get(n, "")) for n, _ in COLUMNS] for r in rows
-    ]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-
-    def line(values):
-        parts = [
-            f"{v:{align}{w}}" for v, (_, align), w in zip(values, COLUMNS, widths, strict=True)
-        ]
-        return " | ".join(parts).rstrip()
-
-    rule = "-+-".join("-" * w for w in widths)
-    print(line(cells[0]))
-    print(rule)
-    previous = None
-    for r, c in zip(rows, cells[1:], strict=True):
-        if previous is not None and r["case"] and r["case"] != previous:
-            print(rule)
-        previous = r["case"] or previous
-        print(line(c))
-
-
 def core_row(case, m, x_bytes, target):
     median = f"{m['median']:.3f}" if m["n_calls"] > 1 else f"({m['n_calls']} call)"
     return [
@@ -465,14 +426,6 @@ def core_row(case, m, x_bytes, target):
             "result": "PASS" if m["best"] < target else "MISS",
         },
     ]
-
-
-def blas_summary():
-    libs = [
-        f"{d['internal_api']} {Path(d['filepath']).name} x{d['num_threads']} threads"
-        for d in threadpool_info()
-    ]
-    return "; ".join(libs) or "unknown"
 
 
 def sklmm_revision():
@@ -616,7 +569,7 @@ def main(argv=None):
                 }
             )
 
-    print_table(rows)
+    print_table(rows, COLUMNS)
     print()
     for note in notes:
         print(f"- {note}")

@@ -58,13 +58,11 @@ Measures:
 """
 
 import argparse
-import ctypes
 import gc
 import multiprocessing
 import os
 import platform
 import queue as queue_lib
-import re
 import subprocess
 import sys
 import time
@@ -76,7 +74,8 @@ import numpy as np
 import pandas as pd
 import scipy
 import sklearn
-from threadpoolctl import threadpool_info, threadpool_limits
+from _common import _fmt_mb, _malloc_trim, _proc_status_kb, blas_summary, print_table
+from threadpoolctl import threadpool_limits
 
 import sklmm
 from sklmm import MixedLMRegressor
@@ -145,18 +144,6 @@ def traced_peak(fn):
     finally:
         tracemalloc.stop()
     return peak - base
-
-
-def _proc_status_kb(field):
-    with open("/proc/self/status") as fh:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", fh.read(), re.M).group(1))
-
-
-def _malloc_trim():
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def rss_peak(fn):
@@ -257,35 +244,8 @@ COLUMNS = [
 ]
 
 
-def _fmt_mb(nbytes):
-    return "-" if nbytes is None else f"{nbytes / MB:.1f}"
-
-
 def _verdict(ok):
     return "PASS" if ok else "MISS"
-
-
-def print_table(rows):
-    cells = [[name for name, _ in COLUMNS]] + [
-        [str(r.get(n, "")) for n, _ in COLUMNS] for r in rows
-    ]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-
-    def line(values):
-        parts = [
-            f"{v:{align}{w}}" for v, (_, align), w in zip(values, COLUMNS, widths, strict=True)
-        ]
-        return " | ".join(parts).rstrip()
-
-    rule = "-+-".join("-" * w for w in widths)
-    print(line(cells[0]))
-    print(rule)
-    previous = None
-    for r, c in zip(rows, cells[1:], strict=True):
-        if previous is not None and r["case"] and r["case"] != previous:
-            print(rule)
-        previous = r["case"] or previous
-        print(line(c))
 
 
 def method_row(case, method, m, x_bytes, llf=None):
@@ -363,14 +323,6 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
-
-
-def blas_summary():
-    libs = [
-        f"{d['internal_api']} {Path(d['filepath']).name} x{d['num_threads']} threads"
-        for d in threadpool_info()
-    ]
-    return "; ".join(libs) or "unknown"
 
 
 def sklmm_revision():
@@ -532,7 +484,7 @@ def main(argv=None):
                 + ("; ".join(w[:160] for w in out["warnings"]) or "none")
             )
 
-    print_table(rows)
+    print_table(rows, COLUMNS)
     print()
     for note in notes:
         print(f"- {note}")
