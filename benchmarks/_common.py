@@ -1,7 +1,9 @@
 """Helpers shared by the benchmark scripts: memory readings, BLAS description, the table."""
 
 import ctypes
+import queue as queue_lib
 import re
+import time
 from pathlib import Path
 
 from threadpoolctl import threadpool_info
@@ -54,3 +56,31 @@ def blas_summary():
         for d in threadpool_info()
     ]
     return "; ".join(libs) or "unknown"
+
+
+def wait_for_child(proc, queue, timeout):
+    """The result a started child process puts on ``queue``, or why there is none.
+
+    The child is stopped once ``timeout`` seconds have passed (statsmodels fits can
+    run for many minutes); the returned dict then says so in ``status``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            out = queue.get(timeout=1.0)
+            break
+        except queue_lib.Empty:
+            if not proc.is_alive():
+                try:
+                    out = queue.get(timeout=1.0)
+                except queue_lib.Empty:
+                    out = {"status": f"child process died (exit code {proc.exitcode})"}
+                break
+            if time.monotonic() > deadline:
+                out = {"status": f"stopped after {timeout:.0f} s"}
+                break
+    proc.join(timeout=10)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join()
+    return out

@@ -46,7 +46,6 @@ import gc
 import multiprocessing
 import os
 import platform
-import queue as queue_lib
 import subprocess
 import sys
 import time
@@ -58,7 +57,14 @@ import numpy as np
 import scipy
 import scipy.linalg as sla
 import scipy.sparse as sp
-from _common import _fmt_mb, _malloc_trim, _proc_status_kb, blas_summary, print_table
+from _common import (
+    _fmt_mb,
+    _malloc_trim,
+    _proc_status_kb,
+    blas_summary,
+    print_table,
+    wait_for_child,
+)
 
 import sklmm
 from sklmm._blocked import BlockedDeviance, blocked_stats, minimize_blocked
@@ -322,28 +328,8 @@ def _run_child(target, args, timeout):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
-    t0 = time.monotonic()
     proc.start()
-    deadline = t0 + timeout
-    while True:
-        try:
-            out = queue.get(timeout=1.0)
-            break
-        except queue_lib.Empty:
-            if not proc.is_alive():
-                try:
-                    out = queue.get(timeout=1.0)
-                except queue_lib.Empty:
-                    out = {"status": f"child process died (exit code {proc.exitcode})"}
-                break
-            if time.monotonic() > deadline:
-                out = {"status": f"stopped after {timeout:.0f} s"}
-                break
-    proc.join(timeout=10)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join()
-    return out
+    return wait_for_child(proc, queue, timeout)
 
 
 def _movielens_worker(seed, repeats, queue):

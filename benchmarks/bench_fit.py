@@ -62,7 +62,6 @@ import gc
 import multiprocessing
 import os
 import platform
-import queue as queue_lib
 import subprocess
 import sys
 import time
@@ -74,7 +73,14 @@ import numpy as np
 import pandas as pd
 import scipy
 import sklearn
-from _common import _fmt_mb, _malloc_trim, _proc_status_kb, blas_summary, print_table
+from _common import (
+    _fmt_mb,
+    _malloc_trim,
+    _proc_status_kb,
+    blas_summary,
+    print_table,
+    wait_for_child,
+)
 from threadpoolctl import threadpool_limits
 
 import sklmm
@@ -207,26 +213,7 @@ def run_statsmodels(data, method, one_thread, est, timeout):
     args = (data["X1"], data["y"], data["groups"], 1 + len(RANDOM_SLOPES), method, one_thread)
     proc = ctx.Process(target=_statsmodels_worker, args=(*args, sk_fe, sk_psi, queue))
     proc.start()
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            out = queue.get(timeout=1.0)
-            break
-        except queue_lib.Empty:
-            if not proc.is_alive():
-                try:
-                    out = queue.get(timeout=1.0)
-                except queue_lib.Empty:
-                    out = {"status": f"child process died (exit code {proc.exitcode})"}
-                break
-            if time.monotonic() > deadline:
-                out = {"status": f"stopped after {timeout:.0f} s"}
-                break
-    proc.join(timeout=10)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join()
-    return out
+    return wait_for_child(proc, queue, timeout)
 
 
 # -- table ---------------------------------------------------------------------------
