@@ -98,7 +98,7 @@ import scipy.linalg as sla
 import scipy.optimize
 import scipy.sparse as sp
 
-from ._profile import Evaluation
+from ._profile import Evaluation, FactorCache, profile_fixed_effects
 from ._solvers import SolverResult
 
 
@@ -215,7 +215,7 @@ def blocked_stats(X, y, codes_list, n_levels=None):
     return BlockedStats(counts=counts, cross=cross, ZtXy=ZtXy, XytXy=Xy.T @ Xy, n=n, order=order)
 
 
-class BlockedDeviance:
+class BlockedDeviance(FactorCache):
     """``D(theta)`` for several random-intercept terms, with its gradient and BLUPs.
 
     Parameters
@@ -283,14 +283,6 @@ class BlockedDeviance:
         Bw = sp.csr_matrix((B.data * w[self._bc], B.indices, B.indptr), shape=B.shape)
         return (Bw @ B.T).toarray()
 
-    def _factor(self, theta):
-        key = np.asarray(theta, dtype=float).tobytes()
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        f = self._compute_factor(theta)
-        self._cache = (key, f)
-        return f
-
     def _compute_factor(self, theta):
         st, p = self.stats, self.stats.p
         ts = self._sorted(theta)
@@ -319,15 +311,7 @@ class BlockedDeviance:
             S = S - K2.T @ K2
             logdet += 2.0 * np.log(np.diag(L22)).sum()
             f.update(L21=L21, L22=L22, K2=K2, GP=GP)
-        Rc = np.linalg.cholesky(S)
-        L_C, s = Rc[:p, :p], Rc[p, p]
-        beta = np.linalg.solve(L_C.T, Rc[p, :p])
-        r2 = s * s
-        k = self.k
-        dev = logdet + k * (1.0 + np.log(2.0 * np.pi * r2 / k))
-        if self.reml:
-            dev += 2.0 * np.log(np.diag(L_C)).sum()
-        f.update(L_C=L_C, beta=beta, r2=r2, logdet=logdet, deviance=float(dev))
+        f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml))
         return f
 
     def _solve_Q(self, f):

@@ -142,7 +142,47 @@ def _cho_solve(L_inv, B):
     return L_inv.T @ (L_inv @ B)
 
 
-class ProfiledDeviance:
+def profile_fixed_effects(S, logdet, p, k, reml):
+    """``beta``, ``r2`` and ``D`` from ``S = [X y]' V^{-1} [X y]`` and ``log|M|``.
+
+    The part of the criterion shared by every random-effects engine: with
+    ``chol(S) = [[L_C, 0], [l', s]]``, ``beta = L_C^{-T} l`` and ``r2 = s^2``;
+    ``k`` is ``n`` (ML) or ``n - p`` (REML).
+    """
+    R = np.linalg.cholesky(S)
+    L_C, s = R[:p, :p], R[p, p]
+    r2 = s * s
+    dev = logdet + k * (1.0 + np.log(2.0 * np.pi * r2 / k))
+    if reml:
+        dev += 2.0 * np.log(np.diag(L_C)).sum()
+    return {
+        "L_C": L_C,
+        "beta": np.linalg.solve(L_C.T, R[p, :p]),
+        "r2": r2,
+        "logdet": logdet,
+        "deviance": float(dev),
+    }
+
+
+class FactorCache:
+    """Keeps the last factorization, keyed by ``theta``.
+
+    An evaluation and the EM step, BLUPs or gradient that follow it at the same
+    ``theta`` share one factorization. Subclasses define ``_compute_factor``.
+    """
+
+    _cache = None
+
+    def _factor(self, theta):
+        key = np.asarray(theta, dtype=float).tobytes()
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        f = self._compute_factor(theta)
+        self._cache = (key, f)
+        return f
+
+
+class ProfiledDeviance(FactorCache):
     """``D(theta)`` with its derivatives, BLUPs and EM update.
 
     Parameters
@@ -165,15 +205,6 @@ class ProfiledDeviance:
         self._cache = None
 
     # -- shared factorization -------------------------------------------
-    def _factor(self, theta):
-        """Factorization at ``theta``; the last one is cached (EM evaluates twice there)."""
-        key = theta.tobytes()
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        f = self._compute_factor(theta)
-        self._cache = (key, f)
-        return f
-
     def _compute_factor(self, theta):
         st, p = self.stats, self.stats.p
         lam = self.cov.lam(theta)
@@ -191,16 +222,8 @@ class ProfiledDeviance:
             f.update(L=L, K_Z=K_Z, K_Xy=K_Xy)
         else:
             S, logdet = st.XytXy.copy(), 0.0
-        R = np.linalg.cholesky(S)
-        L_C, s = R[:p, :p], R[p, p]
-        beta = np.linalg.solve(L_C.T, R[p, :p])
-        r2 = s * s
-        k = self.k
-        dev = logdet + k * (1.0 + np.log(2.0 * np.pi * r2 / k))
-        if self.reml:
-            dev += 2.0 * np.log(np.diag(L_C)).sum()
-        L_C_inv = np.linalg.solve(L_C, np.eye(p))
-        f.update(L_C=L_C, L_C_inv=L_C_inv, beta=beta, r2=r2, deviance=float(dev), logdet=logdet)
+        f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml))
+        f["L_C_inv"] = np.linalg.solve(f["L_C"], np.eye(p))
         return f
 
     def __call__(self, theta, order=0):
