@@ -6,6 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -850,7 +851,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         except np.linalg.LinAlgError:
             return np.full((n_par, 2), np.nan)
         se = np.sqrt(np.clip(np.diag(cov_phi), 0.0, None))
-        crit = _norm_ppf(1 - alpha / 2)
+        crit = norm.ppf(1 - alpha / 2)
         lo, hi = phi0 - crit * se, phi0 + crit * se
         out = np.column_stack([lo, hi])
         out[:q] = np.exp(out[:q])
@@ -923,12 +924,6 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
-
-
-def _norm_ppf(p):
-    from scipy.stats import norm
-
-    return norm.ppf(p)
 
 
 def _ml_log_likelihood(est):
