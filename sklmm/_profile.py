@@ -306,7 +306,7 @@ class ProfiledDeviance(FactorCache):
         lam, L, K_Xy = f["lam"], f["L"], f["K_Xy"]
         v = K_Xy[:, :, p] - K_Xy[:, :, :p] @ f["beta"]
         w = _upper_solve_t(L, v[:, :, None])[:, :, 0]
-        J = _lower_solve(L, np.broadcast_to(lam.T, L.shape))
+        J = self._J(f)
         sigma2 = f["r2"] / self.k
         return w @ lam.T, sigma2 * np.matmul(_t(J), J)
 
@@ -321,6 +321,13 @@ class ProfiledDeviance(FactorCache):
         if self.reml:
             dev += 2.0 * np.log(np.diag(f["L_C"])).sum()
         return float(dev)
+
+    @staticmethod
+    def _J(f):
+        """``L_i^{-1} Lambda'`` for every group, computed once per factorization."""
+        if "J" not in f:
+            f["J"] = _lower_solve(f["L"], np.broadcast_to(f["lam"].T, f["L"].shape))
+        return f["J"]
 
     def fixed_effects_cov(self, theta):
         """``sigma2 C^{-1}``, the covariance of ``beta`` (lme4 ``vcov``)."""
@@ -338,7 +345,7 @@ class ProfiledDeviance(FactorCache):
         if st.q == 0:
             return np.zeros((st.n_groups, 0, p))
         f = self._factor(np.asarray(theta, dtype=float))
-        J = _lower_solve(f["L"], np.broadcast_to(f["lam"].T, f["L"].shape))
+        J = self._J(f)
         return np.matmul(_t(J), f["K_Xy"][:, :, :p])
 
     # -- EM ---------------------------------------------------------------
@@ -357,7 +364,7 @@ class ProfiledDeviance(FactorCache):
         lam, L, K_Xy, beta = f["lam"], f["L"], f["K_Xy"], f["beta"]
         sigma2 = f["r2"] / self.k
         K_X = K_Xy[:, :, :p]
-        J = _lower_solve(L, np.broadcast_to(lam.T, L.shape))  # L^{-1} Lambda'
+        J = self._J(f)  # L^{-1} Lambda'
         P = np.matmul(_t(J), J)  # (Psi^{-1} + Z'Z)^{-1}, on the profile scale
         v = K_Xy[:, :, p] - K_X @ beta
         b = _upper_solve_t(L, v[:, :, None])[:, :, 0] @ lam.T
