@@ -1,72 +1,82 @@
-r"""The profiled criterion of a model with several random-intercept terms.
+r"""The profiled criterion of a model with several random-effects terms.
 
-A foundation for several grouping factors (issue 4), not yet used by the
-estimator.
+The general engine: used by the estimator for every model with more than one
+term (variance components, nested or crossed factors, several standard terms);
+a single term goes through the one-factor engine of :mod:`sklmm._profile`,
+which this engine reproduces (tested).
 
 Model
 -----
-Random intercepts only (variance components), ``K`` terms, crossed or nested::
+``K`` terms, crossed or nested::
 
-    y = X beta + Z_1 b_1 + ... + Z_K b_K + e,
-    b_k ~ N(0, sigma2 theta_k^2 I_{m_k}),   e ~ N(0, sigma2 I_n),
+    y = X beta + Z_1 b_1 + ... + Z_K b_K + e,   e ~ N(0, sigma2 I_n),
+    b_k = (b_k1, ..., b_km_k),  b_kl ~ N(0, sigma2 Lambda_k Lambda_k') independently.
 
-where ``Z_k`` (``n x m_k``) is the indicator matrix of the ``m_k`` levels of
-term ``k``, given as an integer code per row. ``theta_k >= 0`` is the relative
-standard deviation of term ``k`` (lme4's ``theta`` for a ``(1 | g)`` term), on
-the square-root scale of :mod:`sklmm._profile`: ``Lambda = diag(theta_k I)``,
-``Psi = Lambda Lambda'``. ``beta`` and ``sigma2`` are profiled out.
+Term ``k`` has a grouping factor with ``m_k`` levels (an integer code per row)
+and ``q_k`` columns ``z_k`` (the intercept and its slopes): the row of ``Z_k``
+for a row with level ``l`` holds ``z_k`` in the ``q_k`` columns of level ``l``
+and zeros elsewhere. ``Lambda_k`` (``q_k x q_k``, lower triangular) is the
+term's relative Cholesky factor on the square-root scale of
+:mod:`sklmm._profile`, with free entries ``theta_k``
+(:class:`sklmm._covariance.CovarianceStructure`); ``theta`` is the
+concatenation of the ``theta_k`` in the caller's order of the terms (lme4's
+``theta``, up to lme4's own ordering of the terms). ``Lambda`` is the
+block-diagonal matrix of all levels' ``Lambda_k``; ``beta`` and ``sigma2`` are
+profiled out.
 
 The blocked Cholesky factor
 ---------------------------
 The terms are sorted by decreasing number of levels; term 1 (the largest)
-forms the first block, all other terms' levels together the second ("rest").
-With ``M = Lambda'Z'Z Lambda + I`` and the counts ``c_1`` of term 1 (its
-``Z_1'Z_1`` is diagonal)::
+forms the first block, all other terms' levels together the second ("rest",
+``m_r = sum_{k>1} m_k q_k`` rows). ``Z_1'Z_1`` is block diagonal with the
+``q_1 x q_1`` blocks ``C_l``; ``B = Z_r'Z_1`` is the sparse contingency table
+(weighted by the terms' columns); ``G = Z_r'Z_r`` is dense. With
+``M = Lambda'Z'Z Lambda + I``::
 
-    L11 = sqrt(theta_1^2 c_1 + 1)                               diagonal
-    L21 = Lambda_r (Z_r'Z_1) theta_1 / L11                      sparse: the contingency table
-    L22 = chol(Lambda_r Z_r'Z_r Lambda_r + I - L21 L21')        dense: the fill-in block
-    K1  = theta_1 Z_1'[X y] / L11                               (= L31')
-    K2  = L22^{-1} (Lambda_r Z_r'[X y] - L21 K1)                (= L32')
-    S   = [X y]'[X y] - K1'K1 - K2'K2 = [X y]' V^{-1} [X y],    V = I + Z Psi Z'
+    A11_l = Lambda_1'C_l Lambda_1 + I,   L11_l = chol(A11_l)       block diagonal
+    W_l   = Lambda_1 A11_l^{-1} Lambda_1'                           (q_1 x q_1 each)
+    GP    = G - B blockdiag(W_l) B'          = Z_r'V_1^{-1}Z_r (V_1: term 1 alone)
+    A22   = Lambda_r' GP Lambda_r + I,       L22 = chol(A22)        dense: the fill-in block
+    K1    = L11^{-1} Lambda_1' Z_1'[X y]
+    K2    = L22^{-1} Lambda_r' (Z_r'[X y] - B blockdiag(W_l) Z_1'[X y])
+    S     = [X y]'[X y] - K1'K1 - K2'K2 = [X y]' V^{-1} [X y],   V = I + Z Psi Z'
     chol(S) = [[L_C, 0], [l', s]]:  C = L_C L_C',  beta = L_C^{-T} l,  r2 = s^2
 
-    log|M| = 2 sum log L11 + 2 sum log diag(L22)
+    log|M| = 2 sum log diag L11 + 2 sum log diag L22
     ML:   D(theta) = log|M| + n (1 + log(2 pi r2 / n))
     REML: D(theta) = log|M| + log|C| + (n - p)(1 + log(2 pi r2 / (n - p)))
 
-exactly as for one factor (:mod:`sklmm._profile`). Only the rest-by-rest block
-is dense; nothing of size ``n`` or (all levels)^2 is formed beyond it. For a
-single term the rest block is empty and the factor is diagonal.
+exactly as for one factor. (``L21 = Lambda_r'B Lambda_1 L11^{-T}`` never has to
+be formed: ``L21 L21' = Lambda_r' B blockdiag(W_l) B' Lambda_r``.) Only the
+rest-by-rest block is dense; nothing of size ``n`` or (all levels)^2 is formed.
+For a single term the rest block is empty and the factor is block diagonal.
 
 The gradient
 ------------
-With ``k`` = ``n`` (ML) or ``n - p`` (REML), ``Q = M^{-1} Lambda Z'[X y]``,
-``H = Z'[X y] - Z'Z Lambda Q = Z'V^{-1}[X y]``, ``W = H[:, :p]`` and
-``u = H[:, p] - W beta`` (``= Z'V^{-1}(y - X beta)``), the envelope theorem
-gives, for term ``k`` with level set ``I_k``::
+With ``k`` = ``n`` (ML) or ``n - p`` (REML), ``Q = M^{-1} Lambda'Z'[X y]``,
+``H = Z'[X y] - Z'Z Lambda Q = Z'V^{-1}[X y]``, and for every level ``l`` of a
+term ``W_l^X = H_l[:, :p]`` and ``u_l = H_l[:, p] - W_l^X beta``
+(``= Z_l'V^{-1}(y - X beta)``), the derivative along ``dLambda_k`` (the same
+``q_k x q_k`` matrix for all levels of term ``k``) is the Frobenius product
+``<G_k, dLambda_k>`` plus, for term 1, a correction::
 
-    dD/dtheta_k = 2 sum_{l in I_k} (M^{-1} Lambda Z'Z)_ll
-                  - 2 theta_k (k / r2) sum_{l in I_k} u_l^2
-                  [- 2 theta_k sum_{l in I_k} (W C^{-1} W')_ll   for REML]
+    G_k = sum_{l in k} [2 R_l - 2 (k / r2) u_l u_l' Lambda_k
+                        (- 2 W_l^X C^{-1} W_l^X' Lambda_k  for REML)],
+    R_l = (Z'Z Lambda M^{-1})_ll                 (the derivative of log|M|)
 
-The first sum needs only the rest block ``A22^{-1} = L22^{-T}L22^{-1}`` of
-``M^{-1}`` (dense, by LAPACK ``potri`` from ``L22``). From
-``1 - (M^{-1})_ll = theta_l (M^{-1} Lambda Z'Z)_ll``, the block formulas for
-``M^{-1}`` and ``theta_l`` cancelled analytically, with ``B = Z_r'Z_1`` and
-``GP = Z_r'Z_r - theta_1^2 B diag(1/L11^2) B'`` (the matrix of the factor:
-``A22 = Lambda_r GP Lambda_r + I``)::
+For a rest level ``R_l`` is a diagonal block of ``GP Lambda_r A22^{-1}``. For
+a level of term 1, from the block inverse of ``M``::
 
-    term 1:        theta_1 [sum_l c_l / L11_l^2
-                            - sum(A22^{-1} o Lambda_r B diag(1/L11^4) B' Lambda_r)]
-    rest level l:  ((A22^{-1} o GP) Lambda_r)_l
+    R_l = C_l Lambda_1 A11_l^{-1} - J_l E_l Lambda_1 A11_l^{-1},
+    J_l = I - C_l W_l = (I + C_l Psi_1)^{-1},   E_l = B_l' Y B_l,
+    Y = Lambda_r A22^{-1} Lambda_r'
 
-so a gradient costs one ``potri`` and one more sparse product
-``B diag(w) B'`` (the pattern of the factor's), both rest-by-rest. No division
-by ``theta`` appears, so the gradient is exact at and near ``theta_k = 0``
-(where it vanishes: ``D`` is even in each ``theta_k``). The conditional
-variances below need the diagonal of the first block of ``M^{-1}``,
-``(1 + diag(L21' A22^{-1} L21)) / L11^2``, formed once after the fit.
+and ``sum_l <J_l E_l Lambda_1 A11_l^{-1}, dLambda_1> = <Y, B blockdiag(F_l) B'>``
+with ``F_l = Lambda_1 A11_l^{-1} dLambda_1' J_l``: one sparse product of the
+pattern of the factor's per parameter of term 1 (for ``q_1 = 1``:
+``F_l = theta_1 / L11_l^4``). A gradient therefore costs one ``potri`` for
+``A22^{-1}`` and a few rest-by-rest products. Nothing divides by ``theta``, so
+the gradient is exact at and near the boundary ``diag(Lambda_k) = 0``.
 
 Why quasi-Newton
 ----------------
@@ -74,16 +84,21 @@ The Hessian involves ``tr(M^{-1} dM_j M^{-1} dM_k)``, i.e. products of whole
 blocks of ``M^{-1}``, including its first (largest-by-largest) block, which is
 dense: forming it is the (all levels)^2 object this engine avoids. So
 :func:`minimize_blocked` uses L-BFGS-B (the limited-memory BFGS update, with
-the bounds ``theta >= 0`` handled by its projection) on the analytic gradient.
-With a handful of terms, a Hessian by finite differences of the gradient
-(``K`` extra gradients) would be affordable too and is an alternative for a
-Newton finish.
+the bounds ``diag(Lambda_k) >= 0`` handled by its projection) on the analytic
+gradient. The convergence rule is the one-factor engine's: the projected
+gradient is at most ``tol * max(1, |D|)`` and the Hessian on the free
+parameters, here by central differences of the analytic gradient (``2 x
+n_theta`` gradients, once at the end), is positive semi-definite; a saddle
+point is left along the direction of negative curvature and the search
+restarted.
 
 Conditional modes
 -----------------
-``b = Lambda M^{-1} Lambda Z'(y - X beta) = Lambda (Q[:, p] - Q[:, :p] beta)``
-and their conditional variances ``sigma2 theta_k^2 diag(M^{-1})`` (lme4's
-``ranef(condVar = TRUE)``; the uncertainty of ``beta`` is not included).
+``b = Lambda M^{-1} Lambda'Z'(y - X beta) = Lambda (Q[:, p] - Q[:, :p] beta)``
+and their conditional covariances ``sigma2 Lambda_l (M^{-1})_ll Lambda_l'``
+(lme4's ``ranef(condVar = TRUE)``; the uncertainty of ``beta`` is not
+included), with ``(M^{-1})_ll = A11_l^{-1} (I + Lambda_1'E_l Lambda_1
+A11_l^{-1})`` for term 1 and a diagonal block of ``A22^{-1}`` for the rest.
 
 Conventions: ``theta``, the terms and their levels are always in the caller's
 order (the order of ``codes_list``); the sorting by number of levels is
@@ -98,7 +113,16 @@ import scipy.linalg as sla
 import scipy.optimize
 import scipy.sparse as sp
 
-from ._profile import Evaluation, FactorCache, profile_fixed_effects
+from ._covariance import CovarianceStructure
+from ._crossprod import compute_stats
+from ._profile import (
+    Evaluation,
+    FactorCache,
+    _lower_solve,
+    _t,
+    _upper_solve_t,
+    profile_fixed_effects,
+)
 from ._solvers import SolverResult
 
 
@@ -107,17 +131,18 @@ class BlockedStats:
     """Cross-products of ``[Z_1 ... Z_K X y]``, blocked by term, terms sorted by size.
 
     Every array is in the sorted order: term ``i`` here is term ``order[i]`` of
-    the caller.
+    the caller. Level ``l`` of term ``i`` owns the rows ``l * q_i ... l * q_i +
+    q_i - 1`` of that term's block.
 
     Attributes
     ----------
-    counts : list of ndarray
-        ``counts[i]`` of shape (m_i,): rows per level, the diagonal of ``Z_i'Z_i``.
+    ZtZ : list of ndarray
+        ``ZtZ[i]`` of shape (m_i, q_i, q_i): the diagonal blocks of ``Z_i'Z_i``.
     cross : dict
-        ``cross[(i, j)]`` for ``i > j``: ``Z_i'Z_j`` (m_i x m_j) as a
-        ``scipy.sparse`` CSR matrix, the contingency table of the two terms.
+        ``cross[(i, j)]`` for ``i > j``: ``Z_i'Z_j`` (m_i q_i x m_j q_j) as a
+        ``scipy.sparse`` CSR matrix, the (weighted) contingency table of the two terms.
     ZtXy : list of ndarray
-        ``ZtXy[i]`` of shape (m_i, p + 1): ``Z_i'[X y]``.
+        ``ZtXy[i]`` of shape (m_i, q_i, p + 1): ``Z_i'[X y]``.
     XytXy : ndarray of shape (p + 1, p + 1)
         ``[X y]'[X y]``.
     n : int
@@ -127,7 +152,7 @@ class BlockedStats:
         number of levels, ties in the caller's order).
     """
 
-    counts: list
+    ZtZ: list
     cross: dict
     ZtXy: list
     XytXy: np.ndarray
@@ -141,22 +166,32 @@ class BlockedStats:
 
     @property
     def n_terms(self):
-        """Number of random-intercept terms."""
-        return len(self.counts)
+        """Number of random-effects terms."""
+        return len(self.ZtZ)
 
     @property
     def n_levels(self):
         """Levels per term, in the sorted order."""
-        return np.array([len(c) for c in self.counts], dtype=int)
+        return np.array([z.shape[0] for z in self.ZtZ], dtype=int)
+
+    @property
+    def q(self):
+        """Columns per term, in the sorted order."""
+        return np.array([z.shape[1] for z in self.ZtZ], dtype=int)
+
+    @property
+    def counts(self):
+        """Rows per level of every term (sorted order), when the term has an intercept first."""
+        return [z[:, 0, 0] for z in self.ZtZ]
 
     def block(self, i, j):
         """``Z_i'Z_j`` for sorted terms ``i != j`` (sparse)."""
         if i == j:
-            raise ValueError("diagonal blocks are diagonal: use counts")
+            raise ValueError("diagonal blocks are block diagonal: use ZtZ")
         return self.cross[(i, j)] if i > j else self.cross[(j, i)].T.tocsr()
 
 
-def blocked_stats(X, y, codes_list, n_levels=None):
+def blocked_stats(X, y, codes_list, n_levels=None, Z_list=None):
     """Form the blocked cross-products once.
 
     Parameters
@@ -166,11 +201,14 @@ def blocked_stats(X, y, codes_list, n_levels=None):
     y : ndarray of shape (n,)
         Response.
     codes_list : sequence of ndarray of int, each of shape (n,)
-        Level of each row for every random-intercept term (codes in
-        ``range(n_levels[k])``). A nested term such as lme4's ``batch:cask``
-        is given by the codes of the interaction.
+        Level of each row for every term (codes in ``range(n_levels[k])``).
+        A nested term such as lme4's ``batch:cask`` is given by the codes of
+        the interaction.
     n_levels : sequence of int, optional
         Levels per term; default ``codes.max() + 1``.
+    Z_list : sequence of (ndarray of shape (n, q_k) or None), optional
+        Columns of every term (the intercept and slopes); ``None`` (the
+        default for every term) is a random intercept, a column of ones.
 
     Returns
     -------
@@ -183,7 +221,7 @@ def blocked_stats(X, y, codes_list, n_levels=None):
     n = y.shape[0]
     codes_list = [np.asarray(c) for c in codes_list]
     if not codes_list:
-        raise ValueError("at least one random-intercept term is needed")
+        raise ValueError("at least one random-effects term is needed")
     for c in codes_list:
         if c.shape != (n,) or not np.issubdtype(c.dtype, np.integer):
             raise ValueError("every codes array must be integer with one entry per row")
@@ -195,28 +233,40 @@ def blocked_stats(X, y, codes_list, n_levels=None):
     for c, m in zip(codes_list, n_levels, strict=True):
         if n and c.max() >= m:
             raise ValueError("a code is not below its term's number of levels")
+    if Z_list is None:
+        Z_list = [None] * len(codes_list)
+    Z_list = [np.ones((n, 1)) if Z is None else np.asarray(Z, dtype=float) for Z in Z_list]
+    for Z in Z_list:
+        if Z.ndim != 2 or Z.shape[0] != n or Z.shape[1] < 1:
+            raise ValueError("every term's Z must be (n, q) with q >= 1")
     order = np.argsort(-n_levels, kind="stable")
     codes = [codes_list[k].astype(np.intp) for k in order]
+    Zs = [Z_list[k] for k in order]
     levels = n_levels[order]
-    Xy = np.column_stack([X, y])
-    counts, ZtXy = [], []
-    for c, m in zip(codes, levels, strict=True):
-        counts.append(np.bincount(c, minlength=m).astype(float))
-        ZtXy.append(
-            np.column_stack([np.bincount(c, Xy[:, j], minlength=m) for j in range(Xy.shape[1])])
-        )
-    ones = np.ones(n)
+    ZtZ, ZtXy = [], []
+    XytXy = None
+    for c, m, Z in zip(codes, levels, Zs, strict=True):
+        st = compute_stats(X, Z, y, c, int(m))
+        ZtZ.append(st.ZtZ)
+        ZtXy.append(st.ZtXy)
+        XytXy = st.XytXy
     cross = {}
     for i in range(len(codes)):
+        qi = Zs[i].shape[1]
         for j in range(i):
+            qj = Zs[j].shape[1]
+            rows = (codes[i][:, None, None] * qi + np.arange(qi)[None, :, None]) + 0 * np.arange(qj)
+            cols = (codes[j][:, None, None] * qj + np.arange(qj)[None, None, :]) + 0 * rows
+            data = Zs[i][:, :, None] * Zs[j][:, None, :]
             cross[(i, j)] = sp.csr_matrix(
-                (ones, (codes[i], codes[j])), shape=(levels[i], levels[j])
+                (data.ravel(), (rows.ravel(), cols.ravel())),
+                shape=(levels[i] * qi, levels[j] * qj),
             )  # duplicates are summed
-    return BlockedStats(counts=counts, cross=cross, ZtXy=ZtXy, XytXy=Xy.T @ Xy, n=n, order=order)
+    return BlockedStats(ZtZ=ZtZ, cross=cross, ZtXy=ZtXy, XytXy=XytXy, n=n, order=order)
 
 
 class BlockedDeviance(FactorCache):
-    """``D(theta)`` for several random-intercept terms, with its gradient and BLUPs.
+    """``D(theta)`` for several random-effects terms, with its gradient and BLUPs.
 
     Parameters
     ----------
@@ -224,116 +274,170 @@ class BlockedDeviance(FactorCache):
         Cross-products from :func:`blocked_stats`.
     reml : bool
         REML criterion if true, else ML.
+    structures : sequence of CovarianceStructure, optional
+        The covariance structure of every term, in the caller's order
+        (default: unstructured, which for a random intercept is its only form).
     """
 
-    def __init__(self, stats, reml):
+    def __init__(self, stats, reml, structures=None):
         self.stats = stats
         self.reml = bool(reml)
-        p = stats.p
+        p, K = stats.p, stats.n_terms
+        q_sorted = stats.q
+        q_caller = np.empty(K, dtype=int)
+        q_caller[stats.order] = q_sorted
+        if structures is None:
+            structures = [CovarianceStructure(int(q)) for q in q_caller]
+        structures = list(structures)
+        if [s.q for s in structures] != list(q_caller):
+            raise ValueError("every term's covariance structure must match its number of columns")
+        self.structures = structures
+        sizes = np.array([s.n_theta for s in structures], dtype=int)
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        self._slices = [slice(bounds[k], bounds[k + 1]) for k in range(K)]
+        self.n_theta = int(bounds[-1])
+        self.lower_bounds = np.concatenate([s.lower_bounds for s in structures])
+        self._sorted_structures = [structures[k] for k in stats.order]
+        self._bases = [s.basis() for s in self._sorted_structures]
         self.k = stats.n - p if self.reml else stats.n
         levels = stats.n_levels
-        self.m1 = int(levels[0])
-        rest = levels[1:]
-        self.m_r = int(rest.sum())
-        offsets = np.concatenate([[0], np.cumsum(rest)])
-        self._offsets = offsets
-        #: sorted term index of every level of the rest block
-        self._rest_term = np.repeat(np.arange(1, stats.n_terms), rest)
-        self._c1 = stats.counts[0]
+        self._q = q_sorted
+        self.m1, self.q1 = int(levels[0]), int(q_sorted[0])
+        sizes_r = levels[1:] * q_sorted[1:]
+        self.m_r = int(sizes_r.sum())
+        self._offsets = np.concatenate([[0], np.cumsum(sizes_r)]).astype(int)
+        #: sorted term index of every row of the rest block
+        self._rest_term = np.repeat(np.arange(1, K), sizes_r)
+        self._scalar_rest = bool(np.all(q_sorted[1:] == 1))
+        self._C1 = stats.ZtZ[0]
         self._ZtXy1 = stats.ZtXy[0]
-        self._ZtXy_r = np.concatenate(stats.ZtXy[1:], axis=0) if self.m_r else np.zeros((0, p + 1))
+        self._ZtXy_r = (
+            np.concatenate([z.reshape(-1, p + 1) for z in stats.ZtXy[1:]], axis=0)
+            if self.m_r
+            else np.zeros((0, p + 1))
+        )
         if self.m_r:
-            B = sp.vstack([stats.block(i, 0) for i in range(1, stats.n_terms)]).tocsr()
+            B = sp.vstack([stats.block(i, 0) for i in range(1, K)]).tocsr()
             B.sum_duplicates()
             B.sort_indices()
             G = np.zeros((self.m_r, self.m_r))
-            G[np.diag_indices(self.m_r)] = np.concatenate(stats.counts[1:])
-            for i in range(1, stats.n_terms):
+            for i in range(1, K):
+                si = slice(self._offsets[i - 1], self._offsets[i])
+                G[si, si] = (
+                    sla.block_diag(*stats.ZtZ[i])
+                    if q_sorted[i] > 1
+                    else np.diag(stats.ZtZ[i][:, 0, 0])
+                )
                 for j in range(1, i):
                     blk = stats.block(i, j).toarray()
-                    si = slice(offsets[i - 1], offsets[i])
-                    sj = slice(offsets[j - 1], offsets[j])
+                    sj = slice(self._offsets[j - 1], self._offsets[j])
                     G[si, sj] = blk
                     G[sj, si] = blk.T
         else:
-            B = sp.csr_matrix((0, self.m1))
+            B = sp.csr_matrix((0, self.m1 * self.q1))
             G = np.zeros((0, 0))
-        self._B = B  # Z_r'Z_1, m_r x m1
+        self._B = B  # Z_r'Z_1, m_r x m1 q1
         self._G = G  # Z_r'Z_r, dense
         self._br = np.repeat(np.arange(self.m_r), np.diff(B.indptr))  # rows of B's nonzeros
         self._bc = B.indices  # columns of B's nonzeros
         self._cache = None
 
     # -- parameters ---------------------------------------------------------
-    def _sorted(self, theta):
+    def _lams(self, theta):
+        """``Lambda_k`` of every term, in the sorted order."""
         theta = np.asarray(theta, dtype=float)
-        if theta.shape != (self.stats.n_terms,):
-            raise ValueError(f"theta must have {self.stats.n_terms} entries")
-        return theta[self.stats.order]
+        if theta.shape != (self.n_theta,):
+            raise ValueError(f"theta must have {self.n_theta} entries")
+        return [self.structures[k].lam(theta[self._slices[k]]) for k in self.stats.order]
 
-    def _unsort(self, values):
-        out = np.empty_like(values)
-        out[self.stats.order] = values
-        return out
+    def _rest_lam(self, lams):
+        """``Lambda_r``: a vector (all rest terms scalar) or a sparse block-diagonal matrix."""
+        if self._scalar_rest:
+            return np.concatenate(
+                [
+                    np.full(m, lam[0, 0])
+                    for m, lam in zip(self.stats.n_levels[1:], lams[1:], strict=True)
+                ]
+            )
+        return sp.block_diag(
+            [
+                sp.kron(sp.identity(m), lam)
+                for m, lam in zip(self.stats.n_levels[1:], lams[1:], strict=True)
+            ],
+            format="csr",
+        )
 
-    # -- factorization ------------------------------------------------------
-    def _weighted_gram(self, w):
-        """``B diag(w) B'`` as a dense m_r x m_r array, ``B = Z_r'Z_1`` (one sparse product)."""
+    def _lam_r_dot(self, lam_r, X, transpose=False):
+        """``Lambda_r X`` (or ``Lambda_r' X``) for a dense ``X`` with m_r rows."""
+        if self._scalar_rest:
+            return lam_r[:, None] * X if X.ndim == 2 else lam_r * X
+        return np.asarray((lam_r.T if transpose else lam_r) @ X)
+
+    def _weighted_gram(self, W):
+        """``B blockdiag(W_l) B'``, dense m_r x m_r; ``W`` is (m1,) if q1 = 1, else (m1, q1, q1)."""
         B = self._B
-        Bw = sp.csr_matrix((B.data * w[self._bc], B.indices, B.indptr), shape=B.shape)
+        if self.q1 == 1:
+            w = W.reshape(-1)
+            Bw = sp.csr_matrix((B.data * w[self._bc], B.indices, B.indptr), shape=B.shape)
+        else:
+            Wb = sp.bsr_matrix(
+                (W, np.arange(self.m1), np.arange(self.m1 + 1)),
+                shape=(self.m1 * self.q1, self.m1 * self.q1),
+            )
+            Bw = (B @ Wb).tocsr()
         return (Bw @ B.T).toarray()
 
+    # -- factorization ------------------------------------------------------
     def _compute_factor(self, theta):
-        st, p = self.stats, self.stats.p
-        ts = self._sorted(theta)
-        t1 = ts[0]
-        lam_r = ts[self._rest_term]
-        L11 = np.sqrt(t1 * t1 * self._c1 + 1.0)
-        s1 = t1 / L11
-        K1 = self._ZtXy1 * s1[:, None]
-        S = st.XytXy - K1.T @ K1
-        f = {"theta": np.asarray(theta, dtype=float), "t1": t1, "lam_r": lam_r}
-        f.update(L11=L11, K1=K1)
-        logdet = 2.0 * np.log(L11).sum()
+        st, p, q1 = self.stats, self.stats.p, self.q1
+        lams = self._lams(theta)
+        lam1 = lams[0]
+        A11 = np.matmul(np.matmul(lam1.T, self._C1), lam1)
+        A11[:, np.arange(q1), np.arange(q1)] += 1.0
+        L11 = np.linalg.cholesky(A11)
+        # T1 = L11^{-1} Lambda_1', so A11^{-1} Lambda_1' Z_1'[X y] = T1'... and W_l = T1'T1.
+        T1 = _lower_solve(L11, np.broadcast_to(lam1.T, L11.shape))
+        K1 = np.matmul(T1, self._ZtXy1)
+        flat = K1.reshape(-1, p + 1)
+        S = st.XytXy - flat.T @ flat
+        logdet = 2.0 * np.log(np.diagonal(L11, axis1=1, axis2=2)).sum()
+        f = {"theta": np.asarray(theta, dtype=float), "lams": lams, "L11": L11, "T1": T1, "K1": K1}
         if self.m_r:
-            B = self._B
-            L21 = sp.csr_matrix(
-                (lam_r[self._br] * B.data * s1[self._bc], B.indices, B.indptr), shape=B.shape
-            )
-            # G - theta_1^2 B diag(1/L11^2) B' = Z_r'V_1^{-1}Z_r (V_1: term 1 only), so that
-            # A22 = Lambda_r (that) Lambda_r + I = Lambda_r Z_r'Z_r Lambda_r + I - L21 L21'.
-            GP = self._G - t1 * t1 * self._weighted_gram(1.0 / L11**2)
-            A22 = (lam_r[:, None] * GP) * lam_r[None, :]
+            lam_r = self._rest_lam(lams)
+            W = np.matmul(_t(T1), T1)  # Lambda_1 A11^{-1} Lambda_1'
+            GP = self._G - self._weighted_gram(W[:, 0, 0] if q1 == 1 else W)
+            A22 = self._lam_r_dot(lam_r, self._lam_r_dot(lam_r, GP, True).T, True).T
             A22[np.diag_indices(self.m_r)] += 1.0
             L22 = sla.cholesky(A22, lower=True, check_finite=False)
-            R = lam_r[:, None] * self._ZtXy_r - L21 @ K1
+            WZ = np.matmul(W, self._ZtXy1).reshape(-1, p + 1)
+            R = self._lam_r_dot(lam_r, self._ZtXy_r - self._B @ WZ, True)
             K2 = sla.solve_triangular(L22, R, lower=True, check_finite=False)
             S = S - K2.T @ K2
             logdet += 2.0 * np.log(np.diag(L22)).sum()
-            f.update(L21=L21, L22=L22, K2=K2, GP=GP)
+            f.update(lam_r=lam_r, W=W, GP=GP, L22=L22, K2=K2)
         f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml))
         return f
 
     def _solve_Q(self, f):
-        """``Q = M^{-1} Lambda Z'[X y]`` by back substitution, blocked (Q1, Q2)."""
+        """``Q = M^{-1} Lambda'Z'[X y]``, blocked: Q1 (m1, q1, p+1) and Q2 (m_r, p+1)."""
+        p = self.stats.p
         if self.m_r:
             Q2 = sla.solve_triangular(f["L22"], f["K2"], lower=True, trans="T", check_finite=False)
-            Q1 = (f["K1"] - f["L21"].T @ Q2) / f["L11"][:, None]
+            back = (self._B.T @ self._lam_r_dot(f["lam_r"], Q2)).reshape(self.m1, self.q1, p + 1)
+            rhs = self._ZtXy1 - back
         else:
-            Q2 = np.zeros((0, self.stats.p + 1))
-            Q1 = f["K1"] / f["L11"][:, None]
+            Q2 = np.zeros((0, p + 1))
+            rhs = self._ZtXy1
+        # Q1 = A11^{-1} Lambda_1' rhs = T1' L11^{-1}... = L11^{-T} (T1 rhs)
+        Q1 = _upper_solve_t(f["L11"], np.matmul(f["T1"], rhs))
         return Q1, Q2
 
     def _rest_inverse(self, f):
-        """Lower triangle of ``A22^{-1} = L22^{-T} L22^{-1}``, the rest block of ``M^{-1}``.
-
-        Dense, zeros above the diagonal (``L22`` has zeros there and LAPACK's
-        ``potri`` writes the lower triangle only).
-        """
+        """``A22^{-1}``, the rest block of ``M^{-1}`` (dense, symmetric)."""
         Ainv, info = sla.lapack.dpotri(f["L22"], lower=1)
         if info:  # pragma: no cover - L22 comes from a successful Cholesky
             raise np.linalg.LinAlgError("dpotri failed")
-        return Ainv
+        return Ainv + np.tril(Ainv, -1).T
 
     # -- evaluation ---------------------------------------------------------
     def __call__(self, theta, order=0):
@@ -353,88 +457,135 @@ class BlockedDeviance(FactorCache):
         return ev
 
     def _gradient(self, f):
-        p, K = self.stats.p, self.stats.n_terms
-        t1, lam_r, L11, r2 = f["t1"], f["lam_r"], f["L11"], f["r2"]
-        c1, B = self._c1, self._B
-        # h_k = sum over the levels l of term k of (M^{-1} Lambda Z'Z)_ll = (d log|M|/d theta_k)/2.
-        # Term 1: theta_1 (c_l - (B'Lambda_r A22^{-1} Lambda_r B)_ll / L11_l^2) / L11_l^2;
-        # rest level l: ((A22^{-1} o (G - theta_1^2 B diag(1/L11^2) B')) Lambda_r)_l.
-        # Both from 1 - (M^{-1})_ll = theta_l (M^{-1} Lambda Z'Z)_ll, with theta_l factored
-        # out analytically (exact at theta_l = 0).
-        h = np.zeros(K)
-        h[0] = t1 * np.sum(c1 / L11**2)
+        st, p, K = self.stats, self.stats.p, self.stats.n_terms
+        m1, q1, r2 = self.m1, self.q1, f["r2"]
+        lams, L11 = f["lams"], f["L11"]
+        # Per sorted term, the q_k x q_k matrix G_k of <G_k, dLambda_k>.
+        Gm = [np.zeros((q, q)) for q in self._q]
+        # log|M|, term 1, first part: sum_l C_l Lambda_1 A11_l^{-1} = sum_l C_l T1'(L11^{-1}).
+        A11inv = _upper_solve_t(L11, _lower_solve(L11, np.broadcast_to(np.eye(q1), L11.shape)))
+        Gm[0] += 2.0 * np.einsum("lab,bc,lcd->ad", self._C1, lams[0], A11inv)
+        extra = np.zeros(self._bases[0].shape[0])  # the term-1 correction, per parameter
         if self.m_r:
-            # Only the lower triangle of A22^{-1} is formed: for symmetric X,
-            # sum(A22^{-1} o X) = 2 sum(tril o X) - sum(diag o diag) and
-            # (A22^{-1} o X) v = T v + T'v - diag(T) v with T = tril(A22^{-1}) o X.
+            lam_r = f["lam_r"]
             Ainv = self._rest_inverse(f)
-            if t1 > 0:
-                T = Ainv * self._weighted_gram(1.0 / L11**4)
-                q = lam_r @ (T @ lam_r)
-                q = 2.0 * q - np.sum(np.diag(T) * lam_r**2)
-                h[0] -= t1 * q
-            T = Ainv * f["GP"]
-            h_r = T @ lam_r + T.T @ lam_r - np.diag(T) * lam_r
-            h += np.bincount(self._rest_term, h_r, minlength=K)
+            # rest levels: diagonal blocks of GP Lambda_r A22^{-1}; rows of (A22^{-1} Lambda_r')
+            AinvLt = self._lam_r_dot(lam_r, Ainv).T  # A22^{-1} Lambda_r' (Ainv symmetric)
+            for i in range(1, K):
+                rows = slice(self._offsets[i - 1], self._offsets[i])
+                qi = self._q[i]
+                a = f["GP"][rows].reshape(-1, qi, self.m_r)
+                b = AinvLt[rows].reshape(-1, qi, self.m_r)
+                Gm[i] += 2.0 * np.einsum("lai,lbi->ab", a, b)
+            # term 1, the correction -2 <Y, B blockdiag(F_l) B'>, Y = Lambda_r A22^{-1} Lambda_r'
+            if np.any(lams[0]):
+                Y = self._lam_r_dot(lam_r, AinvLt)
+                J = -np.matmul(self._C1, f["W"])
+                J[:, np.arange(q1), np.arange(q1)] += 1.0
+                LA = np.matmul(lams[0], A11inv)  # Lambda_1 A11^{-1}
+                for j, E in enumerate(self._bases[0]):
+                    F = np.matmul(np.matmul(LA, E.T), J)
+                    extra[j] = -2.0 * np.sum(Y * self._weighted_gram(F[:, 0, 0] if q1 == 1 else F))
         # H = Z'V^{-1}[X y] = Z'[X y] - Z'Z Lambda Q.
         Q1, Q2 = self._solve_Q(f)
-        b1, b_r = t1 * Q1, lam_r[:, None] * Q2
-        H1 = self._ZtXy1 - c1[:, None] * b1
+        P1 = np.matmul(lams[0], Q1)  # Lambda_1 Q1
+        H1 = self._ZtXy1 - np.matmul(self._C1, P1)
         H_r = self._ZtXy_r
         if self.m_r:
-            H1 = H1 - B.T @ b_r
-            H_r = H_r - B @ b1 - self._G @ b_r
-        H = np.concatenate([H1, H_r], axis=0)
-        W = H[:, :p]
-        u = H[:, p] - W @ f["beta"]
-        per_level = -(self.k / r2) * u * u
-        if self.reml:
-            CW = sla.solve_triangular(f["L_C"], W.T, lower=True, check_finite=False)
-            per_level -= np.einsum("ij,ij->j", CW, CW)
-        term = np.concatenate([np.zeros(self.m1, dtype=int), self._rest_term])
-        theta_lv = np.concatenate([np.full(self.m1, t1), lam_r])
-        grad = 2.0 * (h + np.bincount(term, theta_lv * per_level, minlength=K))
-        return self._unsort(grad)
+            P_r = self._lam_r_dot(lam_r, Q2)
+            H1 = H1 - (self._B.T @ P_r).reshape(m1, q1, p + 1)
+            H_r = H_r - self._B @ P1.reshape(-1, p + 1) - self._G @ P_r
+        coef = np.append(-f["beta"], 1.0)
+        blocks = [H1] + [
+            H_r[self._offsets[i - 1] : self._offsets[i]].reshape(-1, self._q[i], p + 1)
+            for i in range(1, K)
+        ]
+        for i, H in enumerate(blocks):
+            u = H @ coef
+            M = -(self.k / r2) * np.einsum("la,lb->ab", u, u)
+            if self.reml:
+                W = np.ascontiguousarray(H[:, :, :p])
+                CW = sla.solve_triangular(
+                    f["L_C"], W.reshape(-1, p).T, lower=True, check_finite=False
+                )  # L_C^{-1} W_l' for every level, (p, m q)
+                CW = CW.T.reshape(W.shape)
+                M -= np.einsum("lap,lbp->ab", CW, CW)
+            Gm[i] += 2.0 * M @ lams[i]
+        grad_sorted = [np.einsum("ab,jab->j", Gm[i], self._bases[i]) for i in range(K)]
+        grad_sorted[0] = grad_sorted[0] + extra
+        grad = np.empty(self.n_theta)
+        for i, k in enumerate(st.order):
+            grad[self._slices[k]] = grad_sorted[i]
+        return grad
 
     def conditional_modes(self, theta):
-        """BLUPs of every term and their conditional variances, on the user scale.
+        """BLUPs of every term and their conditional covariances, on the user scale.
 
         Returns
         -------
         b : list of ndarray
-            ``b[k]`` of shape (m_k,): conditional modes of term ``k`` (the
-            caller's order), ``Lambda M^{-1} Lambda Z'(y - X beta)``.
+            ``b[k]`` of shape (m_k, q_k): conditional modes of term ``k`` (the
+            caller's order), ``Lambda M^{-1} Lambda'Z'(y - X beta)``.
         condvar : list of ndarray
-            ``condvar[k]`` of shape (m_k,): ``sigma2 theta_k^2 diag(M^{-1})``,
-            the conditional variances given ``beta`` (lme4 ``condVar``).
+            ``condvar[k]`` of shape (m_k, q_k, q_k): ``sigma2 Lambda_l
+            (M^{-1})_ll Lambda_l'``, the conditional covariances given ``beta``
+            (lme4 ``condVar``).
         """
-        f = self._factor(theta)
-        p = self.stats.p
+        f = self._factor(np.asarray(theta, dtype=float))
+        st, K = self.stats, self.stats.n_terms
+        m1, q1 = self.m1, self.q1
+        lams = f["lams"]
         Q1, Q2 = self._solve_Q(f)
-        beta = f["beta"]
-        b = np.concatenate(
-            [f["t1"] * (Q1[:, p] - Q1[:, :p] @ beta), f["lam_r"] * (Q2[:, p] - Q2[:, :p] @ beta)]
-        )
-        # diag(M^{-1}): first block (1 + diag(L21' A22^{-1} L21)) / L11^2, rest diag(A22^{-1}).
-        diag1 = 1.0 / f["L11"] ** 2
-        diag_r = np.zeros(0)
+        coef = np.append(-f["beta"], 1.0)
+        sigma2 = f["r2"] / self.k
+        L11 = f["L11"]
+        A11inv = _upper_solve_t(L11, _lower_solve(L11, np.broadcast_to(np.eye(q1), L11.shape)))
+        b_sorted = [np.matmul(Q1 @ coef, lams[0].T)]
+        Minv1 = A11inv
+        cv_sorted = []
         if self.m_r:
+            lam_r = f["lam_r"]
+            b_r = self._lam_r_dot(lam_r, Q2 @ coef)
             Ainv = self._rest_inverse(f)
-            Ainv += np.tril(Ainv, -1).T
-            L21 = f["L21"]
-            U = np.asarray(L21.T @ Ainv)  # L21' A22^{-1}, m1 x m_r (once, not per iteration)
-            x = np.bincount(self._bc, U[self._bc, self._br] * L21.data, minlength=self.m1)
-            diag1 = diag1 * (1.0 + x)
-            diag_r = np.diag(Ainv)
-        lam = np.concatenate([np.full(self.m1, f["t1"]), f["lam_r"]])
-        cv = (f["r2"] / self.k) * lam**2 * np.concatenate([diag1, diag_r])
-        bounds = np.concatenate([[0], self.m1 + self._offsets])
-        b_sorted = [b[bounds[i] : bounds[i + 1]] for i in range(self.stats.n_terms)]
-        cv_sorted = [cv[bounds[i] : bounds[i + 1]] for i in range(self.stats.n_terms)]
-        b_out, cv_out = [None] * len(b_sorted), [None] * len(b_sorted)
-        for i, k in enumerate(self.stats.order):
+            # E_l = B_l' Y B_l with Y = Lambda_r A22^{-1} Lambda_r': from (B'Y), once.
+            Y = self._lam_r_dot(lam_r, self._lam_r_dot(lam_r, Ainv).T)
+            BtY = np.asarray(self._B.T @ Y)  # (m1 q1, m_r)
+            Bc = self._B.tocsc()
+            col = np.repeat(np.arange(m1 * q1), np.diff(Bc.indptr))
+            lev, pos = col // q1, col % q1
+            E = np.zeros((m1, q1, q1))
+            for a in range(q1):
+                vals = BtY[lev * q1 + a, Bc.indices] * Bc.data
+                np.add.at(E, (lev, a, pos), vals)
+            LtE = np.matmul(np.matmul(lams[0].T, E), lams[0])  # Lambda_1'E_l Lambda_1
+            Minv1 = A11inv + np.matmul(np.matmul(A11inv, LtE), A11inv)
+            for i in range(1, K):
+                rows = slice(self._offsets[i - 1], self._offsets[i])
+                qi = self._q[i]
+                b_sorted.append(b_r[rows].reshape(-1, qi))
+                m = st.n_levels[i]
+                idx = np.arange(m)[:, None] * qi + np.arange(qi)[None, :]
+                blocks = Ainv[rows, rows][idx[:, :, None], idx[:, None, :]]
+                cv_sorted.append(sigma2 * np.matmul(np.matmul(lams[i], blocks), lams[i].T))
+        cv_sorted.insert(0, sigma2 * np.matmul(np.matmul(lams[0], Minv1), lams[0].T))
+        b_out, cv_out = [None] * K, [None] * K
+        for i, k in enumerate(st.order):
             b_out[k], cv_out[k] = b_sorted[i], cv_sorted[i]
         return b_out, cv_out
+
+    def fixed_effects_cov(self, theta):
+        """``sigma2 C^{-1}``, the covariance of ``beta`` (lme4 ``vcov``)."""
+        f = self._factor(np.asarray(theta, dtype=float))
+        L_inv = sla.solve_triangular(f["L_C"], np.eye(self.stats.p), lower=True)
+        return (f["r2"] / self.k) * (L_inv.T @ L_inv)
+
+    def unprofiled_deviance(self, theta, sigma2):
+        """``-2 log L`` at ``theta`` and a given ``sigma2`` (``beta`` still profiled)."""
+        f = self._factor(np.asarray(theta, dtype=float))
+        dev = f["logdet"] + f["r2"] / sigma2 + self.k * np.log(2 * np.pi * sigma2)
+        if self.reml:
+            dev += 2.0 * np.log(np.diag(f["L_C"])).sum()
+        return float(dev)
 
 
 @functools.cache
@@ -446,7 +597,7 @@ def _blas_controller():
 
 
 def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_threads=1):
-    """Minimise ``D(theta)`` over ``theta >= 0`` by L-BFGS-B on the analytic gradient.
+    """Minimise ``D(theta)`` within its bounds by L-BFGS-B on the analytic gradient.
 
     Each evaluation alternates dense LAPACK calls (scipy's OpenBLAS) with
     single-threaded sparse products and numpy's own OpenBLAS; on a 2-core
@@ -459,13 +610,13 @@ def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_thr
     objective : BlockedDeviance
         The criterion.
     theta0 : ndarray, optional
-        Start (default: all ones, lme4's start).
+        Start (default: every ``Lambda_k`` the identity, lme4's start).
     tol : float
-        Stop when the projected gradient has every entry at most
-        ``tol * max(1, |D(theta0)|)``, or when a step lowers ``D`` by less than
-        ``tol**2`` relative.
+        Convergence: every entry of the projected gradient at most
+        ``tol * max(1, |D|)`` and a positive semi-definite Hessian (central
+        differences of the gradient) on the free parameters.
     max_iter : int
-        Cap on L-BFGS-B iterations.
+        Cap on L-BFGS-B iterations (over all restarts).
     blas_threads : int or None
         BLAS threads during the fit (``None``: leave the setting alone).
 
@@ -482,9 +633,15 @@ def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_thr
         return _minimize(objective, theta0, tol, max_iter)
 
 
+def _initial_theta(objective):
+    return np.concatenate([s.initial_theta() for s in objective.structures])
+
+
 def _minimize(objective, theta0, tol, max_iter):
-    K = objective.stats.n_terms
-    theta = np.ones(K) if theta0 is None else np.maximum(np.asarray(theta0, dtype=float), 0.0)
+    lower = objective.lower_bounds
+    theta = _initial_theta(objective) if theta0 is None else np.asarray(theta0, dtype=float)
+    theta = np.maximum(theta, lower)
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     log = []
 
     def fun(t):
@@ -493,25 +650,87 @@ def _minimize(objective, theta0, tol, max_iter):
             {
                 "theta": ev.theta.copy(),
                 "deviance": ev.deviance,
-                "gradient_norm": float(np.max(np.abs(_projected(t, ev.gradient)))),
+                "gradient_norm": float(np.max(np.abs(_projected(t, ev.gradient, lower)))),
             }
         )
         return ev.deviance, ev.gradient
 
-    scale = max(1.0, abs(objective(theta).deviance))
-    res = scipy.optimize.minimize(
-        fun,
-        theta,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(0.0, None)] * K,
-        options={"maxiter": max_iter, "gtol": tol * scale, "ftol": tol * tol, "maxcor": 10},
+    message = ""
+    for _restart in range(5):
+        scale = max(1.0, abs(objective(theta).deviance))
+        remaining = max(max_iter - len(log), 1)
+        res = scipy.optimize.minimize(
+            fun,
+            theta,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": remaining, "gtol": tol * scale, "ftol": tol * tol, "maxcor": 10},
+        )
+        theta = res.x
+        message = str(res.message)
+        ev = objective(theta, 1)
+        gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
+        stationary = gnorm <= 10 * tol * max(1.0, abs(ev.deviance))
+        if not stationary or len(log) >= max_iter:
+            break
+        direction = _negative_curvature(objective, theta, lower)
+        if direction is None:
+            break
+        # A saddle point: step along the negative curvature (within the bounds), restart.
+        step = _descend(objective, theta, direction, lower, ev.deviance)
+        if step is None:
+            break
+        theta = step
+        message = "left a saddle point along negative curvature"
+    ev = objective(theta, 1)
+    gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
+    converged = (
+        gnorm <= 10 * tol * max(1.0, abs(ev.deviance))
+        and _negative_curvature(objective, theta, lower) is None
     )
-    ev = objective(res.x, 1)
-    gnorm = float(np.max(np.abs(_projected(res.x, ev.gradient))))
-    converged = bool(res.success) and gnorm <= 10 * tol * max(1.0, abs(ev.deviance))
-    return SolverResult(res.x, ev, converged, len(log), str(res.message), log)
+    return SolverResult(theta, ev, converged, len(log), message, log)
 
 
-def _projected(theta, gradient):
-    return np.where((theta <= 0) & (gradient > 0), 0.0, gradient)
+def _projected(theta, gradient, lower):
+    return np.where((theta <= lower) & (gradient > 0), 0.0, gradient)
+
+
+def _negative_curvature(objective, theta, lower, h=1e-5):
+    """A direction of negative curvature on the free parameters, or None."""
+    # Every parameter except those held at their bound by a positive gradient: at
+    # diag(Lambda_k) = 0 the gradient vanishes (D is even in a column's sign), and a
+    # negative curvature there means that moving off the bound lowers D.
+    grad = objective(theta, 1).gradient
+    tol_scale = 1e-8 * max(1.0, np.abs(grad).max())
+    held = (theta <= lower) & (grad > tol_scale)
+    idx = np.flatnonzero(~held)
+    if idx.size == 0:
+        return None
+    H = np.empty((idx.size, idx.size))
+    for a, j in enumerate(idx):
+        e = np.zeros_like(theta)
+        e[j] = h * max(1.0, abs(theta[j]))
+        H[a] = (objective(theta + e, 1).gradient[idx] - objective(theta - e, 1).gradient[idx]) / (
+            2 * e[j]
+        )
+    objective(theta)  # leave the cache at theta
+    H = 0.5 * (H + H.T)
+    w, V = np.linalg.eigh(H)
+    if w[0] >= -1e-6 * max(1.0, np.abs(w).max()):
+        return None
+    d = np.zeros_like(theta)
+    d[idx] = V[:, 0]
+    return d
+
+
+def _descend(objective, theta, direction, lower, deviance):
+    for sign in (1.0, -1.0):
+        for t in 0.5 ** np.arange(12):
+            cand = np.maximum(theta + sign * t * direction, lower)
+            try:
+                if objective(cand).deviance < deviance - 1e-10 * max(1.0, abs(deviance)):
+                    return cand
+            except np.linalg.LinAlgError:
+                continue
+    return None

@@ -89,9 +89,9 @@ def test_blups_against_lme4(fitted_case):
         idx = [position[label] for label in ref["levels"]]
         assert len(idx) == len(labels[k])
         want = np.asarray(ref["values"])[:, 0]
-        np.testing.assert_allclose(b[k][idx], want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+        np.testing.assert_allclose(b[k][idx, 0], want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
         want_cv = np.asarray(ref["condvar"]).reshape(len(idx))
-        np.testing.assert_allclose(condvar[k][idx], want_cv, rtol=1e-3)
+        np.testing.assert_allclose(condvar[k][idx, 0, 0], want_cv, rtol=1e-3)
 
 
 # -- simulated designs --------------------------------------------------------------
@@ -167,8 +167,8 @@ def test_one_term_equals_one_factor_engine(reml):
         np.testing.assert_allclose(a.gradient, b.gradient, rtol=1e-8, atol=1e-10)
     b_blocked, cv_blocked = blocked.conditional_modes(np.array([0.8]))
     b_one, cv_one = one.conditional_modes(np.array([0.8]))
-    np.testing.assert_allclose(b_blocked[0], b_one[:, 0], rtol=1e-10)
-    np.testing.assert_allclose(cv_blocked[0], cv_one[:, 0, 0], rtol=1e-10)
+    np.testing.assert_allclose(b_blocked[0], b_one, rtol=1e-10)
+    np.testing.assert_allclose(cv_blocked[0], cv_one, rtol=1e-10)
 
 
 def fd_gradient(objective, theta, h):
@@ -220,3 +220,158 @@ def test_insteval_shaped_design_fits():
     assert ev.sigma2 == pytest.approx(1.0, rel=0.05)
     b, _ = objective.conditional_modes(result.theta)
     assert [len(v) for v in b] == [300, 900, 14]
+
+
+# -- terms with random slopes -------------------------------------------------------
+
+
+def simulate_slopes(seed, n=240, levels=(30, 8, 5)):
+    """Three crossed terms: (1 + x | a), (1 + x || b) and (1 | c), with their Z columns."""
+    rng = np.random.default_rng(seed)
+    X, y, codes = simulate(seed, n, levels)
+    x = X[:, 1]
+    Zs = [np.column_stack([np.ones(n), x]), np.column_stack([np.ones(n), x]), None]
+    for c, m, s in zip(codes[:2], levels[:2], (0.4, 0.3), strict=True):
+        y = y + s * rng.normal(size=m)[c] * x
+    structures = [
+        CovarianceStructure(2, "unstructured"),
+        CovarianceStructure(2, "diagonal"),
+        CovarianceStructure(1),
+    ]
+    return X, y, codes, Zs, structures
+
+
+def dense_model(X, y, codes, Zs, structures, theta, reml):
+    """Deviance, beta, sigma2, BLUPs and condvar from the n x n ``V`` (small designs only)."""
+    n, p = X.shape
+    blocks, lam_blocks, start = [], [], 0
+    for c, Z, s in zip(codes, Zs, structures, strict=True):
+        Z = np.ones((n, 1)) if Z is None else Z
+        m, q = c.max() + 1, Z.shape[1]
+        full = (np.eye(m)[c][:, :, None] * Z[:, None, :]).reshape(n, m * q)
+        blocks.append(full)
+        lam_blocks.append(np.kron(np.eye(m), s.lam(theta[start : start + s.n_theta])))
+        start += s.n_theta
+    Z = np.hstack(blocks)
+    Lam = np.zeros((Z.shape[1], Z.shape[1]))
+    o = 0
+    for lb in lam_blocks:
+        Lam[o : o + len(lb), o : o + len(lb)] = lb
+        o += len(lb)
+    ZL = Z @ Lam
+    V = np.eye(n) + ZL @ ZL.T
+    Vi = np.linalg.inv(V)
+    C = X.T @ Vi @ X
+    beta = np.linalg.solve(C, X.T @ Vi @ y)
+    r = y - X @ beta
+    r2 = r @ Vi @ r
+    k = n - p if reml else n
+    dev = np.linalg.slogdet(V)[1] + k * (1 + np.log(2 * np.pi * r2 / k))
+    if reml:
+        dev += np.linalg.slogdet(C)[1]
+    sigma2 = r2 / k
+    Minv = np.linalg.inv(ZL.T @ ZL + np.eye(ZL.shape[1]))
+    b = Lam @ Minv @ ZL.T @ r
+    cv = sigma2 * Lam @ Minv @ Lam.T
+    return dev, beta, sigma2, b, cv
+
+
+def split_levels(b_all, cv_all, codes, Zs):
+    """The dense BLUPs and condvar split per term as (m, q) and (m, q, q)."""
+    out_b, out_cv, o = [], [], 0
+    for c, Z in zip(codes, Zs, strict=True):
+        m, q = c.max() + 1, 1 if Z is None else Z.shape[1]
+        idx = o + np.arange(m * q).reshape(m, q)
+        out_b.append(b_all[idx])
+        out_cv.append(cv_all[idx[:, :, None], idx[:, None, :]])
+        o += m * q
+    return out_b, out_cv
+
+
+SLOPE_THETAS = {
+    "interior": [0.9, -0.4, 0.6, 1.1, 0.5, 0.7],
+    "zero_slope": [0.9, 0.3, 0.0, 0.0, 0.5, 0.7],
+    "small": [1e-4, 0.2, 0.6, 0.8, 1e-3, 0.0],
+}
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("which", list(SLOPE_THETAS))
+def test_slopes_against_dense(reml, which):
+    # Term sizes 30, 8, 5 but given in the order (8, 30, 5) so that sorting moves a
+    # slope term with a diagonal structure into the rest block.
+    X, y, codes, Zs, structures = simulate_slopes(6)
+    perm = [1, 0, 2]
+    codes, Zs, structures = [codes[i] for i in perm], [Zs[i] for i in perm], [
+        structures[i] for i in perm
+    ]
+    t = SLOPE_THETAS[which]
+    theta = np.array([t[3], t[4], t[0], t[1], t[2], t[5]])  # (b: 2 diag), (a: 3), (c: 1)
+    objective = BlockedDeviance(blocked_stats(X, y, codes, Z_list=Zs), reml, structures)
+    ev = objective(theta)
+    dev, beta, sigma2, b_all, cv_all = dense_model(X, y, codes, Zs, structures, theta, reml)
+    assert ev.deviance == pytest.approx(dev, rel=1e-10)
+    np.testing.assert_allclose(ev.beta, beta, rtol=1e-8)
+    assert ev.sigma2 == pytest.approx(sigma2, rel=1e-8)
+    b, cv = objective.conditional_modes(theta)
+    want_b, want_cv = split_levels(b_all, cv_all, codes, Zs)
+    for k in range(3):
+        np.testing.assert_allclose(b[k], want_b[k], rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(cv[k], want_cv[k], rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("which", list(SLOPE_THETAS))
+@pytest.mark.parametrize("first", ["unstructured", "diagonal"])
+def test_slopes_gradient_against_finite_differences(reml, which, first):
+    X, y, codes, Zs, structures = simulate_slopes(7)
+    structures[0] = CovarianceStructure(2, first)
+    theta = np.array(SLOPE_THETAS[which])
+    if first == "diagonal":
+        theta = np.delete(theta, 1)
+    objective = BlockedDeviance(blocked_stats(X, y, codes, Z_list=Zs), reml, structures)
+    grad = objective(theta, 1).gradient
+    lower = objective.lower_bounds
+    at_zero = theta <= lower
+    h = 1e-5
+    fd = fd_gradient(objective, np.where(at_zero, h, theta), h)
+    fd[at_zero] = 0.0
+    grad = np.where(at_zero, 0.0, grad) if np.all(grad[at_zero] == 0) else grad
+    scale = np.abs(fd).max()
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("kind", ["unstructured", "diagonal"])
+@pytest.mark.parametrize("reml", [True, False])
+def test_one_slope_term_equals_one_factor_engine(kind, reml):
+    X, y, codes, Zs, _ = simulate_slopes(8)
+    Z, c = Zs[0], codes[0]
+    cov = CovarianceStructure(2, kind)
+    blocked = BlockedDeviance(blocked_stats(X, y, [c], Z_list=[Z]), reml, [cov])
+    one = ProfiledDeviance(compute_stats(X, Z, y, c, c.max() + 1), cov, reml)
+    rng = np.random.default_rng(9)
+    for theta in [rng.uniform(0.1, 1.5, cov.n_theta), cov.initial_theta() * 0.0]:
+        a, b = blocked(theta, 1), one(theta, 1)
+        assert a.deviance == pytest.approx(b.deviance, rel=1e-10)
+        np.testing.assert_allclose(a.gradient, b.gradient, rtol=1e-8, atol=1e-9)
+    theta = rng.uniform(0.1, 1.5, cov.n_theta)
+    (b_blocked,), (cv_blocked,) = blocked.conditional_modes(theta)
+    b_one, cv_one = one.conditional_modes(theta)
+    np.testing.assert_allclose(b_blocked, b_one, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cv_blocked, cv_one, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(
+        blocked.fixed_effects_cov(theta), one.fixed_effects_cov(theta), rtol=1e-9
+    )
+
+
+def test_slopes_fit_reaches_a_minimum():
+    X, y, codes, Zs, structures = simulate_slopes(10, n=600, levels=(60, 12, 6))
+    objective = BlockedDeviance(blocked_stats(X, y, codes, Z_list=Zs), True, structures)
+    result = minimize_blocked(objective)
+    assert result.converged, result.message
+    # Random starts inside the bounds do no better.
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        start = np.maximum(rng.normal(0.5, 0.5, objective.n_theta), objective.lower_bounds)
+        other = minimize_blocked(objective, start)
+        assert other.evaluation.deviance >= result.evaluation.deviance - 1e-6
