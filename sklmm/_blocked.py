@@ -106,6 +106,7 @@ internal and recorded in :attr:`BlockedStats.order`.
 """
 
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,9 @@ from ._profile import (
     profile_fixed_effects,
 )
 from ._solvers import SolverResult
+
+#: Rows of the dense (rest) block from which ``minimize_blocked`` uses two BLAS threads.
+THREADED_REST = 2000
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,8 @@ class BlockedDeviance(FactorCache):
         #: sorted term index of every row of the rest block
         self._rest_term = np.repeat(np.arange(1, K), sizes_r)
         self._scalar_rest = bool(np.all(q_sorted[1:] == 1))
+        #: every term a random intercept (variance components): the vectorised fast path
+        self._scalar = self._scalar_rest and self.q1 == 1
         self._C1 = stats.ZtZ[0]
         self._ZtXy1 = stats.ZtXy[0]
         self._ZtXy_r = (
@@ -405,10 +411,17 @@ class BlockedDeviance(FactorCache):
         if self.m_r:
             lam_r = self._rest_lam(lams)
             W = np.matmul(_t(T1), T1)  # Lambda_1 A11^{-1} Lambda_1'
-            GP = self._G - self._weighted_gram(W[:, 0, 0] if q1 == 1 else W)
-            A22 = self._lam_r_dot(lam_r, self._lam_r_dot(lam_r, GP, True).T, True).T
+            if self._scalar:
+                # In place, row-major passes only (the dense block may be 100 MB).
+                GP = self._weighted_gram(W[:, 0, 0])
+                np.subtract(self._G, GP, out=GP)
+                A22 = GP * lam_r[:, None]
+                A22 *= lam_r[None, :]
+            else:
+                GP = self._G - self._weighted_gram(W)
+                A22 = self._lam_r_dot(lam_r, self._lam_r_dot(lam_r, GP, True).T, True).T
             A22[np.diag_indices(self.m_r)] += 1.0
-            L22 = sla.cholesky(A22, lower=True, check_finite=False)
+            L22 = sla.cholesky(A22, lower=True, overwrite_a=True, check_finite=False)
             WZ = np.matmul(W, self._ZtXy1).reshape(-1, p + 1)
             R = self._lam_r_dot(lam_r, self._ZtXy_r - self._B @ WZ, True)
             K2 = sla.solve_triangular(L22, R, lower=True, check_finite=False)
@@ -456,12 +469,57 @@ class BlockedDeviance(FactorCache):
             ev.gradient = self._gradient(f)
         return ev
 
+    def _logdet_gradient_scalar(self, f, Gm):
+        """The log|M| parts of ``G_k`` when every term is a random intercept.
+
+        Uses only the lower triangle of ``A22^{-1}`` (as LAPACK's ``potri`` leaves it):
+        for symmetric ``X``, ``sum(A22^{-1} o X) = 2 sum(tril o X) - sum(diag o diag)``
+        and ``(A22^{-1} o X) v = T v + T'v - diag(T) v`` with ``T = tril(A22^{-1}) o X``.
+        """
+        K = self.stats.n_terms
+        t1, L11 = f["lams"][0][0, 0], f["L11"][:, 0, 0]
+        c1 = self._C1[:, 0, 0]
+        Gm[0] += 2.0 * np.sum(c1 / L11**2) * t1  # sum_l C_l Lambda_1 A11_l^{-1}
+        if not self.m_r:
+            return
+        lam_r = f["lam_r"]
+        Ainv, info = sla.lapack.dpotri(f["L22"], lower=1)
+        if info:  # pragma: no cover - L22 comes from a successful Cholesky
+            raise np.linalg.LinAlgError("dpotri failed")
+        if t1 > 0:
+            # -<Y, B diag(F) B'> with F_l = theta_1 / L11_l^4 (J_l = 1 / L11_l^2).
+            T = self._weighted_gram(1.0 / L11**4)
+            T *= Ainv
+            q = 2.0 * (lam_r @ (T @ lam_r)) - np.sum(np.diag(T) * lam_r**2)
+            Gm[0] -= 2.0 * t1 * q
+        T = Ainv
+        T *= f["GP"]
+        h_r = T @ lam_r + T.T @ lam_r - np.diag(T) * lam_r
+        h = np.bincount(self._rest_term, h_r, minlength=K)
+        for i in range(1, K):
+            Gm[i] += 2.0 * h[i]
+
     def _gradient(self, f):
-        st, p, K = self.stats, self.stats.p, self.stats.n_terms
-        m1, q1, r2 = self.m1, self.q1, f["r2"]
-        lams, L11 = f["lams"], f["L11"]
+        st, K = self.stats, self.stats.n_terms
         # Per sorted term, the q_k x q_k matrix G_k of <G_k, dLambda_k>.
         Gm = [np.zeros((q, q)) for q in self._q]
+        extra = np.zeros(self._bases[0].shape[0])  # the term-1 correction, per parameter
+        if self._scalar:
+            self._logdet_gradient_scalar(f, Gm)
+        else:
+            extra = self._logdet_gradient(f, Gm)
+        self._data_gradient(f, Gm)
+        grad_sorted = [np.einsum("ab,jab->j", Gm[i], self._bases[i]) for i in range(K)]
+        grad_sorted[0] = grad_sorted[0] + extra
+        grad = np.empty(self.n_theta)
+        for i, k in enumerate(st.order):
+            grad[self._slices[k]] = grad_sorted[i]
+        return grad
+
+    def _logdet_gradient(self, f, Gm):
+        """The log|M| parts of ``G_k`` (any terms); returns term 1's correction."""
+        K, q1 = self.stats.n_terms, self.q1
+        lams, L11 = f["lams"], f["L11"]
         # log|M|, term 1, first part: sum_l C_l Lambda_1 A11_l^{-1} = sum_l C_l T1'(L11^{-1}).
         A11inv = _upper_solve_t(L11, _lower_solve(L11, np.broadcast_to(np.eye(q1), L11.shape)))
         Gm[0] += 2.0 * np.einsum("lab,bc,lcd->ad", self._C1, lams[0], A11inv)
@@ -486,13 +544,19 @@ class BlockedDeviance(FactorCache):
                 for j, E in enumerate(self._bases[0]):
                     F = np.matmul(np.matmul(LA, E.T), J)
                     extra[j] = -2.0 * np.sum(Y * self._weighted_gram(F[:, 0, 0] if q1 == 1 else F))
+        return extra
+
+    def _data_gradient(self, f, Gm):
+        """The parts of ``G_k`` from ``r2`` and, for REML, from ``log|C|``."""
+        p, K = self.stats.p, self.stats.n_terms
+        m1, q1, r2, lams = self.m1, self.q1, f["r2"], f["lams"]
         # H = Z'V^{-1}[X y] = Z'[X y] - Z'Z Lambda Q.
         Q1, Q2 = self._solve_Q(f)
         P1 = np.matmul(lams[0], Q1)  # Lambda_1 Q1
         H1 = self._ZtXy1 - np.matmul(self._C1, P1)
         H_r = self._ZtXy_r
         if self.m_r:
-            P_r = self._lam_r_dot(lam_r, Q2)
+            P_r = self._lam_r_dot(f["lam_r"], Q2)
             H1 = H1 - (self._B.T @ P_r).reshape(m1, q1, p + 1)
             H_r = H_r - self._B @ P1.reshape(-1, p + 1) - self._G @ P_r
         coef = np.append(-f["beta"], 1.0)
@@ -511,12 +575,6 @@ class BlockedDeviance(FactorCache):
                 CW = CW.T.reshape(W.shape)
                 M -= np.einsum("lap,lbp->ab", CW, CW)
             Gm[i] += 2.0 * M @ lams[i]
-        grad_sorted = [np.einsum("ab,jab->j", Gm[i], self._bases[i]) for i in range(K)]
-        grad_sorted[0] = grad_sorted[0] + extra
-        grad = np.empty(self.n_theta)
-        for i, k in enumerate(st.order):
-            grad[self._slices[k]] = grad_sorted[i]
-        return grad
 
     def conditional_modes(self, theta):
         """BLUPs of every term and their conditional covariances, on the user scale.
@@ -596,28 +654,33 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_threads=1):
+def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_threads="auto"):
     """Minimise ``D(theta)`` within its bounds by L-BFGS-B on the analytic gradient.
 
     Each evaluation alternates dense LAPACK calls (scipy's OpenBLAS) with
     single-threaded sparse products and numpy's own OpenBLAS; on a 2-core
-    machine the idle BLAS threads spinning between calls cost more than the
-    second thread gains (InstEval shape: 130 ms against 80 ms per evaluation
-    with the gradient), hence one BLAS thread by default.
+    machine, with a small dense block, the idle BLAS threads spinning between
+    calls cost more than the second thread gains (InstEval shape: 130 ms
+    against 80 ms per evaluation with the gradient), while a large one
+    (MovieLens shape, 3,706 x 3,706) factors and inverts faster on two. Hence
+    ``"auto"``: two threads when the dense block has at least
+    :data:`THREADED_REST` rows and the machine two cores, else one.
 
     Parameters
     ----------
     objective : BlockedDeviance
         The criterion.
     theta0 : ndarray, optional
-        Start (default: every ``Lambda_k`` the identity, lme4's start).
+        Start. Default: :func:`initial_theta`, from one-factor fits of every
+        term alone (lme4 starts from identity ``Lambda_k``; this start halves
+        the evaluations on the crossed designs of the benchmark).
     tol : float
         Convergence: every entry of the projected gradient at most
         ``tol * max(1, |D|)`` and a positive semi-definite Hessian (central
         differences of the gradient) on the free parameters.
     max_iter : int
         Cap on L-BFGS-B iterations (over all restarts).
-    blas_threads : int or None
+    blas_threads : int, "auto" or None
         BLAS threads during the fit (``None``: leave the setting alone).
 
     Returns
@@ -627,19 +690,56 @@ def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_thr
         holds one record per evaluation (``theta``, ``deviance``,
         ``gradient_norm``).
     """
+    if blas_threads == "auto":
+        blas_threads = 2 if objective.m_r >= THREADED_REST and (os.cpu_count() or 1) >= 2 else 1
     if blas_threads is None:
         return _minimize(objective, theta0, tol, max_iter)
     with _blas_controller().limit(limits=blas_threads, user_api="blas"):
         return _minimize(objective, theta0, tol, max_iter)
 
 
-def _initial_theta(objective):
-    return np.concatenate([s.initial_theta() for s in objective.structures])
+def initial_theta(objective):
+    """A start from one-factor fits: each term alone, by the one-factor engine.
+
+    Fit ``k`` gives the term's covariance ``Sigma_k`` and a residual variance
+    ``s_k`` that also holds the other terms' variances; the start is
+    ``Lambda_k Lambda_k' = Sigma_k / sigma2`` with ``sigma2 = min_k (s_k -
+    sum_{j != k} tr Sigma_j)`` (at least a tenth of ``min_k s_k``). Each fit
+    costs O(levels) per iteration. lme4's start (identity ``Lambda_k``) when a
+    fit fails.
+    """
+    from ._crossprod import SufficientStats
+    from ._profile import ProfiledDeviance
+    from ._solvers import minimize_deviance
+
+    default = np.concatenate([s.initial_theta() for s in objective.structures])
+    st = objective.stats
+    sigmas, resid = [], []
+    try:
+        for i in range(st.n_terms):
+            one_stats = SufficientStats(st.ZtZ[i], st.ZtXy[i], st.XytXy, st.ZtZ[i][:, 0, 0], st.n)
+            cov = objective._sorted_structures[i]
+            one = ProfiledDeviance(one_stats, cov, objective.reml)
+            res = minimize_deviance(one, "newton", max_iter=50)
+            lam = cov.lam(res.theta)
+            sigmas.append(res.evaluation.sigma2 * lam @ lam.T)
+            resid.append(res.evaluation.sigma2)
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+        return default
+    traces = [np.trace(s) for s in sigmas]
+    sigma2 = min(r - (sum(traces) - t) for r, t in zip(resid, traces, strict=True))
+    sigma2 = max(sigma2, 0.1 * min(resid))
+    if not (np.isfinite(sigma2) and sigma2 > 0):
+        return default
+    theta = np.empty(objective.n_theta)
+    for i, k in enumerate(st.order):
+        theta[objective._slices[k]] = objective.structures[k].theta_from_psi(sigmas[i] / sigma2)
+    return theta if np.all(np.isfinite(theta)) else default
 
 
 def _minimize(objective, theta0, tol, max_iter):
     lower = objective.lower_bounds
-    theta = _initial_theta(objective) if theta0 is None else np.asarray(theta0, dtype=float)
+    theta = initial_theta(objective) if theta0 is None else np.asarray(theta0, dtype=float)
     theta = np.maximum(theta, lower)
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     log = []
@@ -674,63 +774,43 @@ def _minimize(objective, theta0, tol, max_iter):
         stationary = gnorm <= 10 * tol * max(1.0, abs(ev.deviance))
         if not stationary or len(log) >= max_iter:
             break
-        direction = _negative_curvature(objective, theta, lower)
-        if direction is None:
+        start = _leave_boundary_saddle(objective, theta, ev, lower)
+        if start is None:
             break
-        # A saddle point: step along the negative curvature (within the bounds), restart.
-        step = _descend(objective, theta, direction, lower, ev.deviance)
-        if step is None:
-            break
-        theta = step
-        message = "left a saddle point along negative curvature"
+        theta = start
+        message = "left a saddle point on the boundary"
     ev = objective(theta, 1)
     gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
-    converged = (
-        gnorm <= 10 * tol * max(1.0, abs(ev.deviance))
-        and _negative_curvature(objective, theta, lower) is None
-    )
+    converged = gnorm <= 10 * tol * max(1.0, abs(ev.deviance))
     return SolverResult(theta, ev, converged, len(log), message, log)
+
+
+def _leave_boundary_saddle(objective, theta, ev, lower, h=1e-3):
+    """A better start when ``theta`` is a saddle point on the boundary, else None.
+
+    At ``diag(Lambda_k) = 0`` the gradient in that entry vanishes (``D`` is even in
+    the sign of a column of ``Lambda_k``), so a stationary point there can be a
+    saddle: ``D`` decreasing as the entry leaves 0. The analytic gradient just inside
+    the bound tells (it is exact there): a negative derivative at ``h`` means
+    negative curvature. Interior stationary points are left to L-BFGS-B, whose
+    descent steps do not stop at a saddle point but on a measure-zero set of starts.
+    """
+    grad = ev.gradient
+    tiny = 1e-8 * max(1.0, np.abs(grad).max())
+    for j in np.flatnonzero((theta <= lower) & (np.abs(grad) <= tiny)):
+        e = np.zeros_like(theta)
+        e[j] = 1.0
+        if objective(theta + h * e, 1).gradient[j] >= 0:
+            continue
+        best, best_dev = None, ev.deviance - 1e-10 * max(1.0, abs(ev.deviance))
+        for t in (h, 1e-2, 0.1, 0.5):
+            dev = objective(theta + t * e).deviance
+            if dev < best_dev:
+                best, best_dev = theta + t * e, dev
+        if best is not None:
+            return best
+    return None
 
 
 def _projected(theta, gradient, lower):
     return np.where((theta <= lower) & (gradient > 0), 0.0, gradient)
-
-
-def _negative_curvature(objective, theta, lower, h=1e-5):
-    """A direction of negative curvature on the free parameters, or None."""
-    # Every parameter except those held at their bound by a positive gradient: at
-    # diag(Lambda_k) = 0 the gradient vanishes (D is even in a column's sign), and a
-    # negative curvature there means that moving off the bound lowers D.
-    grad = objective(theta, 1).gradient
-    tol_scale = 1e-8 * max(1.0, np.abs(grad).max())
-    held = (theta <= lower) & (grad > tol_scale)
-    idx = np.flatnonzero(~held)
-    if idx.size == 0:
-        return None
-    H = np.empty((idx.size, idx.size))
-    for a, j in enumerate(idx):
-        e = np.zeros_like(theta)
-        e[j] = h * max(1.0, abs(theta[j]))
-        H[a] = (objective(theta + e, 1).gradient[idx] - objective(theta - e, 1).gradient[idx]) / (
-            2 * e[j]
-        )
-    objective(theta)  # leave the cache at theta
-    H = 0.5 * (H + H.T)
-    w, V = np.linalg.eigh(H)
-    if w[0] >= -1e-6 * max(1.0, np.abs(w).max()):
-        return None
-    d = np.zeros_like(theta)
-    d[idx] = V[:, 0]
-    return d
-
-
-def _descend(objective, theta, direction, lower, deviance):
-    for sign in (1.0, -1.0):
-        for t in 0.5 ** np.arange(12):
-            cand = np.maximum(theta + sign * t * direction, lower)
-            try:
-                if objective(cand).deviance < deviance - 1e-10 * max(1.0, abs(deviance)):
-                    return cand
-            except np.linalg.LinAlgError:
-                continue
-    return None

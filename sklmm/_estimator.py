@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._covariance import COVARIANCE_TYPES, CovarianceStructure
 from ._crossprod import compute_stats, rescale_random_effects
 from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
+from ._formula import Term, parse_random_effects
 from ._inference import (
     MixedLMSummary,
     fixed_effects_table,
@@ -272,6 +273,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
+        "random_effects": [None, str],
         "random_slopes": [None, "array-like", str, Integral],
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "reml": ["boolean"],
@@ -286,6 +288,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     def __init__(
         self,
         *,
+        random_effects=None,
         random_slopes=None,
         covariance_type="unstructured",
         reml=True,
@@ -296,6 +299,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         tol=1e-7,
         verbose=0,
     ):
+        self.random_effects = random_effects
         self.random_slopes = random_slopes
         self.covariance_type = covariance_type
         self.reml = reml
@@ -315,6 +319,16 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     def _resolve_slopes(self, n_samples):
         """Column positions of the random slopes."""
+        one = getattr(self, "_one_term", None)
+        if one is not None:  # a one-term specification: names of X's columns
+            names = self._feature_names()
+            missing = [s for s in one.slopes if s not in names]
+            if missing:
+                raise ValueError(
+                    f"random_effects term {one} names the slope(s) {missing}, which "
+                    f"are not columns of X (columns: {names})"
+                )
+            return np.asarray([names.index(s) for s in one.slopes], dtype=int)
         slopes = self.random_slopes
         if slopes is None:
             return np.zeros(0, dtype=int)
@@ -397,7 +411,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     # -- fit ------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, variance_components=None):
         """Fit the model by REML or ML.
 
         Parameters
@@ -406,10 +420,22 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             Fixed-effect covariates (without an intercept column).
         y : array-like of shape (n_samples,)
             Response.
-        groups : array-like of shape (n_samples,), default=None
+        groups : array-like of shape (n_samples,) or DataFrame, default=None
             Group label of each row (ints, strings or a pandas categorical).
-            ``None`` fits a model without random effects and warns with
-            :class:`~sklmm.NoGroupsWarning`.
+            With ``random_effects``, a DataFrame with one column per grouping
+            factor it names (a single factor may also be given as one column).
+            ``None`` (and no ``variance_components``) fits a model without
+            random effects and warns with :class:`~sklmm.NoGroupsWarning`.
+        variance_components : array-like of shape (n_samples, n_components) \
+                or DataFrame, default=None
+            Labels of the variance components, one column per component
+            (named by the DataFrame's columns, else ``variance_components0``,
+            ...). Within each group, each distinct label of a component gets
+            an independent random intercept, and all of a component's
+            intercepts share one variance: lme4's ``(1 | group:component)``,
+            i.e. nested effects. With ``groups=None`` a component's labels
+            span all rows: lme4's ``(1 | component)``, i.e. crossed factors.
+            Not combined with ``random_effects``.
 
         Returns
         -------
@@ -419,16 +445,72 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         # The per-iteration work is on many small matrices: BLAS threads only spin
         # against each other there (and numpy and scipy each bring their own pool).
         with _blas_controller().limit(limits=1, user_api="blas"):
-            return self._fit(X, y, groups)
+            return self._fit(X, y, groups, variance_components)
 
-    def _fit(self, X, y, groups):
-        if any(_is_dask_collection(a) for a in (X, y, groups)):
+    def _fit(self, X, y, groups, variance_components):
+        self._one_term, self._terms = None, None
+        if self.random_effects is not None:
+            if self.random_slopes is not None or self.covariance_type != "unstructured":
+                raise ValueError(
+                    "random_effects already says which slopes vary and how they covary; "
+                    "leave random_slopes=None and covariance_type='unstructured'"
+                )
+            if variance_components is not None:
+                raise ValueError(
+                    "give the model either as random_effects or by variance_components, not "
+                    "both: add the components to random_effects as (1 | group:component) "
+                    "terms and their labels to groups"
+                )
+            terms = parse_random_effects(self.random_effects)
+            if groups is None:
+                raise ValueError(
+                    f"random_effects={self.random_effects!r} names grouping factors, but "
+                    "groups=None; pass groups (a DataFrame with one column per factor)"
+                )
+            t = terms[0]
+            if len(terms) == 1 and len(t.group) == 1 and t.intercept:
+                # One term with an intercept: the one-factor engine, as random_slopes would.
+                self._one_term = t
+                groups = self._single_groups_column(groups)
+                variance_components = None
+        dask = any(_is_dask_collection(a) for a in (X, y, groups, variance_components))
+        if variance_components is not None or (
+            self.random_effects is not None and self._one_term is None
+        ):
+            if dask:
+                raise ValueError(
+                    "Dask collections are supported for one random-effects term only; "
+                    "compute them first for a model with several terms"
+                )
+            from ._multi import fit_multi
+
+            return fit_multi(self, X, y, groups, variance_components)
+        if dask:
             from ._dask import dask_design
 
             design = dask_design(self, X, y, groups)
         else:
             design = self._design(X, y, groups)
         return self._fit_design(design)
+
+    def _covariance_kind(self):
+        """The covariance structure of the one-factor model."""
+        one = getattr(self, "_one_term", None)
+        return one.covariance if one is not None else self.covariance_type
+
+    def _single_groups_column(self, groups):
+        """The grouping column of a one-term ``random_effects`` from ``groups``."""
+        factor = self._one_term.group[0]
+        if isinstance(groups, pd.DataFrame):
+            if factor in groups.columns:
+                return groups[factor]
+            if groups.shape[1] == 1:
+                return groups.iloc[:, 0]
+            raise ValueError(
+                f"random_effects term {self._one_term} names the grouping factor {factor!r}, "
+                f"which is not a column of groups (columns: {list(groups.columns)})"
+            )
+        return groups
 
     def _centres(self, col_means, y_mean, slopes, q):
         """What the columns are centred on before the cross-products are formed.
@@ -441,7 +523,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         """
         x_mean = col_means if self.fit_intercept else np.zeros(len(col_means))
         y_centre = y_mean if self.fit_intercept else 0.0
-        centre_z = q > 1 and self.covariance_type == "unstructured"
+        centre_z = q > 1 and self._covariance_kind() == "unstructured"
         z_mean = col_means[slopes] if centre_z else np.zeros(len(slopes))
         return x_mean, y_centre, z_mean
 
@@ -493,6 +575,44 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             "groups_name": str(getattr(groups, "name", None) or "group"),
         }
 
+    def _check_fixed_effects(self, cp, n, col_means, names):
+        """Errors for too few rows, constant or collinear columns and an exactly fitted y.
+
+        ``cp`` is ``[X y]'[X y]`` of the centred design (intercept column first when
+        fitted); returns the fixed-effect names.
+        """
+        p = cp.shape[0] - 1
+        if n <= p:
+            raise ValueError(
+                f"X has {n} rows for {p} fixed-effect columns (intercept included); "
+                "at least one more row than columns is needed"
+            )
+        fixed_names = (["(Intercept)"] if self.fit_intercept else []) + names
+        if self.fit_intercept and p > 1:
+            # A constant column is all zeros once centred, up to the rounding of its mean
+            # (relative 1e-10 at worst): far below 1e-18 of its uncentred square.
+            centred_ss = np.diag(cp)[1:p]
+            constant = centred_ss <= 1e-18 * n * col_means**2
+            if constant.any():
+                raise ValueError(
+                    f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
+                    "are constant or linear combinations of other columns (the intercept "
+                    "included); remove them from X"
+                )
+        dropped = _collinear_columns(cp[:p, :p], fixed_names)
+        if dropped:
+            raise ValueError(
+                f"the fixed-effect columns {dropped} are constant or linear combinations of "
+                "other columns (the intercept included); remove them from X"
+            )
+        ols_r2 = cp[p, p] - cp[p, :p] @ np.linalg.solve(cp[:p, :p], cp[:p, p])
+        if ols_r2 <= 1e-12 * max(cp[p, p], np.finfo(float).tiny):
+            raise ValueError(
+                "y is fitted exactly by the fixed effects (for example a constant y): "
+                "there is no residual variance to estimate"
+            )
+        return fixed_names
+
     def _fit_design(self, design):
         """Checks on the cross-products, the solver, and the fitted attributes."""
         stats, levels, slopes = design["stats"], design["levels"], design["slopes"]
@@ -519,40 +639,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                     "and random-effect variances cannot be told apart (for example, every "
                     "group has a single row). Use fewer random slopes or coarser groups."
                 )
-        if n <= p:
-            raise ValueError(
-                f"X has {n} rows for {p} fixed-effect columns (intercept included); "
-                "at least one more row than columns is needed"
-            )
         if not (np.isfinite(stats.XytXy).all() and np.isfinite(stats.ZtXy).all()):
             raise ValueError(
                 "X has values too large to square and sum in float64; rescale its columns"
             )
-        fixed_names = (["(Intercept)"] if self.fit_intercept else []) + names
-        if self.fit_intercept and p > 1:
-            # A constant column is all zeros once centred, up to the rounding of its mean
-            # (relative 1e-10 at worst): far below 1e-18 of its uncentred square.
-            centred_ss = np.diag(stats.XytXy)[1:p]
-            constant = centred_ss <= 1e-18 * n * design["col_means"] ** 2
-            if constant.any():
-                raise ValueError(
-                    f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
-                    "are constant or linear combinations of other columns (the intercept "
-                    "included); remove them from X"
-                )
-        dropped = _collinear_columns(stats.XytXy[:p, :p], fixed_names)
-        if dropped:
-            raise ValueError(
-                f"the fixed-effect columns {dropped} are constant or linear combinations of "
-                "other columns (the intercept included); remove them from X"
-            )
+        fixed_names = self._check_fixed_effects(stats.XytXy, n, design["col_means"], names)
         cp = stats.XytXy
-        ols_r2 = cp[p, p] - cp[p, :p] @ np.linalg.solve(cp[:p, :p], cp[:p, p])
-        if ols_r2 <= 1e-12 * max(cp[p, p], np.finfo(float).tiny):
-            raise ValueError(
-                "y is fitted exactly by the fixed effects (for example a constant y): "
-                "there is no residual variance to estimate"
-            )
         if q > 1:
             counts, sums = stats.ZtZ[:, 0, 0], stats.ZtZ[:, 0, 1:]
             squares = np.diagonal(stats.ZtZ, axis1=1, axis2=2)[:, 1:]
@@ -582,7 +674,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         }
         # Optimise with Z's columns at unit root mean square; map back in _store.
         stats, z_scale = rescale_random_effects(stats)
-        cov = CovarianceStructure(q, self.covariance_type)
+        cov = CovarianceStructure(q, self._covariance_kind())
         objective = ProfiledDeviance(stats, cov, self.reml)
         result = minimize_deviance(
             objective,
@@ -628,6 +720,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         self.groups_ = np.asarray(levels)
         self.random_slopes_idx_ = slopes
         re_names = ["(Intercept)"] + [names[j] for j in slopes] if cov.q else []
+        self.terms_ = (
+            (str(Term((self.groups_name_,), True, re_names[1:], cov.kind)),) if cov.q else ()
+        )
         if cov.q:
             b, condvar = objective.conditional_modes(result.theta)
             b = (b / z_scale) @ A.T
@@ -692,21 +787,29 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         return pd.DataFrame.from_records(records)
 
     # -- predict ------------------------------------------------------------
-    def predict(self, X, groups=None, return_std=False, include_residual=False):
+    def predict(
+        self, X, groups=None, variance_components=None, return_std=False, include_residual=False
+    ):
         """Predict with the random effects of the groups seen in ``fit``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Fixed-effect covariates.
-        groups : array-like of shape (n_samples,), default=None
-            Group labels. Rows of groups seen in ``fit`` get
+        groups : array-like of shape (n_samples,) or DataFrame, default=None
+            Group labels, as in ``fit``. Rows of groups seen in ``fit`` get
             ``X beta + Z b_hat``; rows of unseen groups, or every row when
             ``groups=None``, get the population prediction ``X beta``
-            (lme4 ``predict(..., allow.new.levels = TRUE)``).
+            (lme4 ``predict(..., allow.new.levels = TRUE)``). With several
+            terms, each term adds its BLUP for the rows whose level of that
+            term was seen in ``fit`` and nothing for the others.
+        variance_components : array-like or DataFrame, default=None
+            Labels of the variance components, as in ``fit`` (ignored by a
+            model fitted without them). ``None`` leaves the components out.
         return_std : bool, default=False
             Also return the standard deviation of each prediction (the
-            ``BayesianRidge`` convention). Seen groups: the prediction error of
+            ``BayesianRidge`` convention; models with one random-effects term
+            only). Seen groups: the prediction error of
             ``x'beta + z'b`` given the group's data,
             ``(x - G'z)' Cov(beta) (x - G'z) + z' Var(b | y, beta) z`` with
             ``G = P Z'X`` (the dependence of the BLUP on ``beta``). Unseen groups:
@@ -729,6 +832,18 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         (a Series for a DataFrame, an Array otherwise), computed per partition.
         """
         check_is_fitted(self)
+        if getattr(self, "_terms", None) is not None:
+            from ._multi import predict_multi
+
+            if return_std:
+                raise ValueError(
+                    "return_std is available for models with one random-effects term only: "
+                    "the BLUPs of several terms are correlated a posteriori and their joint "
+                    "conditional covariance is not formed"
+                )
+            return predict_multi(self, X, groups, variance_components)
+        if getattr(self, "_one_term", None) is not None and groups is not None:
+            groups = self._single_groups_column(groups)
         if _is_dask_collection(X) or _is_dask_collection(groups):
             from ._dask import predict_dask
 
@@ -767,8 +882,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             var += self.residual_variance_
         return pred, np.sqrt(np.maximum(var, 0.0))
 
-    def score(self, X, y, groups=None, sample_weight=None):
-        """R^2 of :meth:`predict` with ``groups``.
+    def score(self, X, y, groups=None, variance_components=None, sample_weight=None):
+        """R^2 of :meth:`predict` with ``groups`` (and ``variance_components``).
 
         Parameters
         ----------
@@ -776,8 +891,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             Fixed-effect covariates.
         y : array-like of shape (n_samples,)
             True response.
-        groups : array-like of shape (n_samples,), default=None
+        groups : array-like of shape (n_samples,) or DataFrame, default=None
             Group labels, as in :meth:`predict`.
+        variance_components : array-like or DataFrame, default=None
+            Labels of the variance components, as in :meth:`predict`.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the R^2.
 
@@ -786,7 +903,11 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         float
             Coefficient of determination.
         """
-        return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
+        if variance_components is None:  # (subclasses may predict without the argument)
+            pred = self.predict(X, groups=groups)
+        else:
+            pred = self.predict(X, groups=groups, variance_components=variance_components)
+        return r2_score(y, pred, sample_weight=sample_weight)
 
     def _variance_parameter_cis(self, alpha):
         """Wald intervals for sd's, correlations and sigma on their unbounded scales."""
@@ -884,7 +1005,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         beta = np.r_[self.intercept_, self.coef_] if self.fit_intercept else self.coef_
         fixed = fixed_effects_table(self._fixed_names, beta, self.fixed_effects_cov_, alpha)
         re_names = list(self.random_effects_.columns)
-        unstructured = self.covariance_type == "unstructured"
+        unstructured = self._covariance_kind() == "unstructured"
         vc = varcorr_table(
             self.groups_name_,
             re_names,

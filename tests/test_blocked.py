@@ -302,9 +302,11 @@ def test_slopes_against_dense(reml, which):
     # slope term with a diagonal structure into the rest block.
     X, y, codes, Zs, structures = simulate_slopes(6)
     perm = [1, 0, 2]
-    codes, Zs, structures = [codes[i] for i in perm], [Zs[i] for i in perm], [
-        structures[i] for i in perm
-    ]
+    codes, Zs, structures = (
+        [codes[i] for i in perm],
+        [Zs[i] for i in perm],
+        [structures[i] for i in perm],
+    )
     t = SLOPE_THETAS[which]
     theta = np.array([t[3], t[4], t[0], t[1], t[2], t[5]])  # (b: 2 diag), (a: 3), (c: 1)
     objective = BlockedDeviance(blocked_stats(X, y, codes, Z_list=Zs), reml, structures)

@@ -124,7 +124,7 @@ def assert_same_fitted_state(a, b):
             np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-8, err_msg=key)
         elif isinstance(va, np.ndarray):
             np.testing.assert_array_equal(va, vb, err_msg=key)
-        elif isinstance(va, (bool, str, type(None))):
+        elif isinstance(va, (bool, str, tuple, type(None))):
             assert va == vb, key
         else:
             assert va == pytest.approx(vb, rel=1e-6, abs=1e-8), key
@@ -140,14 +140,14 @@ class RecordingMixedLM(MixedLMRegressor):
 
     calls = []
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, variance_components=None):
         RecordingMixedLM.calls.append(("fit", None if groups is None else np.asarray(groups)))
-        return super().fit(X, y, groups=groups)
+        return super().fit(X, y, groups=groups, variance_components=variance_components)
 
-    def predict(self, X, groups=None):
+    def predict(self, X, groups=None, variance_components=None):
         given = None if groups is None else np.asarray(groups)
         RecordingMixedLM.calls.append(("predict", set(self.groups_), given))
-        return super().predict(X, groups=groups)
+        return super().predict(X, groups=groups, variance_components=variance_components)
 
 
 @pytest.fixture
