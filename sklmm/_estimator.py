@@ -669,7 +669,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         self._fingerprint = {
             "n": n,
             "y": (y_mean, cp[p, p]),
-            "counts": stats.counts,
+            "factors": {}
+            if levels is None
+            else {self.groups_name_: (tuple(levels), np.asarray(stats.counts))},
             "columns": {name: (means[j], cp[j, j], cp[j, p]) for j, name in enumerate(fixed_names)},
         }
         # Optimise with Z's columns at unit root mean square; map back in _store.
@@ -980,12 +982,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         out[-1] = np.exp(out[-1])
         return out
 
-    def summary(self, X=None, y=None, groups=None, alpha=0.05):
+    def summary(self, X=None, y=None, groups=None, variance_components=None, alpha=0.05):
         """lme4-shaped summary with tables of fixed effects and variance parameters.
 
         Parameters
         ----------
-        X, y, groups : array-like, default=None
+        X, y, groups, variance_components : array-like, default=None
             The training data; when given, the scaled conditional residuals are
             summarised too (lme4's "Scaled residuals").
         alpha : float, default=0.05
@@ -999,11 +1001,17 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             z statistics, p-values and intervals; its ``random_effects`` table is
             lme4's ``as.data.frame(VarCorr(fit))`` with Wald intervals of
             ``sdcor`` on the log-sd / atanh-correlation scale (not available,
-            NaN, for a singular fit).
+            NaN, for a singular fit or a model with several terms).
         """
         check_is_fitted(self)
         beta = np.r_[self.intercept_, self.coef_] if self.fit_intercept else self.coef_
         fixed = fixed_effects_table(self._fixed_names, beta, self.fixed_effects_cov_, alpha)
+        resid = None
+        if X is not None and y is not None:
+            pred = self.predict(X, groups=groups, variance_components=variance_components)
+            resid = (np.asarray(y, dtype=float) - pred) / np.sqrt(self.residual_variance_)
+        if getattr(self, "_terms", None) is not None:
+            return self._summary_multi(fixed, alpha, resid)
         re_names = list(self.random_effects_.columns)
         unstructured = self._covariance_kind() == "unstructured"
         vc = varcorr_table(
@@ -1015,11 +1023,6 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         )
         cis = self._variance_parameter_cis(alpha)
         vc[f"ci_{alpha / 2:g}"], vc[f"ci_{1 - alpha / 2:g}"] = cis[:, 0], cis[:, 1]
-        resid = None
-        if X is not None and y is not None:
-            resid = (np.asarray(y, dtype=float) - self.predict(X, groups=groups)) / np.sqrt(
-                self.residual_variance_
-            )
         text = summary_text(
             reml=self.reml,
             log_likelihood=self.log_likelihood_,
@@ -1027,10 +1030,47 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             bic=self.bic_,
             df=self.n_params_,
             n_obs=self._core["objective"].stats.n,
-            group=self.groups_name_,
-            n_groups=len(self.groups_),
-            re_names=re_names,
-            sigma=self.random_effects_cov_,
+            random_terms=[
+                (self.groups_name_, re_names, self.random_effects_cov_, len(self.groups_))
+            ]
+            if re_names
+            else [],
+            sigma2=self.residual_variance_,
+            fixed=fixed,
+            fixed_cov=self.fixed_effects_cov_,
+            scaled_residuals=resid,
+            singular=self.is_singular_,
+            converged=self.converged_,
+            message="see fit_log_",
+        )
+        return MixedLMSummary(text, fixed, vc)
+
+    def _summary_multi(self, fixed, alpha, resid):
+        """The summary of a model with several terms (no intervals for the variances)."""
+        tables, random_terms = [], []
+        for td in self._terms:
+            cov = self.random_effects_cov_[td.name]
+            names = list(cov.columns)
+            table = varcorr_table(
+                td.name,
+                names,
+                cov.to_numpy(),
+                self.residual_variance_,
+                covariances=td.term.covariance == "unstructured",
+            )
+            tables.append(table.iloc[:-1])
+            random_terms.append((td.name, names, cov.to_numpy(), td.n_levels))
+        tables.append(table.iloc[-1:])
+        vc = pd.concat(tables, ignore_index=True)
+        vc[f"ci_{alpha / 2:g}"] = vc[f"ci_{1 - alpha / 2:g}"] = np.nan
+        text = summary_text(
+            reml=self.reml,
+            log_likelihood=self.log_likelihood_,
+            aic=self.aic_,
+            bic=self.bic_,
+            df=self.n_params_,
+            n_obs=self._core["objective"].stats.n,
+            random_terms=random_terms,
             sigma2=self.residual_variance_,
             fixed=fixed,
             fixed_cov=self.fixed_effects_cov_,
@@ -1052,11 +1092,34 @@ def _ml_log_likelihood(est):
     if not est.reml:
         return est.log_likelihood_
     objective = est._core["objective"]
-    ml = ProfiledDeviance(objective.stats, objective.cov, reml=False)
-    result = minimize_deviance(
-        ml, est.solver, max_iter=est.max_iter, em_max_iter=est.em_max_iter, tol=est.tol
-    )
+    if getattr(est, "_terms", None) is not None:
+        from ._blocked import BlockedDeviance, minimize_blocked
+
+        ml = BlockedDeviance(objective.stats, False, objective.structures)
+        result = minimize_blocked(ml, tol=est.tol, max_iter=max(est.max_iter, 1))
+    else:
+        ml = ProfiledDeviance(objective.stats, objective.cov, reml=False)
+        result = minimize_deviance(
+            ml, est.solver, max_iter=est.max_iter, em_max_iter=est.em_max_iter, tol=est.tol
+        )
     return -0.5 * result.evaluation.deviance
+
+
+def _random_structure(est):
+    """``{(factor, column)}`` of the random effects; factors with diagonal / correlated terms."""
+    terms = getattr(est, "_terms", None)
+    if terms is None:
+        cols = list(est.random_effects_.columns)
+        diagonal = {est.groups_name_} if est._covariance_kind() == "diagonal" else set()
+        correlated = {est.groups_name_} if len(cols) > 1 and not diagonal else set()
+        return {(est.groups_name_, c) for c in cols}, diagonal, correlated
+    pairs, diagonal, correlated = set(), set(), set()
+    for td in terms:
+        key = td.term.name
+        pairs |= {(key, c) for c in td.term.columns}
+        if len(td.term.columns) > 1:
+            (diagonal if td.term.covariance == "diagonal" else correlated).add(key)
+    return pairs, diagonal, correlated
 
 
 def likelihood_ratio_test(model_a, model_b):
@@ -1071,7 +1134,9 @@ def likelihood_ratio_test(model_a, model_b):
     model_a, model_b : MixedLMRegressor
         Fitted on the same rows, the same response and the same groups; one nested
         in the other (its fixed-effect columns and random effects a subset of the
-        other's). Their order does not matter.
+        other's, a random-effects term being identified by its grouping factor's
+        name). Their order does not matter. Either may have several terms, for
+        example ``(1 | Subject)`` against ``(1 | Subject) + (1 | Item)``.
 
     Returns
     -------
@@ -1088,14 +1153,15 @@ def likelihood_ratio_test(model_a, model_b):
     for m in (model_a, model_b):
         check_is_fitted(m)
     fa, fb = model_a._fingerprint, model_b._fingerprint
+    shared = set(fa["factors"]) & set(fb["factors"])
     same = (
         fa["n"] == fb["n"]
         and np.allclose(fa["y"], fb["y"], rtol=1e-9, atol=0)
-        and len(model_a.groups_) == len(model_b.groups_)
-        and np.array_equal(
-            np.asarray(model_a.groups_, dtype=object), np.asarray(model_b.groups_, dtype=object)
+        and all(
+            fa["factors"][k][0] == fb["factors"][k][0]
+            and np.array_equal(fa["factors"][k][1], fb["factors"][k][1])
+            for k in shared
         )
-        and np.array_equal(fa["counts"], fb["counts"])
     )
     if not same:
         raise ValueError(
@@ -1108,12 +1174,11 @@ def likelihood_ratio_test(model_a, model_b):
         name in large_cols and np.allclose(value, large_cols[name], rtol=1e-9, atol=1e-12)
         for name, value in small_cols.items()
     )
-    re_nested = set(small.random_effects_.columns) <= set(large.random_effects_.columns)
-    cov_nested = not (
-        small.covariance_type == "unstructured"
-        and large.covariance_type == "diagonal"
-        and small.random_effects_.shape[1] > 1
-    )
+    small_re, _, small_corr = _random_structure(small)
+    large_re, large_diag, _ = _random_structure(large)
+    re_nested = small_re <= large_re
+    # A correlated term is not nested in the same term with a diagonal covariance.
+    cov_nested = not (small_corr & large_diag)
     if small.n_params_ == large.n_params_ or not (fixed_nested and re_nested and cov_nested):
         raise ValueError(
             "the models are not nested: one model's fixed-effect columns (the same columns, "

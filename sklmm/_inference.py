@@ -113,10 +113,7 @@ def summary_text(
     bic,
     df,
     n_obs,
-    group,
-    n_groups,
-    re_names,
-    sigma,
+    random_terms,
     sigma2,
     fixed,
     fixed_cov,
@@ -125,7 +122,10 @@ def summary_text(
     converged,
     message,
 ):
-    """The lme4-shaped text of :class:`MixedLMSummary`."""
+    """The lme4-shaped text of :class:`MixedLMSummary`.
+
+    ``random_terms`` lists ``(group, names, sigma, n_levels)`` per random-effects term.
+    """
     lines = [f"Linear mixed model fit by {'REML' if reml else 'maximum likelihood'} [sklmm]"]
     if reml:
         lines.append(f"REML criterion at convergence: {-2 * log_likelihood:.4f}")
@@ -147,15 +147,23 @@ def summary_text(
         )
         lines.append("")
     lines.append("Random effects:")
-    sd = np.sqrt(np.diag(sigma)) if len(re_names) else np.zeros(0)
     rows = []
-    for i, name in enumerate(re_names):
-        corr = [
-            f"{sigma[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] * sd[j] > 0 else "NaN" for j in range(i)
-        ]
-        rows.append(
-            [group if i == 0 else "", name, f"{sigma[i, i]:.4g}", f"{sd[i]:.4g}", " ".join(corr)]
-        )
+    for group, re_names, sigma, _ in random_terms:
+        sd = np.sqrt(np.diag(sigma))
+        for i, name in enumerate(re_names):
+            corr = [
+                f"{sigma[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] * sd[j] > 0 else "NaN"
+                for j in range(i)
+            ]
+            rows.append(
+                [
+                    group if i == 0 else "",
+                    name,
+                    f"{sigma[i, i]:.4g}",
+                    f"{sd[i]:.4g}",
+                    " ".join(corr),
+                ]
+            )
     rows.append(["Residual", "", f"{sigma2:.4g}", f"{np.sqrt(sigma2):.4g}", ""])
     header = ["Groups", "Name", "Variance", "Std.Dev.", "Corr"]
     widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
@@ -165,8 +173,9 @@ def summary_text(
             for c, (v, w) in enumerate(zip(r, widths, strict=True))
         ]
         lines.append(" " + " ".join(cells).rstrip())
-    if len(re_names):
-        lines.append(f"Number of obs: {n_obs}, groups:  {group}, {n_groups}")
+    if random_terms:
+        counts = "; ".join(f"{group}, {m}" for group, _, _, m in random_terms)
+        lines.append(f"Number of obs: {n_obs}, groups:  {counts}")
     else:
         lines.append(f"Number of obs: {n_obs}, no random effects")
     lines.append("")

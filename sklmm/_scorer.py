@@ -20,22 +20,26 @@ class _GroupScorer:
 
     Built by :func:`make_group_scorer`. Uses only scikit-learn's public routing protocol: it
     states what it consumes in :meth:`get_metadata_routing`, so meta-estimators route
-    ``groups`` (requested by default) and ``sample_weight`` (once requested with
-    :meth:`set_score_request`) to it.
+    ``groups`` and ``variance_components`` (requested by default) and ``sample_weight``
+    (once requested with :meth:`set_score_request`) to it.
     """
 
     def __init__(self, score_func, sign, kwargs):
         self._score_func = score_func
         self._sign = sign
         self._kwargs = kwargs
-        self._requests = {"groups": True, "sample_weight": None}
+        self._requests = {"groups": True, "variance_components": True, "sample_weight": None}
 
-    def __call__(self, estimator, X, y_true, groups=None, sample_weight=None):
-        if groups is None:
+    def __call__(
+        self, estimator, X, y_true, groups=None, variance_components=None, sample_weight=None
+    ):
+        if groups is None and variance_components is None:
             warnings.warn(_SCORER_NO_GROUPS, NoGroupsWarning, stacklevel=2)
             y_pred = estimator.predict(X)
-        else:
+        elif variance_components is None:
             y_pred = estimator.predict(X, groups=groups)
+        else:
+            y_pred = estimator.predict(X, groups=groups, variance_components=variance_components)
         kwargs = dict(self._kwargs)
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
@@ -47,21 +51,27 @@ class _GroupScorer:
         kwargs = "".join(f", {k}={v!r}" for k, v in self._kwargs.items())
         return f"make_group_scorer({name}{sign}{kwargs})"
 
-    def set_score_request(self, *, groups=UNCHANGED, sample_weight=UNCHANGED):
+    def set_score_request(
+        self, *, groups=UNCHANGED, variance_components=UNCHANGED, sample_weight=UNCHANGED
+    ):
         """Set the metadata this scorer requests.
 
         Parameters
         ----------
-        groups, sample_weight : bool, None or str, default=UNCHANGED
+        groups, variance_components, sample_weight : bool, None or str, default=UNCHANGED
             ``True`` (request), ``False`` (do not request), ``None`` (error if passed) or
-            an alias, as in scikit-learn's ``set_score_request``. By default ``groups`` is
-            requested and ``sample_weight`` is not.
+            an alias, as in scikit-learn's ``set_score_request``. By default ``groups`` and
+            ``variance_components`` are requested and ``sample_weight`` is not.
 
         Returns
         -------
         self
         """
-        for param, alias in (("groups", groups), ("sample_weight", sample_weight)):
+        for param, alias in (
+            ("groups", groups),
+            ("variance_components", variance_components),
+            ("sample_weight", sample_weight),
+        ):
             if alias is not UNCHANGED:
                 self._requests[param] = alias
         return self
@@ -98,7 +108,8 @@ def make_group_scorer(metric, *, greater_is_better=True, **kwargs):
     Returns
     -------
     scorer : callable
-        ``scorer(estimator, X, y, groups=None, sample_weight=None)``. ``sample_weight`` is
+        ``scorer(estimator, X, y, groups=None, variance_components=None,
+        sample_weight=None)``. ``sample_weight`` is
         routed once requested with ``scorer.set_score_request(sample_weight=True)``.
 
     Examples

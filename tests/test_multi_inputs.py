@@ -1,0 +1,342 @@
+"""Several random-effects terms: bad input, scikit-learn integration, inference.
+
+* a table of bad inputs specific to ``variance_components`` and ``random_effects``, each
+  with its exception and a message naming the problem, inputs left unmodified;
+* metadata routing of ``groups`` (a DataFrame) and ``variance_components`` through
+  ``Pipeline``, ``cross_validate`` and ``GridSearchCV`` over ``random_effects``, and the
+  group scorer; clone and pickle of a fitted several-term model;
+* ``summary`` and ``likelihood_ratio_test`` with several terms;
+* a crossed design with a random slope (``(1 + x | a) + (1 | b)``) through the estimator.
+"""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn
+from sklearn.base import clone
+from sklearn.metrics import mean_squared_error, r2_score
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklmm import MixedLMRegressor, likelihood_ratio_test, make_group_scorer
+from sklmm.datasets import load_penicillin
+
+
+def crossed(seed=0, n_a=12, n_b=8, reps=3, slope=0.0):
+    """A crossed design: every (a, b) pair ``reps`` times; a covariate x."""
+    rng = np.random.default_rng(seed)
+    a = np.repeat(np.arange(n_a), n_b * reps)
+    b = np.tile(np.repeat(np.arange(n_b), reps), n_a)
+    n = len(a)
+    x = rng.normal(size=n)
+    ua, ub, sa = rng.normal(0, 1.0, n_a), rng.normal(0, 0.7, n_b), rng.normal(0, 0.5, n_a)
+    y = 2.0 + 0.5 * x + ua[a] + ub[b] + slope * sa[a] * x + rng.normal(0, 0.5, n)
+    X = pd.DataFrame({"x": x})
+    labels = pd.DataFrame({"a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b]})
+    return X, pd.Series(y, name="y"), labels
+
+
+X0, Y0, L0 = crossed()
+
+# (id, estimator params, fit kwargs builder, exception, message)
+BAD = [
+    (
+        "nan-component",
+        {},
+        lambda: {"variance_components": L0.assign(b=L0["b"].where(L0.index != 4))},
+        ValueError,
+        r"variance_components column 'b' contains missing labels .* rows \[4\]",
+    ),
+    (
+        "short-component",
+        {},
+        lambda: {"variance_components": L0.iloc[:-1]},
+        ValueError,
+        "variance_components column 'a' has 287 entries but X has 288 rows",
+    ),
+    (
+        "3d-component",
+        {},
+        lambda: {"variance_components": np.zeros((len(L0), 2, 2))},
+        ValueError,
+        "variance_components must be 1-D or 2-D",
+    ),
+    (
+        "two-column-groups-with-components",
+        {},
+        lambda: {"groups": L0, "variance_components": L0[["b"]]},
+        ValueError,
+        "groups has 2 columns; with variance_components it must be one column",
+    ),
+    (
+        "component-named-as-groups",
+        {},
+        lambda: {"groups": L0["a"], "variance_components": L0[["a"]]},
+        ValueError,
+        "has the name of the groups",
+    ),
+    (
+        "slopes-without-groups",
+        {"random_slopes": ["x"]},
+        lambda: {"variance_components": L0},
+        ValueError,
+        "random_slopes needs groups",
+    ),
+    (
+        "spec-and-components",
+        {"random_effects": "(1 | a)"},
+        lambda: {"groups": L0, "variance_components": L0[["b"]]},
+        ValueError,
+        "either as random_effects or by variance_components",
+    ),
+    (
+        "spec-and-slopes",
+        {"random_effects": "(1 | a)", "random_slopes": ["x"]},
+        lambda: {"groups": L0},
+        ValueError,
+        "leave random_slopes=None",
+    ),
+    (
+        "spec-without-groups",
+        {"random_effects": "(1 | a) + (1 | b)"},
+        lambda: {},
+        ValueError,
+        "groups=None",
+    ),
+    (
+        "spec-unknown-factor",
+        {"random_effects": "(1 | a) + (1 | c)"},
+        lambda: {"groups": L0},
+        ValueError,
+        r"grouping factor 'c', which is not a column of groups \(columns: \['a', 'b'\]\)",
+    ),
+    (
+        "spec-unknown-slope",
+        {"random_effects": "(1 + z | a) + (1 | b)"},
+        lambda: {"groups": L0},
+        ValueError,
+        r"slope 'z', which is not a column of X \(columns: \['x'\]\)",
+    ),
+    (
+        "spec-malformed",
+        {"random_effects": "(1 + x a) + (1 | b)"},
+        lambda: {"groups": L0},
+        ValueError,
+        "random_effects: ",
+    ),
+    (
+        "spec-not-a-string",
+        {"random_effects": 3},
+        lambda: {"groups": L0},
+        ValueError,
+        "'random_effects' parameter of MixedLMRegressor must be None or an instance of 'str'",
+    ),
+    (
+        "single-level-term",
+        {},
+        lambda: {"variance_components": L0.assign(b="same")},
+        ValueError,
+        r"the random-effects term \(1 \| b\) has a single level",
+    ),
+    (
+        "too-many-levels",
+        {},
+        lambda: {"variance_components": L0.assign(b=[f"r{i}" for i in range(len(L0))])},
+        ValueError,
+        r"288 rows for the 288 levels x 1 random effects of the term \(1 \| b\)",
+    ),
+    (
+        "slope-constant-within-levels",
+        {"random_effects": "(1 + c | a) + (1 | b)"},
+        lambda: {"groups": L0, "X": X0.assign(c=L0["a"].str[1:].astype(float))},
+        ValueError,
+        r"the slope\(s\) \['c'\] of the term \(1 \+ c \| a\) are constant within every level",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "build", "exc", "match"),
+    [case[1:] for case in BAD],
+    ids=[case[0] for case in BAD],
+)
+def test_bad_input(params, build, exc, match):
+    kwargs = build()
+    X = kwargs.pop("X", X0)
+    before = {k: v.copy() for k, v in kwargs.items() if hasattr(v, "copy")}
+    X_before = X.copy()
+    with pytest.raises(exc, match=match):
+        MixedLMRegressor(**params).fit(X, Y0, **kwargs)
+    pd.testing.assert_frame_equal(X, X_before)
+    for k, v in before.items():
+        if isinstance(v, pd.DataFrame):
+            pd.testing.assert_frame_equal(kwargs[k], v)
+        elif isinstance(v, pd.Series):
+            pd.testing.assert_series_equal(kwargs[k], v)
+        else:
+            np.testing.assert_array_equal(kwargs[k], v)
+
+
+def test_dask_with_several_terms_is_refused():
+    dd = pytest.importorskip("dask.dataframe")
+    with pytest.raises(ValueError, match="Dask collections are supported for one random"):
+        MixedLMRegressor().fit(dd.from_pandas(X0, npartitions=2), Y0, variance_components=L0)
+
+
+def test_unseen_labels_and_missing_components_at_predict():
+    est = MixedLMRegressor().fit(X0, Y0, variance_components=L0)
+    pop = est.predict(X0)
+    both = est.predict(X0, variance_components=L0)
+    only_a = est.predict(X0, variance_components=L0.assign(b="new"))
+    a_missing = est.predict(X0, variance_components=L0[["b"]])
+    b_eff = est.random_effects_["b"]["(Intercept)"].reindex(L0["b"]).to_numpy()
+    a_eff = est.random_effects_["a"]["(Intercept)"].reindex(L0["a"]).to_numpy()
+    np.testing.assert_allclose(both, pop + a_eff + b_eff)
+    np.testing.assert_allclose(only_a, pop + a_eff)
+    np.testing.assert_allclose(a_missing, pop + b_eff)
+    # labels of another kind are matched by their string form, as for groups
+    est_int = MixedLMRegressor().fit(X0, Y0, variance_components=L0.apply(lambda s: s.str[1:]))
+    as_int = est_int.predict(X0, variance_components=L0.apply(lambda s: s.str[1:].astype(int)))
+    np.testing.assert_allclose(as_int, both)
+
+
+# -- scikit-learn -------------------------------------------------------------------
+
+
+@pytest.fixture
+def routing():
+    with sklearn.config_context(enable_metadata_routing=True):
+        yield
+
+
+def requested(est):
+    return (
+        est.set_fit_request(groups=True, variance_components=True)
+        .set_predict_request(groups=True, variance_components=True)
+        .set_score_request(groups=True, variance_components=True)
+    )
+
+
+def test_pipeline_routes_variance_components(routing):
+    pipe = make_pipeline(StandardScaler(), requested(MixedLMRegressor()))
+    pipe.fit(X0, Y0, variance_components=L0)
+    direct = MixedLMRegressor().fit(pipe[:-1].transform(X0), Y0, variance_components=L0)
+    assert pipe[-1].log_likelihood_ == pytest.approx(direct.log_likelihood_, abs=1e-10)
+    cond = pipe.predict(X0, variance_components=L0)
+    np.testing.assert_allclose(
+        cond, direct.predict(pipe[:-1].transform(X0), variance_components=L0)
+    )
+    assert pipe.score(X0, Y0, variance_components=L0) == pytest.approx(r2_score(Y0, cond))
+
+
+def test_cross_validate_routes_variance_components(routing):
+    cv = KFold(4, shuffle=True, random_state=0)
+    est = requested(MixedLMRegressor())
+    result = cross_validate(
+        est, X0, Y0, cv=cv, params={"variance_components": L0}, return_indices=True
+    )
+    for k, (train, test) in enumerate(zip(*result["indices"].values(), strict=True)):
+        model = MixedLMRegressor().fit(
+            X0.iloc[train], Y0.iloc[train], variance_components=L0.iloc[train]
+        )
+        pred = model.predict(X0.iloc[test], variance_components=L0.iloc[test])
+        assert result["test_score"][k] == pytest.approx(r2_score(Y0.iloc[test], pred))
+
+
+def test_grid_search_over_random_effects(routing):
+    # groups as a DataFrame of both factors; the structure is a hyperparameter.
+    X, y, labels = crossed(1, slope=1.0)
+    specs = ["(1 | a)", "(1 | a) + (1 | b)", "(1 + x | a) + (1 | b)"]
+    cv = KFold(3, shuffle=True, random_state=0)
+    est = MixedLMRegressor().set_fit_request(groups=True).set_score_request(groups=True)
+    search = GridSearchCV(est, {"random_effects": specs}, cv=cv).fit(X, y, groups=labels)
+    assert search.best_params_ == {"random_effects": "(1 + x | a) + (1 | b)"}
+    assert search.best_estimator_.terms_ == ("(1 + x | a)", "(1 | b)")
+    train, test = next(cv.split(X))
+    for i, spec in enumerate(specs):
+        model = MixedLMRegressor(random_effects=spec).fit(
+            X.iloc[train], y.iloc[train], groups=labels.iloc[train]
+        )
+        expected = r2_score(y.iloc[test], model.predict(X.iloc[test], groups=labels.iloc[test]))
+        assert search.cv_results_["split0_test_score"][i] == pytest.approx(expected)
+
+
+def test_group_scorer_passes_variance_components():
+    est = MixedLMRegressor().fit(X0, Y0, variance_components=L0)
+    scorer = make_group_scorer(mean_squared_error, greater_is_better=False)
+    got = scorer(est, X0, Y0, variance_components=L0)
+    assert got == pytest.approx(-mean_squared_error(Y0, est.predict(X0, variance_components=L0)))
+
+
+def test_clone_and_pickle_of_a_several_term_fit():
+    est = MixedLMRegressor(random_effects="(1 + x || a) + (1 | b)").fit(X0, Y0, groups=L0)
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.predict(X0, groups=L0), est.predict(X0, groups=L0))
+    fresh = clone(est)
+    assert fresh.get_params() == est.get_params()
+    assert not hasattr(fresh, "terms_")
+    refit = fresh.fit(X0, Y0, groups=L0)
+    assert refit.log_likelihood_ == est.log_likelihood_
+
+
+# -- inference ----------------------------------------------------------------------
+
+
+def test_summary_lists_every_term():
+    df = load_penicillin()
+    est = MixedLMRegressor().fit(
+        df[[]], df["diameter"], variance_components=df[["plate", "sample"]]
+    )
+    s = est.summary(df[[]], df["diameter"], variance_components=df[["plate", "sample"]])
+    text = str(s)
+    assert "plate    (Intercept)" in text and "sample   (Intercept)" in text
+    assert "groups:  plate, 24; sample, 6" in text
+    assert "Scaled residuals" in text
+    vc = s.random_effects
+    assert list(vc["grp"]) == ["plate", "sample", "Residual"]
+    np.testing.assert_allclose(vc["vcov"], [0.7169, 3.7311, 0.3024], rtol=1e-3)  # lme4
+
+
+def test_likelihood_ratio_test_between_one_and_two_terms():
+    df = load_penicillin()
+    y, X = df["diameter"], df[[]]
+    one = MixedLMRegressor().fit(X, y, groups=df["plate"])
+    two = MixedLMRegressor(random_effects="(1 | plate) + (1 | sample)").fit(
+        X, y, groups=df[["plate", "sample"]]
+    )
+    table = likelihood_ratio_test(one, two)
+    ml_one = MixedLMRegressor(reml=False).fit(X, y, groups=df["plate"])
+    ml_two = MixedLMRegressor(reml=False).fit(X, y, variance_components=df[["plate", "sample"]])
+    assert table.loc["small", "logLik"] == pytest.approx(ml_one.log_likelihood_, abs=1e-6)
+    assert table.loc["large", "logLik"] == pytest.approx(ml_two.log_likelihood_, abs=1e-6)
+    chi2 = 2 * (ml_two.log_likelihood_ - ml_one.log_likelihood_)
+    assert table.loc["large", "Chisq"] == pytest.approx(chi2, rel=1e-6)
+    assert table.loc["large", "Df"] == 1
+    with pytest.raises(ValueError, match="not fitted on the same data"):
+        likelihood_ratio_test(
+            one, MixedLMRegressor().fit(X.iloc[:-6], y.iloc[:-6], groups=df["plate"].iloc[:-6])
+        )
+
+
+# -- a random slope in a crossed design -----------------------------------------------
+
+
+def test_crossed_design_with_a_random_slope():
+    X, y, labels = crossed(2, n_a=30, n_b=10, reps=2, slope=1.0)
+    est = MixedLMRegressor(random_effects="(1 + x | a) + (1 | b)").fit(X, y, groups=labels)
+    assert est.converged_ and not est.is_singular_
+    cov_a = est.random_effects_cov_["a"]
+    assert list(cov_a.columns) == ["(Intercept)", "x"]
+    assert 0.1 < cov_a.loc["x", "x"] < 0.6  # simulated 0.25
+    # The optimum: the diagonal form nests in it and fits no better.
+    diag = MixedLMRegressor(random_effects="(1 + x || a) + (1 | b)").fit(X, y, groups=labels)
+    assert diag.log_likelihood_ <= est.log_likelihood_ + 1e-8
+    np.testing.assert_allclose(diag.random_effects_cov_["a"].loc["x", "(Intercept)"], 0.0)
+    # New level of a, seen level of b: the b effect stays, a's intercept and slope do not.
+    new = labels.iloc[:3].assign(a="new")
+    pred = est.predict(X.iloc[:3], groups=new)
+    b_eff = est.random_effects_["b"].loc[new["b"], "(Intercept)"].to_numpy()
+    np.testing.assert_allclose(pred, est.intercept_ + est.coef_[0] * X["x"].iloc[:3] + b_eff)
