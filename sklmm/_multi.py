@@ -445,13 +445,12 @@ def predict_multi(est, X, groups, variance_components):
     X = validate_data(est, est._prepare_X(X), reset=False, ensure_min_features=0, dtype=np.float64)
     n = X.shape[0]
     pred = X @ est.coef_ + est.intercept_
-    groups_cols = label_columns(groups, "groups", n, _check_groups)
-    vc_cols = label_columns(variance_components, "variance_components", n, _check_groups)
-    if est.random_effects is not None and len(groups_cols) == 1:
-        # The renaming of fit: one grouping column stands for the one factor named.
-        wanted = {col for td in est._terms for kind, col in td.sources if kind == "groups"}
-        if len(wanted) == 1 and not wanted <= set(groups_cols):
-            groups_cols = {next(iter(wanted)): next(iter(groups_cols.values()))}
+    groups_cols = _align(label_columns(groups, "groups", n, _check_groups), est._terms, "groups")
+    vc_cols = _align(
+        label_columns(variance_components, "variance_components", n, _check_groups),
+        est._terms,
+        "variance_components",
+    )
     for td, idx in zip(
         est._terms, match_terms(est._terms, groups_cols, vc_cols, n, _match_groups), strict=True
     ):
@@ -460,3 +459,26 @@ def predict_multi(est, X, groups, variance_components):
             b = est.random_effects_[td.name].to_numpy()[idx[seen]]
             pred[seen] += np.einsum("ij,ij->i", td.z(X[seen]), b)
     return pred
+
+
+def _align(given, terms, kind):
+    """The label columns given at prediction, under the names the terms use.
+
+    Columns are matched by name. Where names do not match (an unnamed array, a renamed
+    Series), they are matched by position if the number of columns is the number the
+    model uses. A column the model needs that cannot be matched is an error: silently
+    treating its labels as unseen would drop the term from every prediction.
+    """
+    wanted = list(dict.fromkeys(col for td in terms for k, col in td.sources if k == kind))
+    if not given or not wanted:
+        return given
+    if set(wanted) <= set(given):
+        return given
+    if len(given) == len(wanted) and not set(given) & set(wanted):
+        return dict(zip(wanted, given.values(), strict=True))
+    missing = [c for c in wanted if c not in given]
+    raise ValueError(
+        f"{kind} at prediction has the columns {list(given)} but the model was fitted with "
+        f"{wanted}: {missing} are missing. Pass the same columns as in fit (or "
+        f"{kind}=None for predictions without those terms)"
+    )

@@ -26,7 +26,7 @@ def _pyplot():
     return plt
 
 
-def _random_effects(estimator):
+def _random_effects(estimator, factor=None):
     """The fitted BLUPs and their conditional covariances, with clear errors."""
     check_is_fitted(estimator)
     if not hasattr(estimator, "random_effects_") or not hasattr(
@@ -36,16 +36,29 @@ def _random_effects(estimator):
             "plot_caterpillar needs a fitted sklmm.MixedLMRegressor (with random_effects_ "
             f"and random_effects_condvar_), got {type(estimator).__name__}"
         )
-    blups = estimator.random_effects_
+    blups, condvar = estimator.random_effects_, estimator.random_effects_condvar_
+    if isinstance(blups, dict):  # several terms: one per call
+        if factor is None:
+            factor = next(iter(blups))
+        if factor not in blups:
+            raise ValueError(
+                f"unknown random-effects factor {factor!r}; the model's terms are {list(blups)}"
+            )
+        return blups[factor], np.asarray(condvar[factor])
+    if factor is not None and factor != estimator.groups_name_:
+        raise ValueError(
+            f"unknown random-effects factor {factor!r}; the model's only factor is "
+            f"{estimator.groups_name_!r}"
+        )
     if blups.shape[1] == 0:
         raise ValueError(
             "the model has no random effects (it was fitted with groups=None), so there "
             "are no BLUPs to plot; fit it with groups=... first"
         )
-    return blups, np.asarray(estimator.random_effects_condvar_)
+    return blups, np.asarray(condvar)
 
 
-def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True):
+def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True, factor=None):
     """Caterpillar plot of the BLUPs of one random effect, with intervals.
 
     One point per group: the conditional mode (BLUP) of the random effect
@@ -71,6 +84,9 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True):
     sort : bool, default=True
         Order the groups by the plotted BLUP (smallest at the bottom), as
         lme4 does. ``False`` keeps the order of ``estimator.groups_``.
+    factor : str, default=None
+        For a model with several random-effects terms, the term to plot: a key
+        of ``estimator.random_effects_`` (``None``: the first term).
 
     Returns
     -------
@@ -84,8 +100,8 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True):
     sklearn.exceptions.NotFittedError
         If ``estimator`` is not fitted.
     ValueError
-        If the model has no random effects, ``term`` is not one of its
-        random-effect columns, or ``level`` is not in (0, 1).
+        If the model has no random effects, ``factor`` or ``term`` is not one
+        of its terms or random-effect columns, or ``level`` is not in (0, 1).
     ImportError
         If matplotlib is not installed.
 
@@ -113,7 +129,7 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True):
     'Days'
     >>> plt.close(ax.figure)
     """
-    blups, condvar = _random_effects(estimator)
+    blups, condvar = _random_effects(estimator, factor)
     names = list(blups.columns)
     if term is None:
         term = names[0]
@@ -132,7 +148,7 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True):
     values = blups.iloc[:, j].to_numpy(dtype=float)
     # Clip the rounding noise of a (near) zero conditional variance at a boundary fit.
     half = norm.ppf(0.5 + level / 2) * np.sqrt(np.clip(condvar[:, j, j], 0.0, None))
-    labels = [str(g) for g in blups.index]
+    labels = [":".join(map(str, g)) if isinstance(g, tuple) else str(g) for g in blups.index]
     order = np.argsort(values, kind="stable") if sort else np.arange(len(values))
     pos = np.arange(len(values))
 
@@ -151,12 +167,13 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True):
     ax.set_yticks(pos, [labels[i] for i in order])
     ax.set_ylim(-0.5, len(values) - 0.5)
     ax.set_xlabel(term)
-    ax.set_ylabel(blups.index.name or "group")
+    index_names = [n for n in blups.index.names if n is not None]
+    ax.set_ylabel(":".join(index_names) or "group")
     ax.set_title(f"Random effects: {term} ({100 * level:g}% conditional intervals)")
     return ax
 
 
-def plot_residuals(estimator, X, y, groups=None, ax=None):
+def plot_residuals(estimator, X, y, groups=None, ax=None, variance_components=None):
     """Residuals against fitted values.
 
     Scatter plot of ``y - estimator.predict(X, groups=groups)`` against
@@ -178,6 +195,9 @@ def plot_residuals(estimator, X, y, groups=None, ax=None):
     ax : matplotlib.axes.Axes, default=None
         Axes to draw into. ``None`` draws into a new figure
         (``matplotlib.pyplot.subplots``).
+    variance_components : array-like or DataFrame, default=None
+        Labels of the variance components, as for
+        :meth:`MixedLMRegressor.predict`.
 
     Returns
     -------
@@ -214,7 +234,11 @@ def plot_residuals(estimator, X, y, groups=None, ax=None):
     """
     check_is_fitted(estimator)
     y = column_or_1d(check_array(y, ensure_2d=False, dtype=np.float64, input_name="y"))
-    fitted = np.asarray(estimator.predict(X, groups=groups), dtype=float)
+    if variance_components is None:
+        fitted = estimator.predict(X, groups=groups)
+    else:
+        fitted = estimator.predict(X, groups=groups, variance_components=variance_components)
+    fitted = np.asarray(fitted, dtype=float)
     check_consistent_length(fitted, y)
     residuals = y - fitted
     plt = _pyplot()
@@ -223,8 +247,10 @@ def plot_residuals(estimator, X, y, groups=None, ax=None):
         _, ax = plt.subplots()
     ax.scatter(fitted, residuals, s=12, alpha=0.7)
     ax.axhline(0.0, color="0.5", linestyle="--", linewidth=1)
-    n_random = getattr(estimator, "random_effects_", np.empty((0, 0))).shape[1]
-    random = groups is not None and n_random > 0
+    blups = getattr(estimator, "random_effects_", np.empty((0, 0)))
+    n_random = len(blups) if isinstance(blups, dict) else blups.shape[1]
+    given = groups is not None or variance_components is not None
+    random = given and n_random > 0
     ax.set_xlabel("Fitted values (conditional)" if random else "Fitted values (marginal)")
     ax.set_ylabel("Residuals")
     ax.set_title("Residuals vs fitted")

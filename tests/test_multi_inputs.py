@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklmm import MixedLMRegressor, likelihood_ratio_test, make_group_scorer
-from sklmm.datasets import load_penicillin
+from sklmm.datasets import load_pastes, load_penicillin
 
 
 def crossed(seed=0, n_a=12, n_b=8, reps=3, slope=0.0):
@@ -191,16 +191,42 @@ def test_unseen_labels_and_missing_components_at_predict():
     pop = est.predict(X0)
     both = est.predict(X0, variance_components=L0)
     only_a = est.predict(X0, variance_components=L0.assign(b="new"))
-    a_missing = est.predict(X0, variance_components=L0[["b"]])
     b_eff = est.random_effects_["b"]["(Intercept)"].reindex(L0["b"]).to_numpy()
     a_eff = est.random_effects_["a"]["(Intercept)"].reindex(L0["a"]).to_numpy()
     np.testing.assert_allclose(both, pop + a_eff + b_eff)
     np.testing.assert_allclose(only_a, pop + a_eff)
-    np.testing.assert_allclose(a_missing, pop + b_eff)
+    # unnamed labels: matched by position (as many columns as in fit)
+    np.testing.assert_array_equal(est.predict(X0, variance_components=L0.to_numpy()), both)
+    # a missing or misspelled column is an error, not a silently dropped term
+    with pytest.raises(ValueError, match=r"\['b'\] are missing"):
+        est.predict(X0, variance_components=L0[["a"]])
+    with pytest.raises(ValueError, match=r"\['b'\] are missing"):
+        est.predict(X0, variance_components=L0.rename(columns={"b": "B"}))
     # labels of another kind are matched by their string form, as for groups
     est_int = MixedLMRegressor().fit(X0, Y0, variance_components=L0.apply(lambda s: s.str[1:]))
     as_int = est_int.predict(X0, variance_components=L0.apply(lambda s: s.str[1:].astype(int)))
     np.testing.assert_allclose(as_int, both)
+
+
+def test_nested_groups_given_as_a_list_or_renamed_series():
+    df = load_pastes()
+    est = MixedLMRegressor().fit(
+        df[[]], df["strength"], groups=df["batch"], variance_components=df[["cask"]]
+    )
+    new = pd.DataFrame({"batch": ["A", "A", "K"], "cask": ["a", "d", "a"]})
+    want = est.predict(new[[]], groups=new["batch"], variance_components=new[["cask"]])
+    assert want[0] > want[1] > want[2] == pytest.approx(est.intercept_)
+    for groups in (list(new["batch"]), new["batch"].rename("b"), new["batch"].to_numpy()):
+        got = est.predict(new[[]], groups=groups, variance_components=new[["cask"]])
+        np.testing.assert_array_equal(got, want)
+    got = est.predict(new[[]], groups=new["batch"], variance_components=list(new["cask"]))
+    np.testing.assert_array_equal(got, want)
+    spec = MixedLMRegressor(random_effects="(1 | batch/cask)").fit(
+        df[[]], df["strength"], groups=df[["batch", "cask"]]
+    )
+    np.testing.assert_allclose(spec.predict(new[[]], groups=new), want, rtol=1e-10)
+    with pytest.raises(ValueError, match=r"\['cask'\] are missing"):
+        spec.predict(new[[]], groups=new.rename(columns={"cask": "Cask"}))
 
 
 # -- scikit-learn -------------------------------------------------------------------

@@ -253,3 +253,31 @@ def test_missing_matplotlib_says_how_to_install(fitted, sleep, monkeypatch, plot
             plot_caterpillar(fitted)
         else:
             plot_residuals(fitted, X, y, groups=g)
+
+
+def test_caterpillar_and_residuals_of_a_several_term_model():
+    from sklmm.datasets import load_pastes
+
+    df = load_pastes()
+    est = MixedLMRegressor(random_effects="(1 | batch/cask)").fit(
+        df[[]], df["strength"], groups=df[["batch", "cask"]]
+    )
+    ax = plot_caterpillar(est, factor="batch:cask")
+    points = ax.containers[0].lines[0].get_xdata()
+    want = est.random_effects_["batch:cask"]["(Intercept)"].to_numpy()
+    np.testing.assert_allclose(np.sort(points), np.sort(want))
+    assert ax.get_ylabel() == "batch:cask"
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 30 and all(":" in t for t in labels)
+    ax = plot_caterpillar(est)  # the first term, batch
+    assert len(ax.get_yticklabels()) == 10
+    with pytest.raises(ValueError, match=r"unknown random-effects factor 'cask'.*\['batch'"):
+        plot_caterpillar(est, factor="cask")
+    ax = plot_residuals(est, df[[]], df["strength"], groups=df[["batch", "cask"]])
+    fitted = ax.collections[0].get_offsets()[:, 0]
+    np.testing.assert_allclose(fitted, est.predict(df[[]], groups=df[["batch", "cask"]]))
+    assert ax.get_xlabel() == "Fitted values (conditional)"
+    vc = MixedLMRegressor().fit(df[[]], df["strength"], variance_components=df[["batch"]])
+    ax = plot_residuals(vc, df[[]], df["strength"], variance_components=df[["batch"]])
+    assert ax.get_xlabel() == "Fitted values (conditional)"
+    plt.close("all")
