@@ -137,7 +137,7 @@ def _collinear_columns(XtX, names):
 
 
 class MixedLMRegressor(RegressorMixin, BaseEstimator):
-    """Linear mixed-effects model with one grouping factor.
+    """Linear mixed-effects model: random intercepts and slopes, nested or crossed.
 
     For group ``i``: ``y_i = X_i beta + Z_i b_i + e_i`` with
     ``b_i ~ N(0, Sigma)`` and ``e_i ~ N(0, sigma2 I)``. ``Z_i`` holds a
@@ -147,8 +147,23 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     on the criterion with ``beta`` and ``sigma2`` profiled out (Lindstrom and
     Bates, 1988).
 
+    Several independent terms (variance components; nested or crossed
+    grouping factors; lme4's ``(1 + x | subj) + (1 | item)``) are given by
+    ``fit(..., variance_components=vc)`` or by ``random_effects``; they are
+    fitted by a blocked Cholesky factorization and L-BFGS-B (see the
+    documentation's algorithm page).
+
     Parameters
     ----------
+    random_effects : str, default=None
+        lme4-style specification of the random-effects terms, for example
+        ``"(1 + Days | Subject)"``, ``"(1 | plate) + (1 | sample)"`` or
+        ``"(1 | batch/cask)"``: ``|`` correlated, ``||`` independent effects,
+        ``0 +`` no intercept, ``a/b`` nesting, ``a:b`` interaction. Factor
+        names refer to columns of ``groups`` (a DataFrame), slope names to
+        columns of ``X`` (``x0``, ``x1``, ... for arrays). ``None`` uses
+        ``random_slopes`` and ``covariance_type``, the shorthand for one
+        factor.
     random_slopes : list of str or int, default=None
         Columns of ``X`` whose coefficients also vary by group: column names
         when ``X`` is a DataFrame, integer positions otherwise. ``None`` fits
@@ -163,7 +178,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         part of the model.
     solver : {"em-newton", "em", "newton"}, default="em-newton"
         EM iterations, then Newton iterations; EM alone; Newton alone. All
-        three stop on the same convergence rule.
+        three stop on the same convergence rule. Models with several terms
+        always use L-BFGS-B.
     max_iter : int, default=100
         Maximum iterations of each Newton pass (``"em-newton"`` runs two: one
         from the EM result and one from the start, and keeps the better), or of
@@ -184,19 +200,31 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         Fixed-effect coefficients of the columns of ``X``.
     intercept_ : float
         Fixed intercept (0.0 when ``fit_intercept=False``).
-    random_effects_cov_ : ndarray of shape (q, q)
+    random_effects_cov_ : ndarray of shape (q, q) or dict
         Covariance ``Sigma`` of the random effects, ordered as the
-        intercept, then ``random_slopes`` (lme4 ``VarCorr``).
+        intercept, then ``random_slopes`` (lme4 ``VarCorr``). With several
+        terms, a dict of DataFrames keyed by term name (the component name,
+        or lme4's name of the grouping factor such as ``"batch:cask"``).
     residual_variance_ : float
         Residual variance ``sigma2`` (lme4 ``sigma(fit)^2``).
-    random_effects_ : pandas.DataFrame of shape (n_groups, q)
+    random_effects_ : pandas.DataFrame of shape (n_groups, q) or dict
         Conditional modes (BLUPs) of the random effects, indexed by group
-        label (lme4 ``ranef``).
-    random_effects_condvar_ : ndarray of shape (n_groups, q, q)
+        label (lme4 ``ranef``). With several terms, a dict of DataFrames keyed
+        by term name, each indexed by the term's levels (a MultiIndex for a
+        nested term).
+    random_effects_condvar_ : ndarray of shape (n_groups, q, q) or dict
         Conditional covariance of each group's random effects
-        (lme4 ``ranef(condVar = TRUE)``).
+        (lme4 ``ranef(condVar = TRUE)``); a dict of arrays keyed by term
+        name with several terms.
+    variance_components_ : pandas.Series
+        With several terms: the variance of every intercept-only term, by
+        term name.
+    terms_ : tuple of str
+        The random-effects terms in lme4's syntax, for example
+        ``("(1 + Days | Subject)",)`` or ``("(1 | batch)", "(1 | batch:cask)")``.
     groups_ : ndarray
-        Group labels seen in ``fit``, sorted when they can be.
+        Group labels seen in ``fit``, sorted when they can be (one-term
+        models).
     log_likelihood_ : float
         The REML or ML log-likelihood at the optimum (lme4 ``logLik``).
     is_singular_ : bool
@@ -222,9 +250,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         (lme4 ``attr(logLik(fit), "df")``).
     groups_name_ : str
         Name of the grouping factor (the name of ``groups`` when it is a
-        Series, else ``"group"``).
+        Series, else ``"group"``; one-term models).
     random_slopes_idx_ : ndarray of int
-        Column positions of ``random_slopes`` in ``X``.
+        Column positions of ``random_slopes`` in ``X`` (one-term models).
     n_features_in_ : int
         Number of columns of ``X``.
     feature_names_in_ : ndarray of str
@@ -248,9 +276,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     ``fit`` does not accept ``sample_weight``; ``score`` does (for the
     weighted R^2 only).
 
-    ``X``, ``y`` and ``groups`` may be Dask collections (the ``dask`` extra):
-    the cross-products are then summed over partitions by Dask and the fit is
-    the same as in memory.
+    ``X``, ``y`` and ``groups`` may be Dask collections (the ``dask`` extra)
+    for a one-term model: the cross-products are then summed over partitions
+    by Dask and the fit is the same as in memory.
 
     References
     ----------
@@ -270,6 +298,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     >>> est = est.fit(df[["Days"]], df["Reaction"], groups=df["Subject"])
     >>> print(f"{est.intercept_:.4f} {est.coef_[0]:.4f}")
     251.4051 10.4673
+
+    Nested random intercepts, lme4's ``strength ~ 1 + (1 | batch/cask)``:
+
+    >>> from sklmm.datasets import load_pastes
+    >>> df = load_pastes()
+    >>> est = MixedLMRegressor(random_effects="(1 | batch/cask)")
+    >>> est = est.fit(df[[]], df["strength"], groups=df[["batch", "cask"]])
+    >>> est.variance_components_.round(3).to_dict()
+    {'batch': 1.657, 'batch:cask': 8.434}
     """
 
     _parameter_constraints: dict = {

@@ -1,9 +1,10 @@
-"""The order of the gallery: a walkthrough first, then prediction, selection, pipelines, scale."""
+"""Gallery order: walkthrough, prediction, selection, nested and crossed terms, pipelines, scale."""
 
 ORDER = [
     "plot_sleepstudy.py",
     "plot_new_groups.py",
     "plot_model_selection.py",
+    "plot_nested_crossed.py",
     "plot_pipeline.py",
     "plot_large_dataset.py",
     "plot_dask.py",
