@@ -1,4 +1,4 @@
-"""Benchmark of the blocked-Cholesky core on crossed designs (issue 4, "Must show" 3).
+"""Benchmark of MixedLMRegressor on crossed designs (issue 4, "Must show" 3).
 
 Run from the repository root::
 
@@ -6,9 +6,11 @@ Run from the repository root::
     python benchmarks/bench_crossed.py   # up to ~15 minutes; --help for options
 
 Everything is measured in one run and printed as one table. The numbers are
-for the core engine :mod:`sklmm._blocked` (``blocked_stats`` followed by
-``minimize_blocked`` on a ``BlockedDeviance``), which is not yet wired into
-``MixedLMRegressor``.
+for the estimator: ``MixedLMRegressor().fit(X, y, variance_components=vc)`` with
+``groups=None`` and ``vc`` a DataFrame of integer codes, one column per crossed
+factor, which fits ``y ~ X + (1 | f1) + (1 | f2) + ...`` through the blocked-Cholesky
+engine :mod:`sklmm._blocked` (``blocked_stats``, then ``minimize_blocked`` on a
+``BlockedDeviance``; see :func:`sklmm._multi.fit_multi`).
 
 Data (fixed seeds; rows in random order; pairs of the two large factors are
 distinct and drawn with skewed per-level counts, see :func:`crossed_pairs`):
@@ -31,14 +33,19 @@ distinct and drawn with skewed per-level counts, see :func:`crossed_pairs`):
    under 20 s. Run in a child process stopped after ``--movielens-timeout``
    seconds (600).
 
-Measures: wall time of ``blocked_stats`` + ``minimize_blocked`` from the raw
-arrays (best and median of ``--repeats`` calls after one warm-up for InstEval;
-``--movielens-repeats`` calls, no warm-up, for MovieLens); ``tracemalloc``
-peak above its level at the call's start (numpy allocations, not LAPACK work
-arrays) and growth of the process's peak RSS during one call (Linux). A
-breakdown of one evaluation (with gradient) at the optimum splits its time
-between the dense work on the rest block (Cholesky ``potrf``, inverse
-``potri``) and the sparse products ``B diag(w) B'`` of the contingency table.
+Measures: wall time of ``fit`` from the raw arrays (``X`` without the intercept
+column, ``y``, and the DataFrame of codes, built before the clock starts; best
+and median of ``--repeats`` calls after one warm-up for InstEval;
+``--movielens-repeats`` calls, no warm-up, for MovieLens); ``tracemalloc`` peak
+above its level at the call's start (numpy allocations, not LAPACK work arrays)
+and growth of the process's peak RSS during one call (Linux); the number of
+evaluations (``n_iter_``) and ``converged_``. A breakdown of one evaluation
+(with gradient) at the optimum, on the fitted estimator's engine objective
+(``est._core["objective"]`` at ``est._core["theta"]``), splits its time between
+the dense work on the rest block (Cholesky ``potrf``, inverse ``potri``) and the
+sparse products ``B diag(w) B'`` of the contingency table. A check compares the
+estimator's log-likelihood with the core engine's (``blocked_stats`` +
+``minimize_blocked`` on the same data, fitted once outside the timing).
 """
 
 import argparse
@@ -54,6 +61,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -67,7 +75,7 @@ from _common import (
 )
 
 import sklmm
-from sklmm._blocked import BlockedDeviance, blocked_stats, minimize_blocked
+from sklmm._blocked import THREADED_REST, BlockedDeviance, blocked_stats, minimize_blocked
 
 SEED = 20_251_204
 MB = 1e6
@@ -80,6 +88,7 @@ INSTEVAL = {
     "sigma_row": 1.0,  # log-normal spread of per-student counts
     "sigma_col": 1.0,  # log-normal spread of per-instructor popularity
     "n_dept": 14,
+    "factors": ("s", "d", "dept"),  # column names of variance_components
     "beta": np.array([3.2, 0.2, -0.1, 0.05]),
     "sd": np.array([0.3, 0.5, 0.3]),  # s, d, dept
     "sigma": 1.2,
@@ -92,6 +101,7 @@ MOVIELENS = {
     "min_per_level": 20,
     "sigma_row": 1.0,
     "sigma_col": 1.5,
+    "factors": ("user", "movie"),
     "beta": np.array([3.6, 0.2, -0.1]),
     "sd": np.array([0.5, 0.7]),  # user, movie
     "sigma": 0.9,
@@ -166,8 +176,20 @@ def describe(data):
 
 
 # -- the fit ---------------------------------------------------------------------
+def estimator_inputs(data, names):
+    """``X`` without its intercept column and a DataFrame of the codes, one column per factor."""
+    X = np.ascontiguousarray(data["X1"][:, 1:])
+    vc = pd.DataFrame(dict(zip(names, data["codes"], strict=True)))
+    return X, vc
+
+
+def fit_estimator(X, y, vc):
+    """The timed call: ``y ~ X + (1 | f1) + (1 | f2) + ...``, REML (the estimator's defaults)."""
+    return sklmm.MixedLMRegressor().fit(X, y, variance_components=vc)
+
+
 def fit_core(data):
-    """``blocked_stats`` + ``minimize_blocked`` (REML) from the raw arrays."""
+    """``blocked_stats`` + ``minimize_blocked`` (REML) from the raw arrays (the check only)."""
     stats = blocked_stats(data["X1"], data["y"], data["codes"])
     obj = BlockedDeviance(stats, reml=True)
     res = minimize_blocked(obj)
@@ -178,14 +200,19 @@ def log_likelihood(res):
     return -0.5 * res.evaluation.deviance
 
 
-def breakdown(obj, theta, repeats=3):
+def fit_blas_threads(obj):
+    """BLAS threads of ``minimize_blocked(obj)`` (its ``blas_threads="auto"`` rule)."""
+    return 2 if obj.m_r >= THREADED_REST and (os.cpu_count() or 1) >= 2 else 1
+
+
+def breakdown(obj, theta, threads, repeats=3):
     """Seconds of the parts of one evaluation with gradient at ``theta`` (best of ``repeats``).
 
     ``eval``: the whole ``obj(theta, 1)`` with the factor cache cleared;
     ``gram``: one sparse product ``B diag(w) B'`` (two per evaluation with a
     gradient); ``potrf``: dense Cholesky of the rest block; ``potri``: its
     inverse (gradient only); ``solve``: ``L22^{-1}`` applied to the
-    ``p + 1`` right-hand sides.
+    ``p + 1`` right-hand sides. BLAS runs on ``threads`` threads, as in the fit.
     """
     from threadpoolctl import threadpool_limits
 
@@ -197,7 +224,7 @@ def breakdown(obj, theta, repeats=3):
             times.append(time.perf_counter() - t0)
         return min(times)
 
-    with threadpool_limits(limits=1, user_api="blas"):  # as minimize_blocked runs it
+    with threadpool_limits(limits=threads, user_api="blas"):
         out = {}
 
         def full():
@@ -220,20 +247,22 @@ def breakdown(obj, theta, repeats=3):
         out["solve"] = best(
             lambda: sla.solve_triangular(f["L22"], R, lower=True, check_finite=False)
         )
+    obj._cache = None
     return out
 
 
-def format_breakdown(name, obj, res, parts):
-    n_eval = res.n_iter + 1  # L-BFGS-B evaluations plus the deviance at the start
+def format_breakdown(name, obj, n_iter, converged, threads, n_best, parts):
     nnz = obj._B.nnz
     s = (
-        f"{name}: {n_eval} evaluations ({res.n_iter} with gradient by L-BFGS-B plus the "
-        f"deviance at the start; the final re-evaluation hits the cache), "
-        f"converged={res.converged}; "
-        f"first block {obj.m1:,} levels (diagonal), dense rest block {obj.m_r:,} x {obj.m_r:,} "
-        f"({obj.m_r**2 * 8 / MB:.0f} MB), contingency table B {obj.m_r:,} x {obj.m1:,} with "
-        f"{nnz:,} nonzeros. One evaluation with gradient at the optimum (BLAS 1 thread): "
-        f"{parts['eval'] * 1e3:.0f} ms"
+        f"{name}: est.n_iter_ = {n_iter} evaluations of the REML criterion with its gradient "
+        f"(L-BFGS-B; plus the deviance at the start and the one-factor fits of the start; the "
+        f"final re-evaluation hits the factor cache), est.converged_ = {converged}. Engine "
+        f"objective of the fitted estimator (est._core['objective'] at est._core['theta']; X "
+        f"centred, random-effect columns rescaled): first block {obj.m1:,} levels (diagonal), "
+        f"dense rest block {obj.m_r:,} x {obj.m_r:,} ({obj.m_r**2 * 8 / MB:.0f} MB), contingency "
+        f"table B {obj.m_r:,} x {obj.m1:,} with {nnz:,} nonzeros. One evaluation with gradient "
+        f"at the optimum (BLAS {threads} thread{'s' if threads > 1 else ''}, as in the fit; "
+        f"each part best of {n_best} calls): {parts['eval'] * 1e3:.0f} ms"
     )
     if "gram" in parts:
         dense = parts["potrf"] + parts["potri"] + parts["solve"]
@@ -278,48 +307,96 @@ def traced_peak(fn):
     return peak - base
 
 
-def measure_core(data, repeats, warmup, traced_separately=True):
-    """Times, memory peaks, the last fit and its evaluation breakdown.
+def measure_fit(data, names, repeats, warmup, traced_separately=True):
+    """Times, memory peaks, the last fit, its evaluation breakdown and the core check.
 
-    With ``traced_separately=False`` (MovieLens, to save a fit) the first timed
-    call also runs under ``tracemalloc``, whose overhead is small here (few,
-    large numpy allocations).
+    The inputs of ``fit`` (``X`` without the intercept column, the DataFrame of
+    codes) are built before any clock starts. With ``traced_separately=False``
+    (MovieLens, to save a fit) the first timed call also runs under
+    ``tracemalloc``, whose overhead is small here (few, large numpy
+    allocations), and the breakdown takes the best of 2 calls (else 3). The
+    breakdown times the engine objective of the last fitted estimator
+    (``est._core``). The core engine is fitted once after the measurements, for
+    the log-likelihood check only.
     """
-    if warmup:
-        fit_core(data)
+    X, vc = estimator_inputs(data, names)
+    y = data["y"]
+
+    def fit():
+        return fit_estimator(X, y, vc)
+
     times = []
-    out = None
+    est = None
     rss = traced = None
-    for i in range(repeats):
-        gc.collect()
-        if i == 0 and not traced_separately:
-            tracemalloc.start()
-            base = tracemalloc.get_traced_memory()[0]
-        t0 = time.perf_counter()
-        if i == 0:
-            rss, out = rss_peak(lambda: fit_core(data))
-        else:
-            out = fit_core(data)
-        times.append(time.perf_counter() - t0)
-        if i == 0 and not traced_separately:
-            traced = tracemalloc.get_traced_memory()[1] - base
-            tracemalloc.stop()
-    if traced_separately:
-        traced = traced_peak(lambda: fit_core(data))
-    obj, res = out
-    return {
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if warmup:
+            fit()
+        for i in range(repeats):
+            gc.collect()
+            if i == 0 and not traced_separately:
+                tracemalloc.start()
+                base = tracemalloc.get_traced_memory()[0]
+            t0 = time.perf_counter()
+            if i == 0:
+                rss, est = rss_peak(fit)
+            else:
+                est = fit()
+            times.append(time.perf_counter() - t0)
+            if i == 0 and not traced_separately:
+                traced = tracemalloc.get_traced_memory()[1] - base
+                tracemalloc.stop()
+        if traced_separately:
+            traced = traced_peak(fit)
+    obj, theta = est._core["objective"], est._core["theta"]
+    threads = fit_blas_threads(obj)
+    n_best = 3 if traced_separately else 2  # single calls with two BLAS threads are erratic
+    parts = breakdown(obj, theta, threads, n_best)
+    out = {
         "best": min(times),
         "median": float(np.median(times)),
         "n_calls": repeats,
         "traced": traced,
         "rss": rss,
-        "llf": log_likelihood(res),
-        "theta": res.theta.tolist(),
-        "sigma2": float(res.evaluation.sigma2),
-        "breakdown": format_breakdown(
-            "", obj, res, breakdown(obj, res.theta, 3 if traced_separately else 1)
-        ),
+        "x_bytes": X.nbytes,
+        "llf": float(est.log_likelihood_),
+        "n_iter": est.n_iter_,
+        "converged": est.converged_,
+        "sd": [float(np.sqrt(est.variance_components_[name])) for name in names],
+        "n_levels": [len(est.random_effects_[name]) for name in names],
+        "sigma": float(np.sqrt(est.residual_variance_)),
+        "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        "breakdown": format_breakdown("", obj, est.n_iter_, est.converged_, threads, n_best, parts),
     }
+    del est, obj
+    gc.collect()
+    _, core_res = fit_core(data)
+    out["core_llf"] = float(log_likelihood(core_res))
+    out["core_n_iter"] = int(core_res.n_iter)
+    return out
+
+
+def format_estimates(name, m, spec, names):
+    """The variance estimates of one case against the simulation's values."""
+    return (
+        f"{name} (est.variance_components_, est.residual_variance_): SDs "
+        f"({', '.join(names)}) {np.round(m['sd'], 3).tolist()} (true {spec['sd'].tolist()}), "
+        f"residual SD {m['sigma']:.3f} (true {spec['sigma']}); fitted levels "
+        f"{', '.join(f'{k:,}' for k in m['n_levels'])} (levels without rows are not in the "
+        "model); warnings during the fits: " + ("; ".join(w[:160] for w in m["warnings"]) or "none")
+    )
+
+
+def format_core_check(name, m):
+    """One line: the estimator's log-likelihood against the core engine's at the same data."""
+    rel = abs(m["llf"] - m["core_llf"]) / abs(m["core_llf"])
+    verdict = "OK, within" if rel <= 1e-6 else "LARGER than"
+    return (
+        f"{name} log-likelihood check: estimator {m['llf']:.6f}, core engine (blocked_stats + "
+        f"minimize_blocked on X with its intercept column, uncentred, and the integer codes; "
+        f"fitted once outside the timing, {m['core_n_iter']} evaluations) "
+        f"{m['core_llf']:.6f}; relative difference {rel:.1e} ({verdict} 1e-6)."
+    )
 
 
 # -- child processes ----------------------------------------------------------------
@@ -337,9 +414,10 @@ def _movielens_worker(seed, repeats, queue):
         t0 = time.perf_counter()
         data = simulate(MOVIELENS, seed)
         sim_time = time.perf_counter() - t0
-        out = measure_core(data, repeats, warmup=False, traced_separately=False)
+        out = measure_fit(
+            data, MOVIELENS["factors"], repeats, warmup=False, traced_separately=False
+        )
         out.update(status="ok", describe=describe(data), sim_time=sim_time)
-        out["x_bytes"] = data["X1"].nbytes
         queue.put(out)
     except Exception as exc:  # report, do not hang the parent
         queue.put({"status": f"error: {type(exc).__name__}: {exc}"})
@@ -393,17 +471,20 @@ COLUMNS = [
 ]
 
 
-def core_row(case, m, x_bytes, target):
+SKLMM_METHOD = "sklmm MixedLMRegressor, REML (variance_components)"
+
+
+def sklmm_row(case, m, target):
     median = f"{m['median']:.3f}" if m["n_calls"] > 1 else f"({m['n_calls']} call)"
     return [
         {
             "case": case,
-            "method": "sklmm._blocked core, REML",
+            "method": SKLMM_METHOD,
             "best s": f"{m['best']:.3f}",
             "median s": median,
             "traced MB": _fmt_mb(m["traced"]),
             "RSS MB": _fmt_mb(m["rss"]),
-            "X MB": _fmt_mb(x_bytes),
+            "X MB": _fmt_mb(m["x_bytes"]),
             "log-likelihood": f"{m['llf']:.4f}",
         },
         {
@@ -449,8 +530,8 @@ def main(argv=None):
         sm_version = None
 
     print(
-        "Crossed random intercepts: the core engine sklmm._blocked (blocked_stats + "
-        "minimize_blocked), not yet wired into MixedLMRegressor (issue 4, Must show 3)"
+        "Crossed random intercepts: sklmm MixedLMRegressor().fit(X, y, variance_components=vc), "
+        "groups=None, through the blocked-Cholesky engine sklmm._blocked (issue 4, Must show 3)"
     )
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
@@ -469,15 +550,15 @@ def main(argv=None):
     # 1. InstEval shape.
     data = simulate(INSTEVAL, SEED)
     case = "InstEval: 73,421 rows, 2,972 x 1,128 crossed + 14"
-    m = measure_core(data, args.repeats, warmup=True)
-    rows += core_row(case, m, data["X1"].nbytes, INSTEVAL["target"])
-    sd = np.sqrt(np.square(m["theta"]) * m["sigma2"])
+    m = measure_fit(data, INSTEVAL["factors"], args.repeats, warmup=True)
+    rows += sklmm_row(case, m, INSTEVAL["target"])
     notes.append(
-        f"InstEval: {describe(data)}. Core estimates: SDs (s, d, dept) "
-        f"{np.round(sd, 3).tolist()} (true {INSTEVAL['sd'].tolist()}), residual SD "
-        f"{np.sqrt(m['sigma2']):.3f} (true {INSTEVAL['sigma']})."
+        f"InstEval: {describe(data)}. "
+        + format_estimates("Estimates", m, INSTEVAL, INSTEVAL["factors"])
+        + "."
     )
     notes.append("InstEval" + m["breakdown"])
+    notes.append(format_core_check("InstEval", m))
     name = "statsmodels MixedLM, vc, 1 all-rows group"
     if sm_version is None or args.no_statsmodels:
         rows.append({"case": "", "method": name, "best s": "skipped", "result": "n/a"})
@@ -500,7 +581,7 @@ def main(argv=None):
                 {
                     "case": "",
                     "check: measured (target)": (
-                        f"speedup {out['time'] / m['best']:.0f}x; llf core - statsmodels "
+                        f"speedup {out['time'] / m['best']:.0f}x; llf sklmm - statsmodels "
                         f"= {m['llf'] - out['llf']:.2e}"
                     ),
                     "result": "-",
@@ -530,23 +611,22 @@ def main(argv=None):
     # 2. MovieLens-1M shape, in a child process with a timeout.
     case = "MovieLens-1M: 1,000,209 rows, 6,040 x 3,706 crossed"
     if args.no_movielens:
-        rows.append({"case": case, "method": "sklmm._blocked core", "best s": "skipped"})
+        rows.append({"case": case, "method": SKLMM_METHOD, "best s": "skipped"})
     else:
         out = _run_child(
             _movielens_worker, (SEED + 1, args.movielens_repeats), args.movielens_timeout
         )
         if out["status"] == "ok":
-            rows += core_row(case, out, out["x_bytes"], MOVIELENS["target"])
-            sd = np.sqrt(np.square(out["theta"]) * out["sigma2"])
+            rows += sklmm_row(case, out, MOVIELENS["target"])
             notes.append(
-                f"MovieLens: {out['describe']} (simulated in {out['sim_time']:.1f} s). Core "
-                f"estimates: SDs (user, movie) {np.round(sd, 3).tolist()} (true "
-                f"{MOVIELENS['sd'].tolist()}), residual SD {np.sqrt(out['sigma2']):.3f} "
-                f"(true {MOVIELENS['sigma']})."
+                f"MovieLens: {out['describe']} (simulated in {out['sim_time']:.1f} s). "
+                + format_estimates("Estimates", out, MOVIELENS, MOVIELENS["factors"])
+                + "."
             )
             notes.append("MovieLens" + out["breakdown"])
+            notes.append(format_core_check("MovieLens", out))
         else:
-            rows.append({"case": case, "method": "sklmm._blocked core", "best s": out["status"]})
+            rows.append({"case": case, "method": SKLMM_METHOD, "best s": out["status"]})
             rows.append(
                 {
                     "case": "",
@@ -560,15 +640,21 @@ def main(argv=None):
     for note in notes:
         print(f"- {note}")
     print(
-        "- time: wall time of blocked_stats + minimize_blocked from the raw arrays (X with "
-        "its intercept column, y, integer codes); best = minimum, median over the timed "
-        "calls. statsmodels: one call (MixedLM construction with sparse exog_vc + fit), in a "
-        "child process. log-likelihood: REML, all constants (-D/2; statsmodels' llf)."
+        "- time: wall time of MixedLMRegressor().fit(X, y, variance_components=vc) (defaults: "
+        "REML, tol 1e-7, max_iter 100) from the raw arrays: X without its intercept column "
+        "(the estimator adds it), y, and vc a DataFrame of the integer codes, one column per "
+        "factor, built before the clock starts; the call includes input checks, factorizing "
+        "the labels, centring, blocked_stats, minimize_blocked and the fitted attributes "
+        "(BLUPs, fixed-effects covariance). best = minimum, median over the timed calls. "
+        "statsmodels: one call (MixedLM construction with sparse exog_vc + fit), in a child "
+        "process. log-likelihood: REML, all constants (est.log_likelihood_ = -D/2; "
+        "statsmodels' llf)."
     )
     print(
         "- traced peak: tracemalloc peak above its level at the call's start (numpy "
         "allocations, not LAPACK work arrays); RSS peak: growth of the process's peak "
-        "resident set during one call. X: X with the intercept column."
+        "resident set during one call. X: the covariate matrix passed (sklmm: without the "
+        "intercept column; statsmodels: with it)."
     )
 
 

@@ -313,26 +313,37 @@ def fit_multi(est, X, y, groups, variance_components):
     Xc = X - x_mean
     if est.fit_intercept:
         Xc = np.column_stack([np.ones(n), Xc])
-    # Each term's columns at unit root mean square (a reparameterization, undone below).
-    Zs, scales = [], []
+    # Reparameterizations of each term's columns, undone in _store_multi (the likelihood
+    # is unchanged): the slopes of an unstructured term with an intercept centred (its
+    # covariance family is closed under the shift, a diagonal one is not), then every
+    # column at unit root mean square.
+    Zs, scales, shifts = [], [], []
     for td in terms:
         Z = td.z(X)
+        A = np.eye(Z.shape[1])  # b = A b_centred
+        if td.term.intercept and Z.shape[1] > 1 and td.term.covariance == "unstructured":
+            Z[:, 1:] -= col_means[td.slopes]
+            A[0, 1:] = -col_means[td.slopes]
         rms = np.sqrt(np.mean(Z * Z, axis=0))
         rms[~(rms > 0)] = 1.0
         Zs.append(Z / rms)
         scales.append(rms)
+        shifts.append(A)
     with np.errstate(over="ignore", invalid="ignore"):
         stats = blocked_stats(Xc, y - y_mean, codes, [td.n_levels for td in terms], Zs)
     if not (np.isfinite(stats.XytXy).all() and all(np.isfinite(z).all() for z in stats.ZtXy)):
         raise ValueError("X has values too large to square and sum in float64; rescale its columns")
     fixed_names = est._check_fixed_effects(stats.XytXy, n, col_means, names)
-    for i, k in enumerate(stats.order):
-        td, C = terms[k], stats.ZtZ[i]
-        if td.term.intercept and C.shape[1] > 1:
-            counts, sums = C[:, 0, 0], C[:, 0, 1:]
-            squares = np.diagonal(C, axis1=1, axis2=2)[:, 1:]
-            within = counts[:, None] * squares - sums**2
-            constant = np.all(within <= 1e-10 * counts[:, None] * squares + 1e-300, axis=0)
+    for td, c in zip(terms, codes, strict=True):
+        if td.term.intercept and len(td.slopes):
+            # Within-level spread of each slope column, from the globally centred column
+            # (no cancellation from an offset such as calendar years).
+            xc = X[:, td.slopes] - col_means[td.slopes]
+            counts = np.bincount(c, minlength=td.n_levels)[:, None]
+            sums = np.column_stack([np.bincount(c, v, td.n_levels) for v in xc.T])
+            squares = np.column_stack([np.bincount(c, v * v, td.n_levels) for v in xc.T])
+            within = counts * squares - sums**2
+            constant = np.all(within <= 1e-10 * counts * squares + 1e-300, axis=0)
             if constant.any():
                 bad = [td.term.slopes[j] for j in np.flatnonzero(constant)]
                 raise ValueError(
@@ -343,13 +354,13 @@ def fit_multi(est, X, y, groups, variance_components):
     structures = [CovarianceStructure(len(td.term.columns), td.term.covariance) for td in terms]
     objective = BlockedDeviance(stats, est.reml, structures)
     result = minimize_blocked(objective, tol=est.tol, max_iter=max(est.max_iter, 1))
-    _store_multi(est, result, objective, terms, codes, scales, x_mean, y_mean, fixed_names)
+    _store_multi(est, result, objective, terms, codes, scales, shifts, x_mean, y_mean, fixed_names)
     objective._cache = None
     est._core = {"objective": objective, "theta": result.theta}
     return est
 
 
-def _store_multi(est, result, objective, terms, codes, scales, x_mean, y_mean, fixed_names):
+def _store_multi(est, result, objective, terms, codes, scales, shifts, x_mean, y_mean, fixed_names):
     import warnings
 
     from ._estimator import SINGULAR_TOL
@@ -372,14 +383,16 @@ def _store_multi(est, result, objective, terms, codes, scales, x_mean, y_mean, f
     b, condvar = objective.conditional_modes(theta)
     est.random_effects_, est.random_effects_condvar_, est.random_effects_cov_ = {}, {}, {}
     variances, singular = {}, []
-    for k, (td, s) in enumerate(zip(terms, scales, strict=True)):
+    for k, (td, s, A) in enumerate(zip(terms, scales, shifts, strict=True)):
         cols = list(td.term.columns)
         lam_scaled = objective.structures[k].lam(theta[objective._slices[k]])
-        lam = lam_scaled / s[:, None]
+        lam = A @ (lam_scaled / s[:, None])
         cov = sigma2 * lam @ lam.T
         est.random_effects_cov_[td.name] = pd.DataFrame(cov, index=cols, columns=cols)
-        est.random_effects_[td.name] = pd.DataFrame(b[k] / s, index=td.index(), columns=cols)
-        est.random_effects_condvar_[td.name] = condvar[k] / np.outer(s, s)
+        est.random_effects_[td.name] = pd.DataFrame(
+            (b[k] / s) @ A.T, index=td.index(), columns=cols
+        )
+        est.random_effects_condvar_[td.name] = A @ (condvar[k] / np.outer(s, s)) @ A.T
         if cols == ["(Intercept)"]:
             variances[td.name] = float(cov[0, 0])
         if np.min(np.diag(lam_scaled)) < SINGULAR_TOL:

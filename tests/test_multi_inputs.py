@@ -10,6 +10,7 @@
 """
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sklmm import MixedLMRegressor, likelihood_ratio_test, make_group_scorer
+from sklmm import MixedLMRegressor, SingularFitWarning, likelihood_ratio_test, make_group_scorer
 from sklmm.datasets import load_pastes, load_penicillin
 
 
@@ -366,3 +367,86 @@ def test_crossed_design_with_a_random_slope():
     pred = est.predict(X.iloc[:3], groups=new)
     b_eff = est.random_effects_["b"].loc[new["b"], "(Intercept)"].to_numpy()
     np.testing.assert_allclose(pred, est.intercept_ + est.coef_[0] * X["x"].iloc[:3] + b_eff)
+
+
+# -- hard fits ------------------------------------------------------------------------
+
+
+def test_zero_variance_component_at_the_optimum():
+    # y and x with the mean of every b level removed: nothing varies between the b
+    # levels, so the b variance's optimum is 0.
+    X, y, labels = crossed(4, n_a=15, n_b=10, reps=2)
+    y = y - y.groupby(labels["b"]).transform("mean") + y.mean()
+    X = X - X.groupby(labels["b"]).transform("mean") + X.mean()
+    with pytest.warns(SingularFitWarning, match=r"\['b'\]"):
+        est = MixedLMRegressor().fit(X, y, variance_components=labels)
+    assert est.converged_ and est.is_singular_
+    assert est.variance_components_["b"] < 1e-8 * est.variance_components_["a"]
+    # The same likelihood as the model without the term.
+    alone = MixedLMRegressor().fit(X, y, groups=labels["a"])
+    assert est.log_likelihood_ == pytest.approx(alone.log_likelihood_, abs=1e-6)
+    assert est.variance_components_["a"] == pytest.approx(alone.random_effects_cov_[0, 0], rel=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1e8, 1e-8])
+def test_huge_and_tiny_response(scale):
+    X, y, labels = crossed(5)
+    ref = MixedLMRegressor().fit(X, y, variance_components=labels)
+    est = MixedLMRegressor().fit(X, y * scale, variance_components=labels)
+    assert est.converged_
+    n, p = len(y), 2
+    # REML log-likelihood of a*y: shifted by -(n - p) log a exactly.
+    assert est.log_likelihood_ == pytest.approx(
+        ref.log_likelihood_ - (n - p) * np.log(scale), abs=1e-6
+    )
+    np.testing.assert_allclose(
+        est.variance_components_ / scale**2, ref.variance_components_, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        est.predict(X, variance_components=labels) / scale,
+        ref.predict(X, variance_components=labels),
+        rtol=1e-7,
+    )
+
+
+@pytest.mark.parametrize("offset", [2000.0, 1e6])
+def test_slope_column_offset_leaves_the_fit_unchanged(offset):
+    X, y, labels = crossed(6, n_a=15, n_b=10, reps=2, slope=1.0)
+    spec = "(1 + x | a) + (1 | b)"
+    ref = MixedLMRegressor(random_effects=spec).fit(X, y, groups=labels)
+    Xo = X.assign(x=X["x"] + offset)
+    est = MixedLMRegressor(random_effects=spec).fit(Xo, y, groups=labels)
+    assert est.converged_
+    assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, abs=1e-6)
+    np.testing.assert_allclose(
+        est.predict(Xo, groups=labels), ref.predict(X, groups=labels), rtol=1e-7
+    )
+    np.testing.assert_allclose(
+        est.random_effects_cov_["a"].loc["x", "x"],
+        ref.random_effects_cov_["a"].loc["x", "x"],
+        rtol=1e-4,
+    )
+
+
+def test_rescaled_covariate_shifts_the_reml_likelihood_by_its_log():
+    X, y, labels = crossed(7, slope=1.0)
+    spec = "(1 + x | a) + (1 | b)"
+    ref = MixedLMRegressor(random_effects=spec).fit(X, y, groups=labels)
+    est = MixedLMRegressor(random_effects=spec).fit(X * 1e6, y, groups=labels)
+    assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_ - np.log(1e6), abs=1e-6)
+    np.testing.assert_allclose(est.coef_ * 1e6, ref.coef_, rtol=1e-6)
+
+
+def test_nested_component_with_single_row_levels():
+    # Every (a, c) pair has one row: the c variance cannot be told from the residual one;
+    # the fit says so by putting it on the boundary, and stays usable.
+    X, y, labels = crossed(8, n_a=15, n_b=10, reps=2)
+    c = pd.DataFrame({"c": [f"c{i}" for i in range(len(y))]})
+    with pytest.raises(ValueError, match="the number of rows must exceed"):
+        MixedLMRegressor().fit(X, y, groups=labels["a"], variance_components=c)
+    c = pd.DataFrame({"c": [f"c{i % 7}" for i in range(len(y))]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)  # data-dependent
+        est = MixedLMRegressor().fit(X, y, groups=labels["a"], variance_components=c)
+    assert est.converged_
+    assert np.isfinite(est.log_likelihood_)
