@@ -325,6 +325,14 @@ class BlockedDeviance(FactorCache):
             if self.m_r
             else np.zeros((0, p + 1))
         )
+        self._cache = None
+        self._build()
+
+    _DERIVED = ("_B", "_G", "_br", "_bc")
+
+    def _build(self):
+        """The contingency table ``B = Z_r'Z_1`` (sparse) and ``G = Z_r'Z_r`` (dense)."""
+        stats, K, q_sorted = self.stats, self.stats.n_terms, self._q
         if self.m_r:
             B = sp.vstack([stats.block(i, 0) for i in range(1, K)]).tocsr()
             B.sum_duplicates()
@@ -349,7 +357,29 @@ class BlockedDeviance(FactorCache):
         self._G = G  # Z_r'Z_r, dense
         self._br = np.repeat(np.arange(self.m_r), np.diff(B.indptr))  # rows of B's nonzeros
         self._bc = B.indices  # columns of B's nonzeros
+
+    def release(self):
+        """Free ``G`` (dense, m_r x m_r), ``B`` and the cached factor; rebuilt when needed.
+
+        A fitted estimator keeps its criterion for the likelihood-ratio test; this keeps
+        it (and its pickle) small.
+        """
+        for name in self._DERIVED:
+            self.__dict__.pop(name, None)
         self._cache = None
+
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: after release() or unpickling.
+        if name in BlockedDeviance._DERIVED and "stats" in self.__dict__:
+            self._build()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for name in (*self._DERIVED, "_cache"):
+            state.pop(name, None)
+        return state
 
     # -- parameters ---------------------------------------------------------
     def _lams(self, theta):
@@ -706,7 +736,8 @@ def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_thr
         ``y``), and no descent off the boundary where a diagonal entry of
         ``Lambda_k`` is 0 (see :func:`_leave_boundary_saddle`).
     max_iter : int
-        Cap on L-BFGS-B iterations (over all restarts).
+        Cap on L-BFGS-B iterations over all restarts (and on evaluations, at ten
+        per iteration).
     blas_threads : int, "auto" or None
         BLAS threads during the fit (``None``: leave the setting alone).
 
@@ -788,22 +819,29 @@ def _minimize(objective, theta0, tol, max_iter):
         )
         return ev.deviance - offset, ev.gradient
 
-    message = ""
+    message, iterations = "", 0
     for _restart in range(5):
-        remaining = max(max_iter - len(log), 1)
+        remaining = max(max_iter - iterations, 1)
         res = scipy.optimize.minimize(
             fun,
             theta,
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
-            options={"maxiter": remaining, "gtol": tol * scale, "ftol": tol * tol, "maxcor": 10},
+            options={
+                "maxiter": remaining,
+                "maxfun": 10 * remaining,
+                "gtol": tol * scale,
+                "ftol": tol * tol,
+                "maxcor": 10,
+            },
         )
+        iterations += int(res.nit)
         theta = res.x
         message = str(res.message)
         ev = objective(theta, 1)
         gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
-        if gnorm > 10 * tol * scale or len(log) >= max_iter:
+        if gnorm > 10 * tol * scale or iterations >= max_iter:
             break
         start = _leave_boundary_saddle(objective, theta, ev, lower)
         if start is None:

@@ -184,6 +184,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         Maximum iterations of each Newton pass (``"em-newton"`` runs two: one
         from the EM result and one from the start, and keeps the better), or of
         EM for ``solver="em"``.
+        With several terms: maximum L-BFGS-B iterations.
     em_max_iter : int, default=25
         Maximum EM iterations before Newton takes over (``"em-newton"``).
     tol : float, default=1e-7
@@ -233,11 +234,14 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     converged_ : bool
         Whether the convergence rule held.
     n_iter_ : int
-        Iterations of EM and Newton together.
+        Iterations of EM and Newton together; with several terms, evaluations of
+        the criterion and its gradient.
     fit_log_ : pandas.DataFrame
         One row per iteration: phase, iteration, ``-2 log L``,
         log-likelihood, gradient norm, step size, and the variance
-        parameters on the user scale at that iterate.
+        parameters on the user scale at that iterate. With several terms, one
+        row per evaluation (phase ``"lbfgs"``): ``-2 log L``, log-likelihood
+        and gradient norm.
     fixed_effects_cov_ : ndarray of shape (p, p)
         Covariance of the fixed effects (the intercept first when
         ``fit_intercept=True``), given the variance parameters (lme4 ``vcov``).
@@ -448,7 +452,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     # -- fit ------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, groups=None, variance_components=None):
+    def fit(self, X, y, groups=None, *, variance_components=None):
         """Fit the model by REML or ML.
 
         Parameters
@@ -484,8 +488,17 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         with _blas_controller().limit(limits=1, user_api="blas"):
             return self._fit(X, y, groups, variance_components)
 
-    def _fit(self, X, y, groups, variance_components):
+    def _reset(self):
+        """Forget every fitted attribute (a refit may be of another kind of model)."""
+        for name in list(vars(self)):
+            if name.endswith("_") and not name.startswith("__"):
+                delattr(self, name)
+        for name in ("_core", "_blup_gain", "_fingerprint", "_fixed_names", "_label_columns"):
+            self.__dict__.pop(name, None)
         self._one_term, self._terms = None, None
+
+    def _fit(self, X, y, groups, variance_components):
+        self._reset()
         if self.random_effects is not None:
             if self.random_slopes is not None or self.covariance_type != "unstructured":
                 raise ValueError(
@@ -656,7 +669,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         x_mean, y_mean, z_mean = design["centres"]
         names = self._feature_names()
         n, p, q = stats.n, stats.p, stats.q
-        self.groups_name_ = design["groups_name"]
+        one = getattr(self, "_one_term", None)
+        self.groups_name_ = one.group[0] if one is not None else design["groups_name"]
         if levels is None:
             warnings.warn(_NO_GROUPS, NoGroupsWarning, stacklevel=5)
             levels = np.zeros(0, dtype=object)
@@ -827,7 +841,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     # -- predict ------------------------------------------------------------
     def predict(
-        self, X, groups=None, variance_components=None, return_std=False, include_residual=False
+        self, X, groups=None, return_std=False, include_residual=False, *, variance_components=None
     ):
         """Predict with the random effects of the groups seen in ``fit``.
 
@@ -921,7 +935,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             var += self.residual_variance_
         return pred, np.sqrt(np.maximum(var, 0.0))
 
-    def score(self, X, y, groups=None, variance_components=None, sample_weight=None):
+    def score(self, X, y, groups=None, sample_weight=None, *, variance_components=None):
         """R^2 of :meth:`predict` with ``groups`` (and ``variance_components``).
 
         Parameters
@@ -1019,7 +1033,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         out[-1] = np.exp(out[-1])
         return out
 
-    def summary(self, X=None, y=None, groups=None, variance_components=None, alpha=0.05):
+    def summary(self, X=None, y=None, groups=None, alpha=0.05, *, variance_components=None):
         """lme4-shaped summary with tables of fixed effects and variance parameters.
 
         Parameters
@@ -1117,6 +1131,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             message="see fit_log_",
         )
         return MixedLMSummary(text, fixed, vc)
+
+    def __sklearn_is_fitted__(self):
+        """Fitted once a fit completed (a fit that fails validation leaves it unfitted)."""
+        return hasattr(self, "coef_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -90,13 +90,14 @@ def label_columns(obj, what, n_rows, check):
     if isinstance(obj, pd.DataFrame):
         cols = {str(c): obj[c] for c in obj.columns}
     elif isinstance(obj, pd.Series):
-        cols = {str(obj.name) if obj.name is not None else what: obj}
+        default = "group" if what == "groups" else what
+        cols = {str(obj.name) if obj.name is not None else default: obj}
     else:
         arr = np.asarray(obj)
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim == 1:
-            cols = {what: arr}
+            cols = {"group" if what == "groups" else what: arr}
         elif arr.ndim == 2:
             cols = {f"{what}{j}": arr[:, j] for j in range(arr.shape[1])}
         else:
@@ -107,11 +108,16 @@ def label_columns(obj, what, n_rows, check):
 
 
 def _unique_names(names):
-    seen, out = {}, []
+    """lme4's names for repeated factors (``g``, ``g.1``, ...), never colliding with another."""
+    taken, out = set(names), []
     for name in names:
-        k = seen.get(name, 0)
-        out.append(name if k == 0 else f"{name}.{k}")
-        seen[name] = k + 1
+        if name not in out:
+            out.append(name)
+            continue
+        k = 1
+        while f"{name}.{k}" in taken or f"{name}.{k}" in out:
+            k += 1
+        out.append(f"{name}.{k}")
     return out
 
 
@@ -287,6 +293,7 @@ def fit_multi(est, X, y, groups, variance_components):
             main_slopes = est._resolve_slopes(n)
     terms = resolve_terms(est, names, groups_cols, vc_cols, main_slopes)
     codes = encode_terms(terms, groups_cols, vc_cols, _factorize)
+    est._label_columns = {"groups": list(groups_cols), "variance_components": list(vc_cols)}
     for td in terms:
         q = len(td.term.columns)
         if td.n_levels < 2:
@@ -355,7 +362,7 @@ def fit_multi(est, X, y, groups, variance_components):
     objective = BlockedDeviance(stats, est.reml, structures)
     result = minimize_blocked(objective, tol=est.tol, max_iter=max(est.max_iter, 1))
     _store_multi(est, result, objective, terms, codes, scales, shifts, x_mean, y_mean, fixed_names)
-    objective._cache = None
+    objective.release()
     est._core = {"objective": objective, "theta": result.theta}
     return est
 
@@ -458,12 +465,16 @@ def predict_multi(est, X, groups, variance_components):
     X = validate_data(est, est._prepare_X(X), reset=False, ensure_min_features=0, dtype=np.float64)
     n = X.shape[0]
     pred = X @ est.coef_ + est.intercept_
-    groups_cols = _align(label_columns(groups, "groups", n, _check_groups), est._terms, "groups")
-    vc_cols = _align(
-        label_columns(variance_components, "variance_components", n, _check_groups),
-        est._terms,
-        "variance_components",
-    )
+    given = {
+        "groups": label_columns(groups, "groups", n, _check_groups),
+        "variance_components": label_columns(
+            variance_components, "variance_components", n, _check_groups
+        ),
+    }
+    if any(given.values()):
+        for kind in given:
+            given[kind] = _align(given[kind], est._terms, kind, est._label_columns[kind])
+    groups_cols, vc_cols = given["groups"], given["variance_components"]
     for td, idx in zip(
         est._terms, match_terms(est._terms, groups_cols, vc_cols, n, _match_groups), strict=True
     ):
@@ -474,24 +485,32 @@ def predict_multi(est, X, groups, variance_components):
     return pred
 
 
-def _align(given, terms, kind):
+def _align(given, terms, kind, fitted_columns):
     """The label columns given at prediction, under the names the terms use.
 
-    Columns are matched by name. Where names do not match (an unnamed array, a renamed
-    Series), they are matched by position if the number of columns is the number the
-    model uses. A column the model needs that cannot be matched is an error: silently
-    treating its labels as unseen would drop the term from every prediction.
+    Columns are matched by name. Where no name matches (an unnamed array, a renamed
+    Series), they are matched by position, in the order of ``fit``'s columns, if there
+    are as many as in ``fit``. A column the model needs that cannot be matched is an
+    error, and so is ``None`` for a kind of labels the model needs when the other kind
+    is given: treating those labels as unseen would silently drop terms from every
+    prediction. (Both ``None``: population predictions, handled by the caller.)
     """
     wanted = list(dict.fromkeys(col for td in terms for k, col in td.sources if k == kind))
-    if not given or not wanted:
+    if not wanted:
         return given
+    if not given:
+        raise ValueError(
+            f"{kind}=None, but the model's terms {[str(td.term) for td in terms]} use its "
+            f"columns {wanted}: pass them as in fit (or every label argument None for "
+            "population predictions)"
+        )
     if set(wanted) <= set(given):
         return given
-    if len(given) == len(wanted) and not set(given) & set(wanted):
-        return dict(zip(wanted, given.values(), strict=True))
+    if len(given) == len(fitted_columns) and not set(given) & set(fitted_columns):
+        return dict(zip(fitted_columns, given.values(), strict=True))
     missing = [c for c in wanted if c not in given]
     raise ValueError(
         f"{kind} at prediction has the columns {list(given)} but the model was fitted with "
-        f"{wanted}: {missing} are missing. Pass the same columns as in fit (or "
-        f"{kind}=None for predictions without those terms)"
+        f"{fitted_columns}: {missing} are missing. Pass the same columns as in fit (or "
+        "every label argument None for population predictions)"
     )

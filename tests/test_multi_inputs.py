@@ -450,3 +450,163 @@ def test_nested_component_with_single_row_levels():
         est = MixedLMRegressor().fit(X, y, groups=labels["a"], variance_components=c)
     assert est.converged_
     assert np.isfinite(est.log_likelihood_)
+
+
+# -- review findings: state, names, positional arguments, label matching ---------------
+
+
+def test_positional_label_matching_follows_the_columns_of_fit():
+    # Terms in the order (b, a), groups columns in the order (a, b): an unnamed array is
+    # matched to fit's column order, not to the order the terms use them.
+    X, y, labels = crossed(9)
+    ints = labels.apply(lambda s: s.str[1:].astype(int))
+    for lab in (labels, ints):
+        est = MixedLMRegressor(random_effects="(1 | b) + (1 | a)").fit(X, y, groups=lab)
+        np.testing.assert_array_equal(
+            est.predict(X, groups=lab.to_numpy()), est.predict(X, groups=lab)
+        )
+        assert not np.allclose(est.predict(X, groups=lab), est.predict(X))
+
+
+def test_a_needed_label_argument_left_out_is_an_error():
+    df = load_pastes()
+    est = MixedLMRegressor().fit(
+        df[[]], df["strength"], groups=df["batch"], variance_components=df[["cask"]]
+    )
+    with pytest.raises(ValueError, match="groups=None, but the model's terms"):
+        est.predict(df[[]], variance_components=df[["cask"]])
+    with pytest.raises(ValueError, match="variance_components=None, but the model's terms"):
+        est.predict(df[[]], groups=df["batch"])
+    np.testing.assert_allclose(est.predict(df[[]]), est.intercept_)  # both None: population
+
+
+def test_repeated_factor_names_never_collide():
+    X, y, labels = crossed(10, slope=1.0)
+    groups = pd.DataFrame({"g": labels["a"], "g.1": labels["b"]})
+    est = MixedLMRegressor(random_effects="(1 | g) + (0 + x | g) + (1 | g.1)").fit(
+        X, y, groups=groups
+    )
+    assert list(est.random_effects_) == ["g", "g.2", "g.1"]
+    assert list(est.random_effects_["g.2"].columns) == ["x"]
+    assert list(est.random_effects_["g.1"].index) == sorted(labels["b"].unique())
+    # the slope term's BLUPs are used for it, the b intercepts for (1 | g.1)
+    pred = est.predict(X, groups=groups)
+    want = (
+        est.intercept_
+        + X["x"].to_numpy() * est.coef_[0]
+        + est.random_effects_["g"]["(Intercept)"].reindex(groups["g"]).to_numpy()
+        + X["x"].to_numpy() * est.random_effects_["g.2"]["x"].reindex(groups["g"]).to_numpy()
+        + est.random_effects_["g.1"]["(Intercept)"].reindex(groups["g.1"]).to_numpy()
+    )
+    np.testing.assert_allclose(pred, want)
+
+
+def test_refit_of_another_kind_leaves_no_state():
+    X, y, labels = crossed(11, slope=1.0)
+    est = MixedLMRegressor(random_slopes=["x"]).fit(X, y, groups=labels["a"])
+    one_term = set(vars(est))
+    est.fit(X, y, groups=labels["a"], variance_components=labels[["b"]])
+    several = set(vars(est))
+    assert not {"groups_", "random_slopes_idx_", "_blup_gain"} & several
+    est.set_params(random_slopes=None).fit(X, y, groups=labels["a"])
+    assert "variance_components_" not in vars(est)
+    assert set(vars(est)) <= one_term
+    # a refit that fails validation leaves an unfitted estimator, not a mixed one
+    with pytest.raises(ValueError):
+        est.fit(X, y, variance_components=labels.assign(b="same"))
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        est.predict(X)
+
+
+def test_new_keyword_does_not_shift_positional_arguments():
+    X, y, labels = crossed(12)
+    est = MixedLMRegressor().fit(X, y, labels["a"])
+    w = np.linspace(0.1, 1.0, len(y))
+    assert est.score(X, y, labels["a"], w) == est.score(X, y, groups=labels["a"], sample_weight=w)
+    pred, std = est.predict(X, labels["a"], True)
+    assert std.shape == pred.shape
+    table = est.summary(X, y, labels["a"], 0.5).random_effects
+    assert "ci_0.25" in table.columns
+
+
+def test_likelihood_ratio_test_across_engines_with_array_groups():
+    X, y, labels = crossed(13, slope=1.0)
+    g = labels["a"].to_numpy()
+    small = MixedLMRegressor(random_effects="(1 | a)").fit(X, y, groups=g)
+    large = MixedLMRegressor(random_effects="(1 | a) + (0 + x | a)").fit(X, y, groups=g)
+    table = likelihood_ratio_test(small, large)
+    assert table.loc["large", "Df"] == 1 and table.loc["large", "Chisq"] > 0
+    one = MixedLMRegressor().fit(X, y, groups=g)
+    two = MixedLMRegressor().fit(X, y, groups=g, variance_components=labels[["b"]])
+    assert likelihood_ratio_test(one, two).loc["large", "Df"] == 1
+
+
+def test_pickle_of_a_fit_does_not_carry_the_dense_block():
+    X, y, labels = crossed(14, n_a=60, n_b=50, reps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)  # not the point here
+        est = MixedLMRegressor().fit(X, y, variance_components=labels)
+    m_r = 50
+    size = len(pickle.dumps(est))
+    assert size < 40 * len(y) * 8 + 8 * m_r * m_r  # far below several dense blocks
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(
+        again.predict(X, variance_components=labels), est.predict(X, variance_components=labels)
+    )
+    # the ML refit of the likelihood-ratio test rebuilds what was released
+    small = MixedLMRegressor().fit(X, y, variance_components=labels[["a"]])
+    assert likelihood_ratio_test(small, again).loc["large", "Df"] == 1
+
+
+DENSE_SPECS = [
+    "(0 + x | a) + (1 | b)",
+    "(1 | a) + (0 + x | a) + (1 | b)",
+    "(1 + x || a) + (1 + x | b)",
+    "(1 + x | a:b) + (1 | a)",
+]
+
+
+@pytest.mark.parametrize("spec", DENSE_SPECS)
+@pytest.mark.parametrize("reml", [True, False])
+def test_fit_against_a_dense_computation(spec, reml):
+    # The criterion at the fitted variances from the n x n V, and the BLUPs from it.
+    X, y, labels = crossed(15, n_a=10, n_b=6, reps=3, slope=1.0)
+    X = X.assign(x=X["x"] + 3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)  # not the point here
+        est = MixedLMRegressor(random_effects=spec, reml=reml).fit(X, y, groups=labels)
+    n = len(y)
+    Xf = np.column_stack([np.ones(n), X.to_numpy()])
+    V = est.residual_variance_ * np.eye(n)
+    Zs = {}
+    for td in est._terms:
+        keys = pd.MultiIndex.from_frame(labels[[c for _, c in td.sources]])
+        if len(td.sources) == 1:
+            keys = keys.get_level_values(0)
+        idx = est.random_effects_[td.name].index.get_indexer(keys)
+        z = td.z(X.to_numpy())
+        m, q = est.random_effects_[td.name].shape
+        Z = np.zeros((n, m * q))
+        for j in range(q):
+            Z[np.arange(n), idx * q + j] = z[:, j]
+        cov = est.random_effects_cov_[td.name].to_numpy()
+        V += Z @ np.kron(np.eye(m), cov) @ Z.T
+        Zs[td.name] = (Z, np.kron(np.eye(m), cov))
+    Vi = np.linalg.inv(V)
+    C = Xf.T @ Vi @ Xf
+    beta = np.linalg.solve(C, Xf.T @ Vi @ y.to_numpy())
+    r = y.to_numpy() - Xf @ beta
+    # -2 log L (ML), or lme4's REML criterion: log|V| + log|X'V^-1 X| + r'V^-1 r
+    # + (n - p) log(2 pi), with V at the fitted variances.
+    dev = np.linalg.slogdet(V)[1] + r @ Vi @ r
+    if reml:
+        dev += np.linalg.slogdet(C)[1] + (n - 2) * np.log(2 * np.pi)
+    else:
+        dev += n * np.log(2 * np.pi)
+    assert est.log_likelihood_ == pytest.approx(-0.5 * dev, abs=1e-6)
+    np.testing.assert_allclose(np.r_[est.intercept_, est.coef_], beta, rtol=1e-7)
+    for name, (Z, G) in Zs.items():
+        b = G @ Z.T @ Vi @ r
+        np.testing.assert_allclose(
+            est.random_effects_[name].to_numpy().ravel(), b, rtol=1e-5, atol=1e-7
+        )
