@@ -17,6 +17,7 @@ term was not seen in ``fit`` gets no contribution from that term (lme4's
 ``allow.new.levels = TRUE``).
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,6 +261,39 @@ def match_terms(terms, groups_cols, vc_cols, n_rows, match):
     return out
 
 
+#: Arrays of the dense block's size that one evaluation holds at once (G, GP, A22 = L22,
+#: its inverse, a product), for the memory check before the fit.
+DENSE_COPIES = 5
+
+
+def _memory_bytes():
+    """Physical memory of the machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux/macOS
+        return None
+
+
+def _check_dense_block(terms):
+    """A clear error when the dense block of the blocked factorization cannot fit in memory.
+
+    Every term but the one with most levels goes into one dense block of
+    ``sum m_k q_k`` rows; the fit holds a few arrays of its square.
+    """
+    sizes = sorted((td.n_levels, td.n_levels * len(td.term.columns)) for td in terms)
+    m_r = sum(s for _, s in sizes[:-1])
+    need = DENSE_COPIES * 8 * m_r * m_r
+    have = _memory_bytes()
+    if have is not None and need > 0.8 * have:
+        names = [str(td.term) for td in sorted(terms, key=lambda t: t.n_levels)[:-1]]
+        raise ValueError(
+            f"the terms {names} have {m_r:,} random effects together: the dense block of "
+            f"the factorization ({m_r:,} x {m_r:,}) would need about {need / 1e9:,.1f} GB "
+            f"of the machine's {have / 1e9:,.1f} GB. Only the term with most levels may be "
+            "that large; coarsen the other factors or fit them as fixed effects"
+        )
+
+
 def fit_multi(est, X, y, groups, variance_components):
     """Fit ``est`` with several random-effects terms (the blocked engine); returns ``est``."""
     from sklearn.utils.validation import validate_data
@@ -308,6 +342,7 @@ def fit_multi(est, X, y, groups, variance_components):
                 "every term, or the residual and random-effect variances cannot be told apart "
                 "(for example, every level has a single row)"
             )
+    _check_dense_block(terms)
     big_y = np.max(np.abs(y))
     if big_y > np.sqrt(np.finfo(np.float64).max / n):
         raise ValueError(

@@ -610,3 +610,17 @@ def test_fit_against_a_dense_computation(spec, reml):
         np.testing.assert_allclose(
             est.random_effects_[name].to_numpy().ravel(), b, rtol=1e-5, atol=1e-7
         )
+
+
+def test_a_dense_block_too_large_for_memory_is_refused(monkeypatch):
+    import sklmm._multi as multi
+
+    # b's 30 levels go into the dense block: 5 arrays of 30 x 30 doubles, 36 kB.
+    X, y, labels = crossed(16, n_a=40, n_b=30, reps=1)
+    monkeypatch.setattr(multi, "_memory_bytes", lambda: 1e4)  # a 10 kB machine
+    with pytest.raises(ValueError, match=r"the terms \['\(1 \| b\)'\] have 30 random effects"):
+        MixedLMRegressor().fit(X, y, variance_components=labels)
+    monkeypatch.setattr(multi, "_memory_bytes", lambda: 1e5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        assert MixedLMRegressor().fit(X, y, variance_components=labels).converged_
