@@ -6,7 +6,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -22,6 +21,7 @@ from ._inference import (
     information_criteria,
     summary_text,
     varcorr_table,
+    variance_parameter_cis,
 )
 from ._inference import (
     likelihood_ratio_test as _lr_table,
@@ -963,74 +963,24 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         return r2_score(y, pred, sample_weight=sample_weight)
 
     def _variance_parameter_cis(self, alpha):
-        """Wald intervals for sd's, correlations and sigma on their unbounded scales."""
+        """Wald intervals for sd's, correlations and sigma (see ``variance_parameter_cis``)."""
         core = self._core
         objective, z_scale = core["objective"], core["z_scale"]
         A_inv = np.linalg.inv(core["A"])  # unit triangular
         cov = objective.cov
-        q = cov.q
-        sigma, sigma2 = self.random_effects_cov_, self.residual_variance_
-        sd = np.sqrt(np.diag(sigma))
-        pairs = (
-            [(i, j) for j in range(q) for i in range(j + 1, q)]
-            if (cov.kind == "unstructured")
-            else []
-        )
-        n_par = q + len(pairs) + 1
-        if q == 0 or self.is_singular_:
+        unstructured = cov.kind == "unstructured"
+        n_par = cov.q + (cov.q * (cov.q - 1) // 2 if unstructured else 0) + 1
+        if cov.q == 0 or self.is_singular_:
             return np.full((n_par, 2), np.nan)
-        corr = np.array([sigma[i, j] / (sd[i] * sd[j]) for i, j in pairs])
-        phi0 = np.r_[
-            np.log(sd), np.arctanh(np.clip(corr, -0.999999, 0.999999)), 0.5 * np.log(sigma2)
-        ]
 
-        def deviance(phi):
-            s = np.exp(phi[:q])
-            R = np.eye(q)
-            for (i, j), r in zip(pairs, np.tanh(phi[q:-1]), strict=True):
-                R[i, j] = R[j, i] = r
-            s2 = np.exp(2 * phi[-1])
-            sigma_centred = A_inv @ (R * np.outer(s, s)) @ A_inv.T
-            psi = sigma_centred * np.outer(z_scale, z_scale) / s2
-            try:
-                lam = (
-                    np.linalg.cholesky(psi)
-                    if cov.kind == "unstructured"
-                    else np.diag(np.sqrt(np.diag(psi)))
-                )
-            except np.linalg.LinAlgError:
-                return np.inf
-            theta = lam[cov.rows, cov.cols]
-            return objective.unprofiled_deviance(theta, s2)
+        def deviance(sigmas, s2):
+            psi = A_inv @ sigmas[0] @ A_inv.T * np.outer(z_scale, z_scale) / s2
+            theta = _theta_from_psi(psi, cov)
+            return np.inf if theta is None else objective.unprofiled_deviance(theta, s2)
 
-        h = 1e-3
-        H = np.empty((n_par, n_par))
-        E = np.eye(n_par) * h
-        d0 = deviance(phi0)
-        for a in range(n_par):
-            for b in range(a, n_par):
-                if a == b:
-                    val = (deviance(phi0 + E[a]) - 2 * d0 + deviance(phi0 - E[a])) / h**2
-                else:
-                    val = (
-                        deviance(phi0 + E[a] + E[b])
-                        - deviance(phi0 + E[a] - E[b])
-                        - deviance(phi0 - E[a] + E[b])
-                        + deviance(phi0 - E[a] - E[b])
-                    ) / (4 * h**2)
-                H[a, b] = H[b, a] = val
+        terms = [(self.random_effects_cov_, unstructured)]
+        out = variance_parameter_cis(terms, self.residual_variance_, deviance, alpha)
         objective._cache = None
-        try:
-            cov_phi = 2.0 * np.linalg.inv(H)  # D = -2 log L: information = H / 2
-        except np.linalg.LinAlgError:
-            return np.full((n_par, 2), np.nan)
-        se = np.sqrt(np.clip(np.diag(cov_phi), 0.0, None))
-        crit = norm.ppf(1 - alpha / 2)
-        lo, hi = phi0 - crit * se, phi0 + crit * se
-        out = np.column_stack([lo, hi])
-        out[:q] = np.exp(out[:q])
-        out[q:-1] = np.tanh(out[q:-1])
-        out[-1] = np.exp(out[-1])
         return out
 
     def summary(self, X=None, y=None, groups=None, alpha=0.05, *, variance_components=None):
@@ -1052,7 +1002,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             z statistics, p-values and intervals; its ``random_effects`` table is
             lme4's ``as.data.frame(VarCorr(fit))`` with Wald intervals of
             ``sdcor`` on the log-sd / atanh-correlation scale (not available,
-            NaN, for a singular fit or a model with several terms).
+            NaN, for a singular fit).
         """
         check_is_fitted(self)
         beta = np.r_[self.intercept_, self.coef_] if self.fit_intercept else self.coef_
@@ -1096,6 +1046,34 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         )
         return MixedLMSummary(text, fixed, vc)
 
+    def _variance_parameter_cis_multi(self, alpha, n_par):
+        """Wald intervals of every term's sd's and correlations and of sigma."""
+        if self.is_singular_:
+            return np.full((n_par, 2), np.nan)
+        objective, theta_hat = self._core["objective"], self._core["theta"]
+        scales, shifts = self._core["transforms"]
+        structures = objective.structures
+
+        def deviance(sigmas, s2):
+            theta = np.empty_like(theta_hat)
+            for k, (sigma, s, A) in enumerate(zip(sigmas, scales, shifts, strict=True)):
+                A_inv = np.linalg.inv(A)
+                psi = A_inv @ sigma @ A_inv.T * np.outer(s, s) / s2
+                t = _theta_from_psi(psi, structures[k])
+                if t is None:
+                    return np.inf
+                theta[objective._slices[k]] = t
+            return objective.unprofiled_deviance(theta, s2)
+
+        terms = [
+            (self.random_effects_cov_[td.name].to_numpy(), td.term.covariance == "unstructured")
+            for td in self._terms
+        ]
+        with _blas_controller().limit(limits=objective.blas_threads(), user_api="blas"):
+            out = variance_parameter_cis(terms, self.residual_variance_, deviance, alpha)
+        objective.release()
+        return out
+
     def _summary_multi(self, fixed, alpha, resid):
         """The summary of a model with several terms (no intervals for the variances)."""
         tables, random_terms = [], []
@@ -1113,7 +1091,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             random_terms.append((td.name, names, cov.to_numpy(), td.n_levels))
         tables.append(table.iloc[-1:])
         vc = pd.concat(tables, ignore_index=True)
-        vc[f"ci_{alpha / 2:g}"] = vc[f"ci_{1 - alpha / 2:g}"] = np.nan
+        cis = self._variance_parameter_cis_multi(alpha, len(vc))
+        vc[f"ci_{alpha / 2:g}"], vc[f"ci_{1 - alpha / 2:g}"] = cis[:, 0], cis[:, 1]
         text = summary_text(
             reml=self.reml,
             log_likelihood=self.log_likelihood_,
@@ -1140,6 +1119,19 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _theta_from_psi(psi, cov):
+    """``theta`` of a relative covariance ``psi`` for a structure, None if not PD."""
+    try:
+        lam = (
+            np.linalg.cholesky(psi)
+            if cov.kind == "unstructured"
+            else np.diag(np.sqrt(np.diag(psi)))
+        )
+    except np.linalg.LinAlgError:
+        return None
+    return lam[cov.rows, cov.cols]
 
 
 def _ml_log_likelihood(est):

@@ -59,6 +59,86 @@ def varcorr_table(group, names, sigma, sigma2, covariances=True):
     return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
 
+def variance_parameter_cis(terms, sigma2, deviance, alpha):
+    """Wald intervals for standard deviations, correlations and sigma, on unbounded scales.
+
+    Parameters
+    ----------
+    terms : list of (ndarray, bool)
+        Per random-effects term, its covariance ``Sigma_k`` (user scale) and whether it
+        is unstructured (its correlations are parameters).
+    sigma2 : float
+        Residual variance.
+    deviance : callable
+        ``deviance(sigmas, sigma2)``: ``-2 log L`` (REML or ML, ``beta`` profiled) at the
+        covariances ``sigmas`` (one per term) and ``sigma2``; ``inf`` outside the space.
+    alpha : float
+        One minus the confidence level.
+
+    Returns
+    -------
+    ndarray of shape (n_parameters, 2)
+        Rows in the order of :func:`varcorr_table` per term (standard deviations, then
+        correlations by column), then sigma: the interval from the observed information
+        of ``phi = (log sd, atanh corr, log sigma)`` by central differences, mapped back.
+        NaN when the information is singular.
+    """
+    blocks, phi0 = [], []
+    for sigma, unstructured in terms:
+        q = len(sigma)
+        sd = np.sqrt(np.diag(sigma))
+        pairs = [(i, j) for j in range(q) for i in range(j + 1, q)] if unstructured else []
+        corr = [sigma[i, j] / (sd[i] * sd[j]) for i, j in pairs]
+        blocks.append((q, pairs))
+        phi0 += [*np.log(sd), *np.arctanh(np.clip(corr, -0.999999, 0.999999))]
+    phi0 = np.array([*phi0, 0.5 * np.log(sigma2)])
+    n_par = len(phi0)
+
+    def at(phi):
+        sigmas, k = [], 0
+        for q, pairs in blocks:
+            s = np.exp(phi[k : k + q])
+            R = np.eye(q)
+            for (i, j), r in zip(pairs, np.tanh(phi[k + q : k + q + len(pairs)]), strict=True):
+                R[i, j] = R[j, i] = r
+            sigmas.append(R * np.outer(s, s))
+            k += q + len(pairs)
+        return deviance(sigmas, np.exp(2 * phi[-1]))
+
+    h = 1e-3
+    H = np.empty((n_par, n_par))
+    E = np.eye(n_par) * h
+    d0 = at(phi0)
+    for a in range(n_par):
+        for b in range(a, n_par):
+            if a == b:
+                val = (at(phi0 + E[a]) - 2 * d0 + at(phi0 - E[a])) / h**2
+            else:
+                val = (
+                    at(phi0 + E[a] + E[b])
+                    - at(phi0 + E[a] - E[b])
+                    - at(phi0 - E[a] + E[b])
+                    + at(phi0 - E[a] - E[b])
+                ) / (4 * h**2)
+            H[a, b] = H[b, a] = val
+    try:
+        cov_phi = 2.0 * np.linalg.inv(H)  # D = -2 log L: information = H / 2
+    except np.linalg.LinAlgError:
+        return np.full((n_par, 2), np.nan)
+    if not np.all(np.isfinite(cov_phi)):
+        return np.full((n_par, 2), np.nan)
+    se = np.sqrt(np.clip(np.diag(cov_phi), 0.0, None))
+    crit = stats.norm.ppf(1 - alpha / 2)
+    out = np.column_stack([phi0 - crit * se, phi0 + crit * se])
+    k = 0
+    for q, pairs in blocks:
+        out[k : k + q] = np.exp(out[k : k + q])
+        out[k + q : k + q + len(pairs)] = np.tanh(out[k + q : k + q + len(pairs)])
+        k += q + len(pairs)
+    out[-1] = np.exp(out[-1])
+    return out
+
+
 def information_criteria(log_likelihood, df, n):
     """``(AIC, BIC)`` with lme4's conventions."""
     return -2 * log_likelihood + 2 * df, -2 * log_likelihood + np.log(n) * df

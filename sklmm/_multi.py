@@ -398,7 +398,7 @@ def fit_multi(est, X, y, groups, variance_components):
     result = minimize_blocked(objective, tol=est.tol, max_iter=max(est.max_iter, 1))
     _store_multi(est, result, objective, terms, codes, scales, shifts, x_mean, y_mean, fixed_names)
     objective.release()
-    est._core = {"objective": objective, "theta": result.theta}
+    est._core = {"objective": objective, "theta": result.theta, "transforms": (scales, shifts)}
     return est
 
 

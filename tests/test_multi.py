@@ -222,3 +222,23 @@ def test_one_term_specification_uses_the_one_factor_engine():
         X, y, groups=case.train["Subject"]
     )
     assert d.log_likelihood_ == e.log_likelihood_
+
+
+@pytest.mark.parametrize("name", ["sleepstudy_reml", "sleepstudy_diag_reml", "orthodont_reml"])
+def test_general_engine_variance_intervals_equal_the_one_factor_ones(name):
+    # summary().random_effects: the Wald intervals of the sd's, correlations and sigma.
+    case = load_case(name)
+    params = case.estimator_params()
+    X, y, g = case.X(case.train), case.y(case.train), case.groups(case.train)
+    fast = MixedLMRegressor(**params).fit(X, y, groups=g).summary().random_effects
+    general = fit_multi(MixedLMRegressor(**params), X, y, g, None).summary().random_effects
+    cols = ["vcov", "sdcor", "ci_0.025", "ci_0.975"]
+    np.testing.assert_allclose(general[cols].to_numpy(float), fast[cols].to_numpy(float), rtol=1e-4)
+
+
+def test_variance_intervals_of_several_terms(case_fit):
+    _, _, est = case_fit
+    table = est.summary().random_effects
+    assert list(table["grp"]) == [*(td.name for td in est._terms), "Residual"]
+    lo, hi = table["ci_0.025"].to_numpy(float), table["ci_0.975"].to_numpy(float)
+    assert np.all(np.isfinite(lo)) and np.all(lo < table["sdcor"]) and np.all(table["sdcor"] < hi)
