@@ -687,6 +687,86 @@ class BlockedDeviance(FactorCache):
             b_out[k], cv_out[k] = b_sorted[i], cv_sorted[i]
         return b_out, cv_out
 
+    def prediction_variance(self, theta, levels, zs):
+        """``w'Pw`` and ``G'w`` for prediction rows, ``P = Lambda M^{-1} Lambda'``, ``G = P Z'X``.
+
+        Row ``j`` has, for every term ``k`` (the caller's order), a level ``levels[k][j]``
+        (-1: unseen or not given, the term left out) and columns ``zs[k][j]``; ``w`` holds
+        those columns at those levels. ``sigma2 w'Pw`` is the conditional variance of the
+        row's ``z'b`` given ``y`` and ``beta`` (the BLUPs of different terms are correlated);
+        ``G'w`` is how the row's ``z'b_hat`` moves with ``beta``. Computed as
+        ``w'Pw = |L^{-1} Lambda'w|^2`` with the blocked factor ``L`` of ``M``: a level of
+        term 1 solves with its ``L11`` block, the rest with one triangular solve of ``L22``
+        for a chunk of rows.
+
+        Returns
+        -------
+        quad : ndarray of shape (n,)
+        Gw : ndarray of shape (n, p)
+        """
+        with _blas_controller().limit(limits=self.blas_threads(), user_api="blas"):
+            return self._prediction_variance(theta, levels, zs)
+
+    def _prediction_variance(self, theta, levels, zs):
+        st, p, K = self.stats, self.stats.p, self.stats.n_terms
+        f = self._factor(np.asarray(theta, dtype=float))
+        lams = f["lams"]
+        n = len(levels[0])
+        Q1, Q2 = self._solve_Q(f)
+        quad, Gw = np.zeros(n), np.zeros((n, p))
+        lev = [np.asarray(levels[k]) for k in st.order]
+        z = [np.asarray(zs[k], dtype=float) for k in st.order]
+        # G'w: per term, z' Lambda_k Q_X at the row's level.
+        G1 = np.matmul(lams[0], Q1[:, :, :p])  # (m1, q1, p)
+        seen1 = lev[0] >= 0
+        Gw[seen1] += np.einsum("ja,jap->jp", z[0][seen1], G1[lev[0][seen1]])
+        if self.m_r:
+            G_r = self._lam_r_dot(f["lam_r"], Q2[:, :p])  # (m_r, p)
+            for i in range(1, K):
+                seen = lev[i] >= 0
+                qi = self._q[i]
+                base = self._offsets[i - 1] + lev[i][seen] * qi
+                for a in range(qi):
+                    Gw[seen] += z[i][seen, a : a + 1] * G_r[base + a]
+        # v1 = L11^{-1} Lambda_1' z at the row's term-1 level; y1 = Lambda_1 L11^{-T} v1.
+        v1 = np.zeros((n, self.q1))
+        if seen1.any():
+            L = f["L11"][lev[0][seen1]]
+            v1[seen1] = _lower_solve(L, (z[0][seen1] @ lams[0])[:, :, None])[:, :, 0]
+        quad += np.einsum("ja,ja->j", v1, v1)
+        if not self.m_r:
+            return quad, Gw
+        rows = np.flatnonzero(seen1 | np.any([lv >= 0 for lv in lev[1:]], axis=0))
+        y1 = np.zeros((n, self.q1))
+        if seen1.any():
+            L = f["L11"][lev[0][seen1]]
+            y1[seen1] = _upper_solve_t(L, v1[seen1][:, :, None])[:, :, 0] @ lams[0].T
+        per = max(1, (1 << 21) // self.m_r)
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            nc = len(chunk)
+            W = np.zeros((self.m_r, nc))  # the raw z of the rest terms, scattered
+            for i in range(1, K):
+                seen = lev[i][chunk] >= 0
+                cols = np.flatnonzero(seen)
+                base = self._offsets[i - 1] + lev[i][chunk][seen] * self._q[i]
+                for a in range(self._q[i]):
+                    W[base + a, cols] = z[i][chunk][seen, a]
+            s1 = seen1[chunk]
+            if s1.any():
+                # B Y1: Y1 holds y1 at the rows of the row's term-1 level.
+                cols = np.flatnonzero(s1)
+                r_idx = (lev[0][chunk][s1][:, None] * self.q1 + np.arange(self.q1)).ravel()
+                c_idx = np.repeat(cols, self.q1)
+                Y1 = sp.csc_matrix(
+                    (y1[chunk][s1].ravel(), (r_idx, c_idx)), shape=(self.m1 * self.q1, nc)
+                )
+                W -= (self._B @ Y1).toarray()
+            R = self._lam_r_dot(f["lam_r"], W, True)
+            v2 = sla.solve_triangular(f["L22"], R, lower=True, overwrite_b=True, check_finite=False)
+            quad[chunk] += np.einsum("ij,ij->j", v2, v2)
+        return quad, Gw
+
     def fixed_effects_cov(self, theta):
         """``sigma2 C^{-1}``, the covariance of ``beta`` (lme4 ``vcov``)."""
         f = self._factor(np.asarray(theta, dtype=float))

@@ -861,8 +861,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             model fitted without them). ``None`` leaves the components out.
         return_std : bool, default=False
             Also return the standard deviation of each prediction (the
-            ``BayesianRidge`` convention; models with one random-effects term
-            only). Seen groups: the prediction error of
+            ``BayesianRidge`` convention). With several terms, the conditional
+            covariance of the BLUPs across terms is included, and each unseen
+            term adds ``z' Sigma_k z``. Seen groups: the prediction error of
             ``x'beta + z'b`` given the group's data,
             ``(x - G'z)' Cov(beta) (x - G'z) + z' Var(b | y, beta) z`` with
             ``G = P Z'X`` (the dependence of the BLUP on ``beta``). Unseen groups:
@@ -888,13 +889,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         if getattr(self, "_terms", None) is not None:
             from ._multi import predict_multi
 
-            if return_std:
-                raise ValueError(
-                    "return_std is available for models with one random-effects term only: "
-                    "the BLUPs of several terms are correlated a posteriori and their joint "
-                    "conditional covariance is not formed"
-                )
-            return predict_multi(self, X, groups, variance_components)
+            return predict_multi(self, X, groups, variance_components, return_std, include_residual)
         if getattr(self, "_one_term", None) is not None and groups is not None:
             groups = self._single_groups_column(groups)
         if _is_dask_collection(X) or _is_dask_collection(groups):

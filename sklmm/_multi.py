@@ -398,7 +398,12 @@ def fit_multi(est, X, y, groups, variance_components):
     result = minimize_blocked(objective, tol=est.tol, max_iter=max(est.max_iter, 1))
     _store_multi(est, result, objective, terms, codes, scales, shifts, x_mean, y_mean, fixed_names)
     objective.release()
-    est._core = {"objective": objective, "theta": result.theta, "transforms": (scales, shifts)}
+    est._core = {
+        "objective": objective,
+        "theta": result.theta,
+        "transforms": (scales, shifts),
+        "x_mean": x_mean,
+    }
     return est
 
 
@@ -491,8 +496,19 @@ def _store_multi(est, result, objective, terms, codes, scales, shifts, x_mean, y
         )
 
 
-def predict_multi(est, X, groups, variance_components):
-    """``X beta`` plus, per term, the BLUP of each row's level when it was seen in ``fit``."""
+def predict_multi(est, X, groups, variance_components, return_std=False, include_residual=False):
+    """``X beta`` plus, per term, the BLUP of each row's level when it was seen in ``fit``.
+
+    With ``return_std``, the standard deviation of the prediction error of each row
+    (variance parameters treated as known)::
+
+        d' Cov(beta) d + sigma2 w'Pw + sum over unseen terms z_k' Sigma_k z_k,
+
+    with ``w`` the row's columns at its seen levels, ``P = Lambda M^{-1} Lambda'`` (the
+    BLUPs' relative conditional covariance, across terms) and ``d = x - G'w``,
+    ``G = P Z'X`` (how the BLUPs move with ``beta``), all in the coordinates of the
+    fit (centred and rescaled columns).
+    """
     from sklearn.utils.validation import validate_data
 
     from ._estimator import _check_groups, _match_groups
@@ -510,14 +526,33 @@ def predict_multi(est, X, groups, variance_components):
         for kind in given:
             given[kind] = _align(given[kind], est._terms, kind, est._label_columns[kind])
     groups_cols, vc_cols = given["groups"], given["variance_components"]
-    for td, idx in zip(
-        est._terms, match_terms(est._terms, groups_cols, vc_cols, n, _match_groups), strict=True
-    ):
+    idx_all = match_terms(est._terms, groups_cols, vc_cols, n, _match_groups)
+    for td, idx in zip(est._terms, idx_all, strict=True):
         seen = idx >= 0
         if seen.any():
             b = est.random_effects_[td.name].to_numpy()[idx[seen]]
             pred[seen] += np.einsum("ij,ij->i", td.z(X[seen]), b)
-    return pred
+    if not return_std:
+        return pred
+    objective, theta = est._core["objective"], est._core["theta"]
+    scales, shifts = est._core["transforms"]
+    zs_user = [td.z(X) for td in est._terms]
+    zs = [z @ A / s for z, s, A in zip(zs_user, scales, shifts, strict=True)]
+    quad, Gw = objective.prediction_variance(theta, idx_all, zs)
+    Xe = X - est._core["x_mean"]
+    if est.fit_intercept:
+        Xe = np.column_stack([np.ones(n), Xe])
+    d = Xe - Gw
+    var = np.einsum("ij,jk,ik->i", d, objective.fixed_effects_cov(theta), d)
+    var += est.residual_variance_ * quad
+    for td, z, idx in zip(est._terms, zs_user, idx_all, strict=True):
+        unseen = idx < 0
+        cov = est.random_effects_cov_[td.name].to_numpy()
+        var[unseen] += np.einsum("ij,jk,ik->i", z[unseen], cov, z[unseen])
+    objective.release()
+    if include_residual:
+        var += est.residual_variance_
+    return pred, np.sqrt(np.maximum(var, 0.0))
 
 
 def _align(given, terms, kind, fitted_columns):

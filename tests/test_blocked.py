@@ -377,3 +377,46 @@ def test_slopes_fit_reaches_a_minimum():
         start = np.maximum(rng.normal(0.5, 0.5, objective.n_theta), objective.lower_bounds)
         other = minimize_blocked(objective, start)
         assert other.evaluation.deviance >= result.evaluation.deviance - 1e-6
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_prediction_variance_against_dense(reml):
+    # Rows with every combination of seen and unseen levels of the three terms.
+    X, y, codes, Zs, structures = simulate_slopes(12)
+    perm = [1, 0, 2]  # a slope term with a diagonal covariance first, in the rest block
+    codes, Zs, structures = (
+        [codes[i] for i in perm],
+        [Zs[i] for i in perm],
+        [structures[i] for i in perm],
+    )
+    theta = np.array([1.1, 0.5, 0.9, -0.4, 0.6, 0.7])
+    objective = BlockedDeviance(blocked_stats(X, y, codes, Z_list=Zs), reml, structures)
+    _, _, sigma2, _, cv_all = dense_model(X, y, codes, Zs, structures, theta, reml)
+    n = len(y)
+    # Dense P = Lambda M^{-1} Lambda' (relative) and G = P Z'X.
+    P = cv_all / sigma2
+    blocks = []
+    for c, Z in zip(codes, Zs, strict=True):
+        Z = np.ones((n, 1)) if Z is None else Z
+        m, q = c.max() + 1, Z.shape[1]
+        blocks.append((np.eye(m)[c][:, :, None] * Z[:, None, :]).reshape(n, m * q))
+    Zfull = np.hstack(blocks)
+    G = P @ Zfull.T @ X
+    rng = np.random.default_rng(13)
+    rows = rng.choice(n, 40)
+    levels = []
+    for c in codes:
+        lv = c[rows].copy()
+        lv[rng.random(40) < 0.35] = -1  # unseen for this term
+        levels.append(lv)
+    zs = [np.ones((40, 1)) if Z is None else Z[rows] + rng.normal(size=Z[rows].shape) for Z in Zs]
+    quad, Gw = objective.prediction_variance(theta, levels, zs)
+    offsets = np.cumsum([0] + [b.shape[1] for b in blocks])
+    for j in range(40):
+        w = np.zeros(Zfull.shape[1])
+        for k, (lv, z) in enumerate(zip(levels, zs, strict=True)):
+            if lv[j] >= 0:
+                q = z.shape[1]
+                w[offsets[k] + lv[j] * q : offsets[k] + (lv[j] + 1) * q] = z[j]
+        assert quad[j] == pytest.approx(w @ P @ w, rel=1e-8, abs=1e-12)
+        np.testing.assert_allclose(Gw[j], G.T @ w, rtol=1e-8, atol=1e-12)

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.linalg as sla
 import sklearn
 from sklearn.base import clone
 from sklearn.metrics import mean_squared_error, r2_score
@@ -610,6 +611,33 @@ def test_fit_against_a_dense_computation(spec, reml):
         np.testing.assert_allclose(
             est.random_effects_[name].to_numpy().ravel(), b, rtol=1e-5, atol=1e-7
         )
+    # Prediction standard deviations: rows of the data, some levels replaced by new ones.
+    # Seen terms: d' Cov(beta) d + w'(S - S Z'V^-1 Z S)w with S the prior covariance of b
+    # and d = x - (S Z'V^-1 X)'w; unseen terms add z' Sigma_k z.
+    rng = np.random.default_rng(0)
+    rows = rng.choice(n, 25, replace=False)
+    new = labels.iloc[rows].copy()
+    new.loc[new.index[:8], "a"] = "new a"
+    new.loc[new.index[5:12], "b"] = "new b"
+    _, std = est.predict(X.iloc[rows], groups=new, return_std=True)
+    Zall = np.hstack([Z for Z, _ in Zs.values()])
+    S = sla.block_diag(*[G for _, G in Zs.values()])
+    Cb = S - S @ Zall.T @ Vi @ Zall @ S
+    Gx = S @ Zall.T @ Vi @ Xf
+    cov_beta = np.linalg.inv(C)
+    for j, i in enumerate(rows):
+        w = Zall[i].copy()
+        extra, start = 0.0, 0
+        for td, (Z, _) in zip(est._terms, Zs.values(), strict=True):
+            cols = slice(start, start + Z.shape[1])
+            start += Z.shape[1]
+            if any(new.iloc[j][c] != labels.iloc[i][c] for _, c in td.sources):
+                w[cols] = 0.0
+                z = td.z(X.to_numpy()[i : i + 1])[0]
+                extra += z @ est.random_effects_cov_[td.name].to_numpy() @ z
+        d = Xf[i] - Gx.T @ w
+        want = d @ cov_beta @ d + w @ Cb @ w + extra
+        assert std[j] ** 2 == pytest.approx(want, rel=1e-6)
 
 
 def test_a_dense_block_too_large_for_memory_is_refused(monkeypatch):
