@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sklmm import MixedLMRegressor
+from sklmm import MixedLMRegressor, plot_caterpillar
 from sklmm.datasets import load_pastes, load_penicillin
 
 # %%
@@ -133,20 +133,14 @@ print(f"REML criterion {-2 * crossed.log_likelihood_:.4f} (lme4: 330.8606)")
 # the sample variance, and two optimizers stop at slightly different points of it.
 #
 # The BLUPs of both crossed factors with 95% intervals from their conditional variances
-# (lme4's ``dotplot(ranef(fit, condVar = TRUE))``): the samples differ far more than the
-# plates, as their variances say.
+# (lme4's ``dotplot(ranef(fit, condVar = TRUE))``; ``plot_caterpillar`` draws one term
+# per call, chosen by ``factor``): the samples differ far more than the plates, as their
+# variances say.
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 5.5), layout="constrained")
 for ax, term in zip(axes, ["plate", "sample"], strict=True):
-    b = crossed.random_effects_[term]["(Intercept)"]
-    half = 1.96 * np.sqrt(crossed.random_effects_condvar_[term][:, 0, 0])
-    order = np.argsort(b.to_numpy())
-    pos = np.arange(len(b))
-    ax.errorbar(b.to_numpy()[order], pos, xerr=half[order], fmt="o", ms=4, capsize=2)
-    ax.axvline(0.0, color="grey", lw=1, ls="--")
-    ax.set_yticks(pos, b.index[order])
-    ax.set_xlabel("BLUP of the intercept (diameter)")
-    ax.set_title(f"{term} ({len(b)} levels)")
+    plot_caterpillar(crossed, factor=term, ax=ax)
+    ax.set_title(f"{term} ({len(crossed.random_effects_[term])} levels)")
 
 # %%
 # From lme4 and statsmodels to sklmm
@@ -154,7 +148,8 @@ for ax, term in zip(axes, ["plate", "sample"], strict=True):
 # With ``X`` the fixed covariates (``df[[]]`` for an intercept-only model):
 #
 # * lme4 ``y ~ x + (1 | g/c)``, statsmodels ``mixedlm("y ~ x", df, groups="g",
-#   vc_formula={"c": "0 + C(c)"})``: ``MixedLMRegressor(random_effects="(1 | g/c)")`` with
+#   re_formula="1", vc_formula={"c": "0 + C(c)"})``:
+#   ``MixedLMRegressor(random_effects="(1 | g/c)")`` with
 #   ``fit(X, y, groups=df[["g", "c"]])``, or ``MixedLMRegressor()`` with
 #   ``fit(X, y, groups=df["g"], variance_components=df[["c"]])``.
 # * lme4 ``y ~ x + (1 | a) + (1 | b)``, statsmodels with one group holding every row and

@@ -186,14 +186,17 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         EM for ``solver="em"``.
         With several terms: maximum L-BFGS-B iterations.
     em_max_iter : int, default=25
-        Maximum EM iterations before Newton takes over (``"em-newton"``).
+        Maximum EM iterations before Newton takes over (``"em-newton"``;
+        ignored with several terms).
     tol : float, default=1e-7
         Convergence rule: every component of the projected gradient of
         ``-2 log L`` in the square-root-scale parameters is at most
         ``tol * max(1, |2 log L|)`` in absolute value, and the Hessian on the
-        free parameters has no negative eigenvalue (no saddle point).
+        free parameters has no negative eigenvalue (no saddle point). With
+        several terms: at most ``tol * n`` (``n`` rows), the curvature checked
+        on the boundary only (see the algorithm page).
     verbose : int, default=0
-        Print one line per iteration when positive.
+        Print one line per iteration when positive (one-factor engine only).
 
     Attributes
     ----------
@@ -224,8 +227,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         The random-effects terms in lme4's syntax, for example
         ``("(1 + Days | Subject)",)`` or ``("(1 | batch)", "(1 | batch:cask)")``.
     groups_ : ndarray
-        Group labels seen in ``fit``, sorted when they can be (one-term
-        models).
+        Group labels seen in ``fit``, sorted when they can be (models fitted
+        by the one-factor engine).
     log_likelihood_ : float
         The REML or ML log-likelihood at the optimum (lme4 ``logLik``).
     is_singular_ : bool
@@ -254,9 +257,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         (lme4 ``attr(logLik(fit), "df")``).
     groups_name_ : str
         Name of the grouping factor (the name of ``groups`` when it is a
-        Series, else ``"group"``; one-term models).
+        Series, else ``"group"``; one-factor engine).
     random_slopes_idx_ : ndarray of int
-        Column positions of ``random_slopes`` in ``X`` (one-term models).
+        Column positions of ``random_slopes`` in ``X`` (one-factor engine).
     n_features_in_ : int
         Number of columns of ``X``.
     feature_names_in_ : ndarray of str
@@ -281,7 +284,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     weighted R^2 only).
 
     ``X``, ``y`` and ``groups`` may be Dask collections (the ``dask`` extra)
-    for a one-term model: the cross-products are then summed over partitions
+    for a one-factor model: the cross-products are then summed over partitions
     by Dask and the fit is the same as in memory.
 
     References
@@ -858,7 +861,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             term was seen in ``fit`` and nothing for the others.
         variance_components : array-like or DataFrame, default=None
             Labels of the variance components, as in ``fit`` (ignored by a
-            model fitted without them). ``None`` leaves the components out.
+            model fitted without them). ``None`` is allowed only together with
+            ``groups=None`` (population predictions): leaving the components out
+            while giving ``groups`` raises ``ValueError``.
         return_std : bool, default=False
             Also return the standard deviation of each prediction (the
             ``BayesianRidge`` convention). With several terms, the conditional
@@ -1070,7 +1075,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         return out
 
     def _summary_multi(self, fixed, alpha, resid):
-        """The summary of a model with several terms (no intervals for the variances)."""
+        """The summary of a model fitted by the blocked engine (several terms)."""
         tables, random_terms = [], []
         for td in self._terms:
             cov = self.random_effects_cov_[td.name]

@@ -83,7 +83,7 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True, facto
         of groups.
     sort : bool, default=True
         Order the groups by the plotted BLUP (smallest at the bottom), as
-        lme4 does. ``False`` keeps the order of ``estimator.groups_``.
+        lme4 does. ``False`` keeps the order of the BLUP table's index.
     factor : str, default=None
         For a model with several random-effects terms, the term to plot: a key
         of ``estimator.random_effects_`` (``None``: the first term).
@@ -187,7 +187,7 @@ def plot_residuals(estimator, X, y, groups=None, ax=None, variance_components=No
         Fixed-effect covariates, as for :meth:`MixedLMRegressor.predict`.
     y : array-like of shape (n_samples,)
         Observed response.
-    groups : array-like of shape (n_samples,), default=None
+    groups : array-like of shape (n_samples,) or DataFrame, default=None
         Group labels, as for :meth:`MixedLMRegressor.predict`. With them, the
         rows of groups seen in ``fit`` get conditional fitted values
         ``X beta + Z b_hat`` (lme4's ``plot(fit)``); ``None`` plots the
