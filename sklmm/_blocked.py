@@ -132,6 +132,10 @@ from ._solvers import SolverResult
 #: Rows of the dense (rest) block from which ``minimize_blocked`` uses two BLAS threads.
 THREADED_REST = 2000
 
+#: A level of term 1 with at least this fraction of ``m_r`` nonzeros in ``B`` enters
+#: ``B diag(w) B'`` by a dense matrix product rather than the sparse one.
+GRAM_SPLIT = 0.08
+
 
 @dataclass(frozen=True)
 class BlockedStats:
@@ -328,7 +332,7 @@ class BlockedDeviance(FactorCache):
         self._cache = None
         self._build()
 
-    _DERIVED = ("_B", "_G", "_br", "_bc")
+    _DERIVED = ("_B", "_G", "_br", "_bc", "_gram_split")
 
     def _build(self):
         """The contingency table ``B = Z_r'Z_1`` (sparse) and ``G = Z_r'Z_r`` (dense)."""
@@ -357,6 +361,34 @@ class BlockedDeviance(FactorCache):
         self._G = G  # Z_r'Z_r, dense
         self._br = np.repeat(np.arange(self.m_r), np.diff(B.indptr))  # rows of B's nonzeros
         self._bc = B.indices  # columns of B's nonzeros
+        self._gram_split = self._split_for_gram(B)
+
+    def _split_for_gram(self, B):
+        """Heavy and light levels of term 1 for ``B diag(w) B'`` (random intercept first).
+
+        A level with ``c`` nonzeros in ``B`` costs about ``c^2`` scalar products in
+        the sparse product (with scipy's symbolic pass and densification on top) and
+        ``m_r^2`` flops as a dense column in a BLAS matrix product, which runs
+        several hundred times faster per flop. Levels with ``c >= GRAM_SPLIT * m_r``
+        go to the dense product (MovieLens shape: 751 of 6,040 users, the gram in 0.40
+        s instead of 0.61-0.96 s). Only for a large dense block (``m_r >= 1000``).
+        """
+        if self.q1 != 1 or self.m_r < 1000:
+            return None
+        Bc = B.tocsc()
+        heavy = np.diff(Bc.indptr) >= GRAM_SPLIT * self.m_r
+        if not heavy.any() or heavy.all():
+            return None
+        light = np.flatnonzero(~heavy)
+        B_light = Bc[:, light].tocsr()
+        B_light.sort_indices()
+        return {
+            "heavy": np.flatnonzero(heavy),
+            "light": light,
+            "B_light": B_light,
+            "light_cols": light[B_light.indices],  # term-1 level of each nonzero
+            "B_heavy": Bc[:, heavy].toarray(),
+        }
 
     def release(self):
         """Free ``G`` (dense, m_r x m_r), ``B`` and the cached factor; rebuilt when needed.
@@ -417,6 +449,16 @@ class BlockedDeviance(FactorCache):
         B = self._B
         if self.q1 == 1:
             w = W.reshape(-1)
+            split = self._gram_split
+            if split is not None:
+                Bl = split["B_light"]
+                Bw = sp.csr_matrix(
+                    (Bl.data * w[split["light_cols"]], Bl.indices, Bl.indptr), shape=Bl.shape
+                )
+                gram = (Bw @ Bl.T).toarray()
+                Bh = split["B_heavy"]
+                gram += (Bh * w[split["heavy"]]) @ Bh.T
+                return gram
             Bw = sp.csr_matrix((B.data * w[self._bc], B.indices, B.indptr), shape=B.shape)
         else:
             Wb = sp.bsr_matrix(

@@ -420,3 +420,38 @@ def test_prediction_variance_against_dense(reml):
                 w[offsets[k] + lv[j] * q : offsets[k] + (lv[j] + 1) * q] = z[j]
         assert quad[j] == pytest.approx(w @ P @ w, rel=1e-8, abs=1e-12)
         np.testing.assert_allclose(Gw[j], G.T @ w, rtol=1e-8, atol=1e-12)
+
+
+def test_gram_split_into_dense_heavy_and_sparse_light_levels():
+    # 1,000 levels in the dense block (the split's threshold) and a term 1 of 1,500 levels
+    # whose first 20 are heavy (>= 80 distinct partners): the split gram equals the sparse one,
+    # and so do the criterion and its gradient.
+    rng = np.random.default_rng(21)
+    n_heavy, n1, m2 = 20, 1500, 1000
+    heavy_rows = np.repeat(np.arange(n_heavy), 150)
+    light_rows = rng.integers(n_heavy, n1, 15_000)
+    c1 = np.r_[heavy_rows, light_rows, np.arange(n1)]
+    c2 = np.r_[rng.integers(0, m2, len(heavy_rows) + len(light_rows)), rng.integers(0, m2, n1)]
+    c2[:m2] = np.arange(m2)  # every level of term 2 present
+    n = len(c1)
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    y = (
+        X @ [1.0, 0.5]
+        + rng.normal(size=n1)[c1]
+        + 0.5 * rng.normal(size=m2)[c2]
+        + rng.normal(size=n)
+    )
+    objective = BlockedDeviance(blocked_stats(X, y, [c1, c2]), True)
+    assert objective.m_r == m2 and objective._gram_split is not None
+    assert len(objective._gram_split["heavy"]) == n_heavy
+    w = rng.uniform(0.1, 2.0, n1)
+    split = objective._weighted_gram(w)
+    B = objective._B
+    np.testing.assert_allclose(split, (B @ np.diag(w) @ B.T.toarray()), rtol=1e-12, atol=1e-9)
+    theta = np.array([0.8, 0.6])
+    ev = objective(theta, 1)
+    plain = BlockedDeviance(objective.stats, True)
+    plain._gram_split = None
+    ev_plain = plain(theta, 1)
+    assert ev.deviance == pytest.approx(ev_plain.deviance, rel=1e-13)
+    np.testing.assert_allclose(ev.gradient, ev_plain.gradient, rtol=1e-9)
