@@ -134,7 +134,7 @@ THREADED_REST = 2000
 
 #: A level of term 1 with at least this fraction of ``m_r`` nonzeros in ``B`` enters
 #: ``B diag(w) B'`` by a dense matrix product rather than the sparse one.
-GRAM_SPLIT = 0.08
+GRAM_SPLIT = 0.12
 
 
 @dataclass(frozen=True)
@@ -370,14 +370,19 @@ class BlockedDeviance(FactorCache):
         the sparse product (with scipy's symbolic pass and densification on top) and
         ``m_r^2`` flops as a dense column in a BLAS matrix product, which runs
         several hundred times faster per flop. Levels with ``c >= GRAM_SPLIT * m_r``
-        go to the dense product (MovieLens shape: 751 of 6,040 users, the gram in 0.40
-        s instead of 0.61-0.96 s). Only for a large dense block (``m_r >= 1000``).
+        go to the dense product (MovieLens shape: about 450 of 6,040 users, the gram in
+        about 0.4 s instead of 0.6-0.96 s), at most ``m_r / 2`` of them (the heaviest),
+        so that the dense copy stays within the dense block's size. Only for a large
+        dense block (``m_r >= THREADED_REST``, where BLAS runs on two threads).
         """
-        if self.q1 != 1 or self.m_r < 1000:
+        if self.q1 != 1 or self.m_r < THREADED_REST:
             return None
         Bc = B.tocsc()
-        heavy = np.diff(Bc.indptr) >= GRAM_SPLIT * self.m_r
-        if not heavy.any() or heavy.all():
+        nnz = np.diff(Bc.indptr)
+        order = np.argsort(-nnz, kind="stable")[: self.m_r // 2]
+        heavy = np.zeros(len(nnz), dtype=bool)
+        heavy[order[nnz[order] >= GRAM_SPLIT * self.m_r]] = True
+        if not heavy.any():
             return None
         light = np.flatnonzero(~heavy)
         B_light = Bc[:, light].tocsr()

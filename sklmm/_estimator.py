@@ -1069,10 +1069,11 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             (self.random_effects_cov_[td.name].to_numpy(), td.term.covariance == "unstructured")
             for td in self._terms
         ]
-        with _blas_controller().limit(limits=objective.blas_threads(), user_api="blas"):
-            out = variance_parameter_cis(terms, self.residual_variance_, deviance, alpha)
-        objective.release()
-        return out
+        try:
+            with _blas_controller().limit(limits=objective.blas_threads(), user_api="blas"):
+                return variance_parameter_cis(terms, self.residual_variance_, deviance, alpha)
+        finally:
+            objective.release()
 
     def _summary_multi(self, fixed, alpha, resid):
         """The summary of a model fitted by the blocked engine (several terms)."""

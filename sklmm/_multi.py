@@ -261,9 +261,11 @@ def match_terms(terms, groups_cols, vc_cols, n_rows, match):
     return out
 
 
-#: Arrays of the dense block's size that one evaluation holds at once (G, GP, A22 = L22,
-#: its inverse, a product), for the memory check before the fit.
-DENSE_COPIES = 5
+#: Arrays of the dense block's size that a fit holds at once at its peak (G, GP, A22 =
+#: L22, its inverse, products and temporaries: measured 7-8 on fits, summaries and
+#: predictions), plus the dense part of the split product of the contingency table (at
+#: most half the block, twice), for the memory check before the fit.
+DENSE_COPIES = 10
 
 
 def _memory_bytes():
@@ -280,12 +282,15 @@ def _check_dense_block(terms):
     Every term but the one with most levels goes into one dense block of
     ``sum m_k q_k`` rows; the fit holds a few arrays of its square.
     """
-    sizes = sorted((td.n_levels, td.n_levels * len(td.term.columns)) for td in terms)
-    m_r = sum(s for _, s in sizes[:-1])
+    # The engine's rule: the term with most levels (the first of them on a tie) is the
+    # block-diagonal one; every other term is in the dense block.
+    levels = np.array([td.n_levels for td in terms])
+    rest = np.argsort(-levels, kind="stable")[1:]
+    m_r = sum(terms[k].n_levels * len(terms[k].term.columns) for k in rest)
     need = DENSE_COPIES * 8 * m_r * m_r
     have = _memory_bytes()
     if have is not None and need > 0.8 * have:
-        names = [str(td.term) for td in sorted(terms, key=lambda t: t.n_levels)[:-1]]
+        names = [str(terms[k].term) for k in sorted(rest)]
         raise ValueError(
             f"the terms {names} have {m_r:,} random effects together: the dense block of "
             f"the factorization ({m_r:,} x {m_r:,}) would need about {need / 1e9:,.1f} GB "
@@ -538,18 +543,21 @@ def predict_multi(est, X, groups, variance_components, return_std=False, include
     scales, shifts = est._core["transforms"]
     zs_user = [td.z(X) for td in est._terms]
     zs = [z @ A / s for z, s, A in zip(zs_user, scales, shifts, strict=True)]
-    quad, Gw = objective.prediction_variance(theta, idx_all, zs)
+    try:
+        quad, Gw = objective.prediction_variance(theta, idx_all, zs)
+        cov_beta = objective.fixed_effects_cov(theta)
+    finally:
+        objective.release()  # the dense block is rebuilt on demand, not kept
     Xe = X - est._core["x_mean"]
     if est.fit_intercept:
         Xe = np.column_stack([np.ones(n), Xe])
     d = Xe - Gw
-    var = np.einsum("ij,jk,ik->i", d, objective.fixed_effects_cov(theta), d)
+    var = np.einsum("ij,jk,ik->i", d, cov_beta, d)
     var += est.residual_variance_ * quad
     for td, z, idx in zip(est._terms, zs_user, idx_all, strict=True):
         unseen = idx < 0
         cov = est.random_effects_cov_[td.name].to_numpy()
         var[unseen] += np.einsum("ij,jk,ik->i", z[unseen], cov, z[unseen])
-    objective.release()
     if include_residual:
         var += est.residual_variance_
     return pred, np.sqrt(np.maximum(var, 0.0))

@@ -423,13 +423,13 @@ def test_prediction_variance_against_dense(reml):
 
 
 def test_gram_split_into_dense_heavy_and_sparse_light_levels():
-    # 1,000 levels in the dense block (the split's threshold) and a term 1 of 1,500 levels
-    # whose first 20 are heavy (>= 80 distinct partners): the split gram equals the sparse one,
-    # and so do the criterion and its gradient.
+    # 2,000 levels in the dense block (the split's threshold) and a term 1 of 2,500 levels
+    # whose first 20 are heavy (>= 0.12 x 2,000 distinct partners): the split gram equals
+    # the sparse one, and so do the criterion and its gradient.
     rng = np.random.default_rng(21)
-    n_heavy, n1, m2 = 20, 1500, 1000
-    heavy_rows = np.repeat(np.arange(n_heavy), 150)
-    light_rows = rng.integers(n_heavy, n1, 15_000)
+    n_heavy, n1, m2 = 20, 2500, 2000
+    heavy_rows = np.repeat(np.arange(n_heavy), 400)
+    light_rows = rng.integers(n_heavy, n1, 25_000)
     c1 = np.r_[heavy_rows, light_rows, np.arange(n1)]
     c2 = np.r_[rng.integers(0, m2, len(heavy_rows) + len(light_rows)), rng.integers(0, m2, n1)]
     c2[:m2] = np.arange(m2)  # every level of term 2 present
@@ -443,8 +443,8 @@ def test_gram_split_into_dense_heavy_and_sparse_light_levels():
     )
     objective = BlockedDeviance(blocked_stats(X, y, [c1, c2]), True)
     assert objective.m_r == m2 and objective._gram_split is not None
-    assert len(objective._gram_split["heavy"]) == n_heavy
-    w = rng.uniform(0.1, 2.0, n1)
+    np.testing.assert_array_equal(objective._gram_split["heavy"], np.arange(n_heavy))
+    w = rng.normal(size=n1)  # any sign
     split = objective._weighted_gram(w)
     B = objective._B
     np.testing.assert_allclose(split, (B @ np.diag(w) @ B.T.toarray()), rtol=1e-12, atol=1e-9)

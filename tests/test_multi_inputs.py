@@ -652,3 +652,17 @@ def test_a_dense_block_too_large_for_memory_is_refused(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SingularFitWarning)
         assert MixedLMRegressor().fit(X, y, variance_components=labels).converged_
+
+
+def test_memory_check_follows_the_engines_choice_of_the_block_diagonal_term(monkeypatch):
+    # a and b tie at 12 levels: the engine puts a (first) in the block-diagonal term and
+    # b's 3 columns x 12 levels = 36 rows in the dense block, not a's 12.
+    import sklmm._multi as multi
+
+    X, y, labels = crossed(17, n_a=12, n_b=12, reps=3, slope=1.0)
+    X = X.assign(x2=np.random.default_rng(0).normal(size=len(y)))
+    spec = "(1 | a) + (1 + x + x2 | b)"
+    need_12 = multi.DENSE_COPIES * 8 * 12**2
+    monkeypatch.setattr(multi, "_memory_bytes", lambda: 2 * need_12)
+    with pytest.raises(ValueError, match=r"the terms \['\(1 \+ x \+ x2 \| b\)'\] have 36"):
+        MixedLMRegressor(random_effects=spec).fit(X, y, groups=labels)
