@@ -1012,18 +1012,24 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             pred = self.predict(X, groups=groups, variance_components=variance_components)
             resid = (np.asarray(y, dtype=float) - pred) / np.sqrt(self.residual_variance_)
         if getattr(self, "_terms", None) is not None:
-            return self._summary_multi(fixed, alpha, resid)
-        re_names = list(self.random_effects_.columns)
-        unstructured = self._covariance_kind() == "unstructured"
-        vc = varcorr_table(
-            self.groups_name_,
-            re_names,
-            self.random_effects_cov_,
-            self.residual_variance_,
-            covariances=unstructured,
-        )
-        cis = self._variance_parameter_cis(alpha)
-        vc[f"ci_{alpha / 2:g}"], vc[f"ci_{1 - alpha / 2:g}"] = cis[:, 0], cis[:, 1]
+            vc, random_terms = self._random_effects_table_multi(alpha)
+        else:
+            re_names = list(self.random_effects_.columns)
+            unstructured = self._covariance_kind() == "unstructured"
+            vc = varcorr_table(
+                self.groups_name_,
+                re_names,
+                self.random_effects_cov_,
+                self.residual_variance_,
+                covariances=unstructured,
+            )
+            cis = self._variance_parameter_cis(alpha)
+            vc[f"ci_{alpha / 2:g}"], vc[f"ci_{1 - alpha / 2:g}"] = cis[:, 0], cis[:, 1]
+            random_terms = (
+                [(self.groups_name_, re_names, self.random_effects_cov_, len(self.groups_))]
+                if re_names
+                else []
+            )
         text = summary_text(
             reml=self.reml,
             log_likelihood=self.log_likelihood_,
@@ -1031,11 +1037,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             bic=self.bic_,
             df=self.n_params_,
             n_obs=self._core["objective"].stats.n,
-            random_terms=[
-                (self.groups_name_, re_names, self.random_effects_cov_, len(self.groups_))
-            ]
-            if re_names
-            else [],
+            random_terms=random_terms,
             sigma2=self.residual_variance_,
             fixed=fixed,
             fixed_cov=self.fixed_effects_cov_,
@@ -1075,8 +1077,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         finally:
             objective.release()
 
-    def _summary_multi(self, fixed, alpha, resid):
-        """The summary of a model fitted by the blocked engine (several terms)."""
+    def _random_effects_table_multi(self, alpha):
+        """The variance table (with intervals) and the terms of a several-term summary."""
         tables, random_terms = [], []
         for td in self._terms:
             cov = self.random_effects_cov_[td.name]
@@ -1094,23 +1096,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         vc = pd.concat(tables, ignore_index=True)
         cis = self._variance_parameter_cis_multi(alpha, len(vc))
         vc[f"ci_{alpha / 2:g}"], vc[f"ci_{1 - alpha / 2:g}"] = cis[:, 0], cis[:, 1]
-        text = summary_text(
-            reml=self.reml,
-            log_likelihood=self.log_likelihood_,
-            aic=self.aic_,
-            bic=self.bic_,
-            df=self.n_params_,
-            n_obs=self._core["objective"].stats.n,
-            random_terms=random_terms,
-            sigma2=self.residual_variance_,
-            fixed=fixed,
-            fixed_cov=self.fixed_effects_cov_,
-            scaled_residuals=resid,
-            singular=self.is_singular_,
-            converged=self.converged_,
-            message="see fit_log_",
-        )
-        return MixedLMSummary(text, fixed, vc)
+        return vc, random_terms
 
     def __sklearn_is_fitted__(self):
         """Fitted once a fit completed (a fit that fails validation leaves it unfitted)."""
