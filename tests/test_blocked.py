@@ -120,22 +120,9 @@ def simulate(seed, n, levels, p=3, sd=(0.6, 0.5, 0.3), nested_last=False):
 
 
 def dense_deviance(X, y, codes, theta, reml):
-    """``D(theta)`` from the n x n marginal covariance (small designs only)."""
-    n, p = X.shape
-    Z = np.column_stack(
-        [np.eye(c.max() + 1)[c] * t for c, t in zip(codes, theta, strict=True)]
-    )  # Z Lambda
-    V = np.eye(n) + Z @ Z.T
-    Vi = np.linalg.inv(V)
-    C = X.T @ Vi @ X
-    beta = np.linalg.solve(C, X.T @ Vi @ y)
-    r = y - X @ beta
-    r2 = r @ Vi @ r
-    k = n - p if reml else n
-    dev = np.linalg.slogdet(V)[1] + k * (1 + np.log(2 * np.pi * r2 / k))
-    if reml:
-        dev += np.linalg.slogdet(C)[1]
-    return dev, beta, r2 / k
+    """``D(theta)``, ``beta`` and ``sigma2`` of random intercepts from the n x n ``V``."""
+    K = len(codes)
+    return dense_model(X, y, codes, [None] * K, [CovarianceStructure(1)] * K, theta, reml)[:3]
 
 
 @pytest.mark.parametrize("reml", [True, False])
