@@ -27,7 +27,22 @@ def _fmt_mb(nbytes):
     return "-" if nbytes is None else f"{nbytes / MB:.1f}"
 
 
-def print_table(rows, COLUMNS):
+#: The columns of the benchmark tables (name, alignment).
+COLUMNS = [
+    ("case", "<"),
+    ("method", "<"),
+    ("best s", ">"),
+    ("median s", ">"),
+    ("traced MB", ">"),
+    ("RSS MB", ">"),
+    ("X MB", ">"),
+    ("log-likelihood", ">"),
+    ("check: measured (target)", "<"),
+    ("result", "<"),
+]
+
+
+def print_table(rows, COLUMNS=COLUMNS):
     cells = [[name for name, _ in COLUMNS]] + [
         [str(r.get(n, "")) for n, _ in COLUMNS] for r in rows
     ]

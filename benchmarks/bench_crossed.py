@@ -457,18 +457,6 @@ def _statsmodels_worker(X1, y, codes, queue):
 
 
 # -- table ------------------------------------------------------------------------------
-COLUMNS = [
-    ("case", "<"),
-    ("method", "<"),
-    ("best s", ">"),
-    ("median s", ">"),
-    ("traced MB", ">"),
-    ("RSS MB", ">"),
-    ("X MB", ">"),
-    ("log-likelihood", ">"),
-    ("check: measured (target)", "<"),
-    ("result", "<"),
-]
 
 
 SKLMM_METHOD = "sklmm MixedLMRegressor, REML (variance_components)"
@@ -635,7 +623,7 @@ def main(argv=None):
                 }
             )
 
-    print_table(rows, COLUMNS)
+    print_table(rows)
     print()
     for note in notes:
         print(f"- {note}")

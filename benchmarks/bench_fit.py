@@ -217,18 +217,6 @@ def run_statsmodels(data, method, one_thread, est, timeout):
 
 
 # -- table ---------------------------------------------------------------------------
-COLUMNS = [
-    ("case", "<"),
-    ("method", "<"),
-    ("best s", ">"),
-    ("median s", ">"),
-    ("traced MB", ">"),
-    ("RSS MB", ">"),
-    ("X MB", ">"),
-    ("log-likelihood", ">"),
-    ("check: measured (target)", "<"),
-    ("result", "<"),
-]
 
 
 def _verdict(ok):
@@ -471,7 +459,7 @@ def main(argv=None):
                 + ("; ".join(w[:160] for w in out["warnings"]) or "none")
             )
 
-    print_table(rows, COLUMNS)
+    print_table(rows)
     print()
     for note in notes:
         print(f"- {note}")
