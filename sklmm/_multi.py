@@ -203,11 +203,17 @@ def _column(source, groups_cols, vc_cols):
 
 
 def _combine(codes, sizes):
-    """One integer key per row from the codes of several factors (their interaction)."""
+    """One integer key per row from the codes of several factors (their interaction).
+
+    The key is the mixed-radix number of the codes, the same at fit and at prediction.
+    """
+    if np.prod([float(max(m, 1)) for m in sizes]) >= 2.0**62:
+        raise ValueError(
+            f"an interaction of factors with {sizes} levels has too many possible level "
+            "combinations to encode; combine the labels into one column first"
+        )
     key = np.zeros(len(codes[0]), dtype=np.int64)
     for c, m in zip(codes, sizes, strict=True):
-        if key.max(initial=0) > np.iinfo(np.int64).max // max(m, 1):
-            key = pd.factorize(key)[0].astype(np.int64)  # pragma: no cover - huge interactions
         key = key * m + c
     return key
 
