@@ -136,6 +136,9 @@ THREADED_REST = 2000
 #: ``B diag(w) B'`` by a dense matrix product rather than the sparse one.
 GRAM_SPLIT = 0.12
 
+#: The smallest diagonal entry of ``Lambda_k`` at the start (the one-factor fits may give 0).
+START_FLOOR = 0.1
+
 
 @dataclass(frozen=True)
 class BlockedStats:
@@ -922,7 +925,12 @@ def initial_theta(objective):
     theta = np.empty(objective.n_theta)
     for i, k in enumerate(st.order):
         theta[objective._slices[k]] = objective.structures[k].theta_from_psi(sigmas[i] / sigma2)
-    return theta if np.all(np.isfinite(theta)) else default
+    if not np.all(np.isfinite(theta)):
+        return default
+    # Not exactly on the boundary: a zero diagonal entry is a stationary point of D in
+    # that entry (D is even in it), which L-BFGS-B would leave only slowly.
+    diagonal = objective.lower_bounds == 0
+    return np.where(diagonal, np.maximum(theta, START_FLOOR), theta)
 
 
 def _minimize(objective, theta0, tol, max_iter):
@@ -938,8 +946,15 @@ def _minimize(objective, theta0, tol, max_iter):
     scale = max(1.0, float(objective.stats.n))
     offset = objective(theta).deviance
 
+    best = {"f": 0.0, "theta": theta.copy(), "gradient": objective(theta, 1).gradient}
+
     def fun(t):
-        ev = objective(t, 1)
+        try:
+            ev = objective(t, 1)
+        except np.linalg.LinAlgError:
+            # [X y]'V^{-1}[X y] numerically singular: a step far out (a huge theta). A
+            # value far above the best sends L-BFGS-B's line search back towards it.
+            return best["f"] + 1e6 * (1.0 + abs(best["f"])), best["gradient"]
         log.append(
             {
                 "theta": ev.theta.copy(),
@@ -947,7 +962,10 @@ def _minimize(objective, theta0, tol, max_iter):
                 "gradient_norm": float(np.max(np.abs(_projected(t, ev.gradient, lower)))),
             }
         )
-        return ev.deviance - offset, ev.gradient
+        f = ev.deviance - offset
+        if f < best["f"]:
+            best.update(f=f, theta=np.array(t, dtype=float), gradient=ev.gradient)
+        return f, ev.gradient
 
     message, iterations = "", 0
     for _restart in range(5):
@@ -967,10 +985,18 @@ def _minimize(objective, theta0, tol, max_iter):
             },
         )
         iterations += int(res.nit)
-        theta = res.x
+        theta = best["theta"].copy()  # res.x, unless its evaluation failed
         message = str(res.message)
         ev = objective(theta, 1)
         gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
+        if gnorm > 10 * tol * scale:
+            # L-BFGS-B stopped short (a flat or badly scaled stretch): Newton steps on a
+            # Hessian from differences of the analytic gradient finish the job.
+            theta, polished = _newton_polish(objective, theta, lower, 10 * tol * scale, log)
+            if polished:
+                message = f"{message}; finished by Newton steps"
+            ev = objective(theta, 1)
+            gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
         if gnorm > 10 * tol * scale or iterations >= max_iter:
             break
         start = _leave_boundary_saddle(objective, theta, ev, lower)
@@ -982,6 +1008,72 @@ def _minimize(objective, theta0, tol, max_iter):
     gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
     converged = gnorm <= 10 * tol * scale
     return SolverResult(theta, ev, converged, len(log), message, log)
+
+
+def _newton_polish(objective, theta, lower, gtol, log, max_steps=20):
+    """Projected Newton steps with a Hessian from forward differences of the gradient.
+
+    Parameters held at their bound by a positive gradient stay there; the Hessian on
+    the others has its eigenvalues floored at their absolute value (a descent
+    direction); a backtracking line search keeps the iterate within the bounds.
+    Returns ``(theta, converged)``. Costs ``n_free + 1`` gradients per step, so it runs
+    only when L-BFGS-B stops short of the convergence rule.
+    """
+
+    def value(t):
+        try:
+            return objective(t).deviance
+        except np.linalg.LinAlgError:
+            return np.inf
+
+    theta = np.asarray(theta, dtype=float).copy()
+    for _ in range(max_steps):
+        ev = objective(theta, 1)
+        g = ev.gradient
+        pg = _projected(theta, g, lower)
+        if np.max(np.abs(pg)) <= gtol:
+            return theta, True
+        free = np.flatnonzero(~((theta <= lower) & (g > 0)))
+        H = np.empty((free.size, free.size))
+        for a, j in enumerate(free):
+            h = 1e-6 * max(1.0, abs(theta[j]))
+            t = theta.copy()
+            t[j] += h
+            try:
+                H[a] = (objective(t, 1).gradient[free] - g[free]) / h
+            except np.linalg.LinAlgError:
+                return theta, False
+        w, V = np.linalg.eigh(0.5 * (H + H.T))
+        w_abs = np.maximum(np.abs(w), 1e-8 * max(1.0, np.abs(w).max()))
+        step = np.zeros_like(theta)
+        step[free] = -V @ ((V.T @ g[free]) / w_abs)
+        d0 = ev.deviance
+        for s in 0.5 ** np.arange(30):
+            cand = np.maximum(theta + s * step, lower)
+            if value(cand) <= d0 + 1e-4 * (g @ (cand - theta)):
+                break
+        else:
+            return theta, False
+        if s == 1.0 and np.any(w < 0):
+            # Negative curvature (leaving a saddle): the Newton length is no scale, so
+            # keep doubling the step while D keeps falling.
+            d = value(cand)
+            for _ in range(30):
+                more = np.maximum(theta + 2.0 * (cand - theta), lower)
+                d_more = value(more)
+                if not d_more < d:
+                    break
+                cand, d = more, d_more
+        log.append(
+            {
+                "theta": cand.copy(),
+                "deviance": value(cand),
+                "gradient_norm": float(np.max(np.abs(pg))),
+            }
+        )
+        theta = cand
+    ev = objective(theta, 1)
+    return theta, bool(np.max(np.abs(_projected(theta, ev.gradient, lower))) <= gtol)
 
 
 def _leave_boundary_saddle(objective, theta, ev, lower, h=1e-3):

@@ -24,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklmm import MixedLMRegressor, SingularFitWarning, likelihood_ratio_test, make_group_scorer
+from sklmm._blocked import minimize_blocked
 from sklmm.datasets import load_pastes, load_penicillin
 
 
@@ -666,3 +667,51 @@ def test_memory_check_follows_the_engines_choice_of_the_block_diagonal_term(monk
     monkeypatch.setattr(multi, "_memory_bytes", lambda: 2 * need_12)
     with pytest.raises(ValueError, match=r"the terms \['\(1 \+ x \+ x2 \| b\)'\] have 36"):
         MixedLMRegressor(random_effects=spec).fit(X, y, groups=labels)
+
+
+def nested_crossed(seed, n_a, n_b, n, sd):
+    """The design of ``test_multi_properties.crossed_data`` for given draws."""
+    rng = np.random.default_rng(seed)
+    a = np.r_[np.arange(n_a), rng.integers(0, n_a, n - n_a)]
+    b = np.r_[np.arange(n_b), rng.integers(0, n_b, n - n_b)]
+    c = rng.integers(0, 3, n)
+    x = rng.normal(size=n)
+    y = (
+        1.0
+        + 0.5 * x
+        + rng.normal(0, sd[0], n_a)[a]
+        + rng.normal(0, sd[1], n_b)[b]
+        + rng.normal(0, sd[2], (n_a, 3))[a, c]
+        + rng.normal(0, 0.7, n)
+    )
+    labels = pd.DataFrame({"a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b], "c": c})
+    return pd.DataFrame({"x": x}), pd.Series(y), labels
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        # L-BFGS-B stepped to theta ~ 1e6, where [X y]'V^-1[X y] is numerically singular
+        # (a LinAlgError from numpy escaped the fit).
+        (2134359285, 10, 7, 89, (0.40584782088933147, 1.1418553573145152, 0.0)),
+        # A saddle at a zero variance left slowly: L-BFGS-B stopped short, far from the
+        # optimum (log-likelihood -98.36 against -94.87), and reported non-convergence.
+        (1716130827, 6, 4, 82, (0.9319784931781023, 0.49890406150325195, 0.5244985720304953)),
+    ],
+    ids=["singular-step", "slow-saddle"],
+)
+def test_hard_crossed_designs_found_by_hypothesis(draw):
+    X, y, labels = nested_crossed(*draw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)  # a boundary fit is legitimate
+        est = MixedLMRegressor(random_effects="(1 | a) + (1 | b) + (1 | a:c)").fit(
+            X, y, groups=labels
+        )
+    assert est.converged_
+    # No better optimum from other starts.
+    objective, theta = est._core["objective"], est._core["theta"]
+    best = objective(theta).deviance
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        other = minimize_blocked(objective, rng.uniform(0.05, 2.0, objective.n_theta))
+        assert other.evaluation.deviance >= best - 1e-6
