@@ -1,9 +1,11 @@
 """Helpers shared by the benchmark scripts: memory readings, BLAS description, the table."""
 
 import ctypes
+import gc
 import queue as queue_lib
 import re
 import time
+import tracemalloc
 from pathlib import Path
 
 from threadpoolctl import threadpool_info
@@ -99,3 +101,33 @@ def wait_for_child(proc, queue, timeout):
         proc.terminate()
         proc.join()
     return out
+
+
+def traced_peak(fn):
+    """``tracemalloc`` peak of one call, above what was traced at its start, in bytes."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - base
+
+
+def rss_peak(fn):
+    """Growth of the peak resident set size during one call, in bytes (None off Linux).
+
+    Returns ``(bytes, result of fn())``.
+    """
+    gc.collect()
+    _malloc_trim()  # hand freed heap memory back, so that reusing it shows in the RSS
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current VmRSS
+        base = _proc_status_kb("VmRSS")
+    except (OSError, AttributeError):
+        return None, fn()
+    out = fn()
+    return (_proc_status_kb("VmHWM") - base) * 1024, out

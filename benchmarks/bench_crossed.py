@@ -67,10 +67,10 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from _common import (
     _fmt_mb,
-    _malloc_trim,
-    _proc_status_kb,
     blas_summary,
     print_table,
+    rss_peak,
+    traced_peak,
     wait_for_child,
 )
 
@@ -279,32 +279,6 @@ def format_breakdown(name, obj, n_iter, converged, threads, n_best, parts):
 
 
 # -- measurements ----------------------------------------------------------------
-
-
-def rss_peak(fn):
-    """Growth of the peak RSS during one call, in bytes (None off Linux), and its result."""
-    gc.collect()
-    _malloc_trim()
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current VmRSS
-        base = _proc_status_kb("VmRSS")
-    except (OSError, AttributeError):
-        return None, fn()
-    out = fn()
-    return (_proc_status_kb("VmHWM") - base) * 1024, out
-
-
-def traced_peak(fn):
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return peak - base
 
 
 def measure_fit(data, names, repeats, warmup, traced_separately=True):

@@ -65,7 +65,6 @@ import platform
 import subprocess
 import sys
 import time
-import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -75,10 +74,10 @@ import scipy
 import sklearn
 from _common import (
     _fmt_mb,
-    _malloc_trim,
-    _proc_status_kb,
     blas_summary,
     print_table,
+    rss_peak,
+    traced_peak,
     wait_for_child,
 )
 from threadpoolctl import threadpool_limits
@@ -139,40 +138,13 @@ def time_call(fn, repeats):
     return times
 
 
-def traced_peak(fn):
-    """``tracemalloc`` peak of one call, above what was traced at its start, in bytes."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return peak - base
-
-
-def rss_peak(fn):
-    """Growth of the peak resident set size during one call, in bytes (None off Linux)."""
-    gc.collect()
-    _malloc_trim()  # hand freed heap memory back, so that reusing it shows in the RSS
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current VmRSS
-        base = _proc_status_kb("VmRSS")
-    except (OSError, AttributeError):
-        return None
-    fn()
-    return (_proc_status_kb("VmHWM") - base) * 1024
-
-
 def measure(fn, repeats, memory=True):
     times = time_call(fn, repeats)
     return {
         "best": min(times),
         "median": float(np.median(times)),
         "traced": traced_peak(fn) if memory else None,
-        "rss": rss_peak(fn) if memory else None,
+        "rss": rss_peak(fn)[0] if memory else None,
     }
 
 
