@@ -1,6 +1,7 @@
-"""Grouped data simulated from the one-factor model, shared by the core-level tests."""
+"""Grouped data simulated for the tests: one-factor, and crossed with a nested factor."""
 
 import numpy as np
+import pandas as pd
 
 
 def simulate(seed, q, p=3, n_groups=20, sizes=None, Sigma=None, min_size=3):
@@ -24,3 +25,26 @@ def simulate(seed, q, p=3, n_groups=20, sizes=None, Sigma=None, min_size=3):
     b = rng.multivariate_normal(np.zeros(q), Sigma, size=n_groups)
     y = X @ rng.normal(size=p) + np.einsum("ij,ij->i", Z, b[codes]) + rng.normal(size=n)
     return X, Z, y, codes, n_groups
+
+
+def nested_crossed(seed, n_a, n_b, n, sd):
+    """Factors a and b crossed (some cells empty), c nested in a; random intercepts.
+
+    ``sd`` holds the standard deviations of the a, b and a:c effects. Returns ``X``
+    (a column ``x``), ``y`` and the labels ``a``, ``b``, ``c``.
+    """
+    rng = np.random.default_rng(seed)
+    a = np.r_[np.arange(n_a), rng.integers(0, n_a, n - n_a)]
+    b = np.r_[np.arange(n_b), rng.integers(0, n_b, n - n_b)]
+    c = rng.integers(0, 3, n)  # nested in a: labels reused across a's levels
+    x = rng.normal(size=n)
+    y = (
+        1.0
+        + 0.5 * x
+        + rng.normal(0, sd[0], n_a)[a]
+        + rng.normal(0, sd[1], n_b)[b]
+        + rng.normal(0, sd[2], (n_a, 3))[a, c]
+        + rng.normal(0, 0.7, n)
+    )
+    labels = pd.DataFrame({"a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b], "c": c})
+    return pd.DataFrame({"x": x}), pd.Series(y), labels

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import scipy.linalg as sla
 import sklearn
+from _simulate import nested_crossed
 from sklearn.base import clone
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
@@ -667,25 +668,6 @@ def test_memory_check_follows_the_engines_choice_of_the_block_diagonal_term(monk
     monkeypatch.setattr(multi, "_memory_bytes", lambda: 2 * need_12)
     with pytest.raises(ValueError, match=r"the terms \['\(1 \+ x \+ x2 \| b\)'\] have 36"):
         MixedLMRegressor(random_effects=spec).fit(X, y, groups=labels)
-
-
-def nested_crossed(seed, n_a, n_b, n, sd):
-    """The design of ``test_multi_properties.crossed_data`` for given draws."""
-    rng = np.random.default_rng(seed)
-    a = np.r_[np.arange(n_a), rng.integers(0, n_a, n - n_a)]
-    b = np.r_[np.arange(n_b), rng.integers(0, n_b, n - n_b)]
-    c = rng.integers(0, 3, n)
-    x = rng.normal(size=n)
-    y = (
-        1.0
-        + 0.5 * x
-        + rng.normal(0, sd[0], n_a)[a]
-        + rng.normal(0, sd[1], n_b)[b]
-        + rng.normal(0, sd[2], (n_a, 3))[a, c]
-        + rng.normal(0, 0.7, n)
-    )
-    labels = pd.DataFrame({"a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b], "c": c})
-    return pd.DataFrame({"x": x}), pd.Series(y), labels
 
 
 @pytest.mark.parametrize(

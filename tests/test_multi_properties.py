@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from _simulate import nested_crossed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,24 +23,11 @@ SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[Healt
 def crossed_data(draw):
     """Two crossed factors (some cells empty) and a factor nested in the first."""
     seed = draw(st.integers(0, 2**31 - 1))
-    rng = np.random.default_rng(seed)
     n_a, n_b = draw(st.integers(4, 10)), draw(st.integers(3, 8))
     n = draw(st.integers(3 * (n_a + n_b), 120))
-    a = np.r_[np.arange(n_a), rng.integers(0, n_a, n - n_a)]
-    b = np.r_[np.arange(n_b), rng.integers(0, n_b, n - n_b)]
-    c = rng.integers(0, 3, n)  # nested in a: labels reused across a's levels
-    x = rng.normal(size=n)
     sd = draw(st.tuples(st.floats(0.3, 2.0), st.floats(0.3, 2.0), st.floats(0.0, 1.0)))
-    y = (
-        1.0
-        + 0.5 * x
-        + rng.normal(0, sd[0], n_a)[a]
-        + rng.normal(0, sd[1], n_b)[b]
-        + rng.normal(0, sd[2], (n_a, 3))[a, c]
-        + rng.normal(0, 0.7, n)
-    )
-    labels = pd.DataFrame({"a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b], "c": c})
-    return pd.DataFrame({"x": x}), pd.Series(y), labels, rng
+    X, y, labels = nested_crossed(seed, n_a, n_b, n, sd)
+    return X, y, labels, np.random.default_rng(seed + 1)
 
 
 SPEC = "(1 | a) + (1 | b) + (1 | a:c)"
