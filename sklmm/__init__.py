@@ -3,8 +3,9 @@
 The public surface is what this module exports; every other module is private.
 """
 
-from ._estimator import MixedLMRegressor, likelihood_ratio_test
+from ._estimator import MixedLMRegressor
 from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
+from ._inference import likelihood_ratio_test
 from ._plotting import plot_caterpillar, plot_residuals
 from ._scorer import make_group_scorer
 

@@ -23,7 +23,7 @@ def main():
     print("             corr 0.07; fixed effects 251.405 (6.825), 10.467 (1.546)")
     print()
     print("Conditional modes (BLUPs), first five subjects:")
-    print(est.random_effects_.head().round(4).to_string())
+    print(est.random_effects_["Subject"].head().round(4).to_string())
 
 
 if __name__ == "__main__":

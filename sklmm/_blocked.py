@@ -110,7 +110,6 @@ internal and recorded in :attr:`BlockedStats.order`.
 
 import functools
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
@@ -118,7 +117,7 @@ import scipy.optimize
 import scipy.sparse as sp
 
 from ._covariance import CovarianceStructure
-from ._crossprod import compute_stats
+from ._crossprod import model_stats
 from ._profile import (
     Evaluation,
     FactorCache,
@@ -140,73 +139,8 @@ GRAM_SPLIT = 0.12
 START_FLOOR = 0.1
 
 
-@dataclass(frozen=True)
-class BlockedStats:
-    """Cross-products of ``[Z_1 ... Z_K X y]``, blocked by term, terms sorted by size.
-
-    Every array is in the sorted order: term ``i`` here is term ``order[i]`` of
-    the caller. Level ``l`` of term ``i`` owns the rows ``l * q_i ... l * q_i +
-    q_i - 1`` of that term's block.
-
-    Attributes
-    ----------
-    ZtZ : list of ndarray
-        ``ZtZ[i]`` of shape (m_i, q_i, q_i): the diagonal blocks of ``Z_i'Z_i``.
-    cross : dict
-        ``cross[(i, j)]`` for ``i > j``: ``Z_i'Z_j`` (m_i q_i x m_j q_j) as a
-        ``scipy.sparse`` CSR matrix, the (weighted) contingency table of the two terms.
-    ZtXy : list of ndarray
-        ``ZtXy[i]`` of shape (m_i, q_i, p + 1): ``Z_i'[X y]``.
-    XytXy : ndarray of shape (p + 1, p + 1)
-        ``[X y]'[X y]``.
-    n : int
-        Number of rows.
-    order : ndarray of int
-        ``order[i]`` is the caller's index of sorted term ``i`` (decreasing
-        number of levels, ties in the caller's order).
-    """
-
-    ZtZ: list
-    cross: dict
-    ZtXy: list
-    XytXy: np.ndarray
-    n: int
-    order: np.ndarray
-
-    @property
-    def p(self):
-        """Number of fixed-effect columns."""
-        return self.XytXy.shape[0] - 1
-
-    @property
-    def n_terms(self):
-        """Number of random-effects terms."""
-        return len(self.ZtZ)
-
-    @property
-    def n_levels(self):
-        """Levels per term, in the sorted order."""
-        return np.array([z.shape[0] for z in self.ZtZ], dtype=int)
-
-    @property
-    def q(self):
-        """Columns per term, in the sorted order."""
-        return np.array([z.shape[1] for z in self.ZtZ], dtype=int)
-
-    @property
-    def counts(self):
-        """Rows per level of every term (sorted order), when the term has an intercept first."""
-        return [z[:, 0, 0] for z in self.ZtZ]
-
-    def block(self, i, j):
-        """``Z_i'Z_j`` for sorted terms ``i != j`` (sparse)."""
-        if i == j:
-            raise ValueError("diagonal blocks are block diagonal: use ZtZ")
-        return self.cross[(i, j)] if i > j else self.cross[(j, i)].T.tocsr()
-
-
 def blocked_stats(X, y, codes_list, n_levels=None, Z_list=None):
-    """Form the blocked cross-products once.
+    """Form the blocked cross-products once (arrays in memory).
 
     Parameters
     ----------
@@ -243,7 +177,6 @@ def blocked_stats(X, y, codes_list, n_levels=None, Z_list=None):
             raise ValueError("codes must be non-negative")
     if n_levels is None:
         n_levels = [int(c.max()) + 1 if n else 0 for c in codes_list]
-    n_levels = np.asarray(n_levels, dtype=int)
     for c, m in zip(codes_list, n_levels, strict=True):
         if n and c.max() >= m:
             raise ValueError("a code is not below its term's number of levels")
@@ -253,30 +186,7 @@ def blocked_stats(X, y, codes_list, n_levels=None, Z_list=None):
     for Z in Z_list:
         if Z.ndim != 2 or Z.shape[0] != n or Z.shape[1] < 1:
             raise ValueError("every term's Z must be (n, q) with q >= 1")
-    order = np.argsort(-n_levels, kind="stable")
-    codes = [codes_list[k].astype(np.intp) for k in order]
-    Zs = [Z_list[k] for k in order]
-    levels = n_levels[order]
-    ZtZ, ZtXy = [], []
-    XytXy = None
-    for c, m, Z in zip(codes, levels, Zs, strict=True):
-        st = compute_stats(X, Z, y, c, int(m))
-        ZtZ.append(st.ZtZ)
-        ZtXy.append(st.ZtXy)
-        XytXy = st.XytXy
-    cross = {}
-    for i in range(len(codes)):
-        qi = Zs[i].shape[1]
-        for j in range(i):
-            qj = Zs[j].shape[1]
-            rows = (codes[i][:, None, None] * qi + np.arange(qi)[None, :, None]) + 0 * np.arange(qj)
-            cols = (codes[j][:, None, None] * qj + np.arange(qj)[None, None, :]) + 0 * rows
-            data = Zs[i][:, :, None] * Zs[j][:, None, :]
-            cross[(i, j)] = sp.csr_matrix(
-                (data.ravel(), (rows.ravel(), cols.ravel())),
-                shape=(levels[i] * qi, levels[j] * qj),
-            )  # duplicates are summed
-    return BlockedStats(ZtZ=ZtZ, cross=cross, ZtXy=ZtXy, XytXy=XytXy, n=n, order=order)
+    return model_stats(X, y, codes_list, n_levels, Z_list)
 
 
 class BlockedDeviance(FactorCache):
@@ -661,6 +571,10 @@ class BlockedDeviance(FactorCache):
                 M -= np.einsum("lap,lbp->ab", CW, CW)
             Gm[i] += 2.0 * M @ lams[i]
 
+    def blas_limit(self):
+        """A context limiting BLAS to :meth:`blas_threads` threads."""
+        return _blas_controller().limit(limits=self.blas_threads(), user_api="blas")
+
     def blas_threads(self):
         """BLAS threads for this criterion: 2 for a large dense block on 2+ cores, else 1."""
         return 2 if self.m_r >= THREADED_REST and (os.cpu_count() or 1) >= 2 else 1
@@ -840,7 +754,9 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_threads="auto"):
+def minimize_blocked(
+    objective, theta0=None, *, tol=1e-7, max_iter=500, blas_threads="auto", verbose=0
+):
     """Minimise ``D(theta)`` within its bounds by L-BFGS-B on the analytic gradient.
 
     Each evaluation alternates dense LAPACK calls (scipy's OpenBLAS) with
@@ -873,20 +789,23 @@ def minimize_blocked(objective, theta0=None, *, tol=1e-7, max_iter=500, blas_thr
         per iteration).
     blas_threads : int, "auto" or None
         BLAS threads during the fit (``None``: leave the setting alone).
+    verbose : int
+        Print one line per evaluation when positive.
 
     Returns
     -------
     SolverResult
-        ``n_iter`` counts the evaluations of ``D`` and its gradient; ``log``
-        holds one record per evaluation (``theta``, ``deviance``,
-        ``gradient_norm``).
+        ``n_iter`` counts the L-BFGS-B iterations and the Newton steps of the
+        polish; ``log`` holds one record per evaluation (phase ``"lbfgs"``) and
+        per Newton step (phase ``"polish"``), in the schema of
+        :class:`~sklmm._solvers.SolverResult`.
     """
     if blas_threads == "auto":
         blas_threads = objective.blas_threads()
     if blas_threads is None:
-        return _minimize(objective, theta0, tol, max_iter)
+        return _minimize(objective, theta0, tol, max_iter, verbose)
     with _blas_controller().limit(limits=blas_threads, user_api="blas"):
-        return _minimize(objective, theta0, tol, max_iter)
+        return _minimize(objective, theta0, tol, max_iter, verbose)
 
 
 def initial_theta(objective):
@@ -899,7 +818,6 @@ def initial_theta(objective):
     costs O(levels) per iteration. lme4's start (identity ``Lambda_k``) when a
     fit fails.
     """
-    from ._crossprod import SufficientStats
     from ._profile import ProfiledDeviance
     from ._solvers import minimize_deviance
 
@@ -908,7 +826,7 @@ def initial_theta(objective):
     sigmas, resid = [], []
     try:
         for i in range(st.n_terms):
-            one_stats = SufficientStats(st.ZtZ[i], st.ZtXy[i], st.XytXy, st.ZtZ[i][:, 0, 0], st.n)
+            one_stats = st.term(i)
             cov = objective._sorted_structures[i]
             one = ProfiledDeviance(one_stats, cov, objective.reml)
             res = minimize_deviance(one, "newton", max_iter=50)
@@ -933,7 +851,23 @@ def initial_theta(objective):
     return np.where(diagonal, np.maximum(theta, START_FLOOR), theta)
 
 
-def _minimize(objective, theta0, tol, max_iter):
+def _record(log, phase, ev, gnorm, step, verbose):
+    """One record of the fit log (the schema of :class:`~sklmm._solvers.SolverResult`)."""
+    rec = {
+        "phase": phase,
+        "iteration": len(log),
+        "theta": ev.theta.copy(),
+        "sigma2": ev.sigma2,
+        "deviance": ev.deviance,
+        "gradient_norm": gnorm,
+        "step_size": step,
+    }
+    log.append(rec)
+    if verbose:
+        print(f"{phase:>6} {rec['iteration']:4d}  D={ev.deviance:.10g}  |grad|={gnorm:.3e}")
+
+
+def _minimize(objective, theta0, tol, max_iter, verbose=0):
     lower = objective.lower_bounds
     theta = initial_theta(objective) if theta0 is None else np.asarray(theta0, dtype=float)
     theta = np.maximum(theta, lower)
@@ -947,6 +881,8 @@ def _minimize(objective, theta0, tol, max_iter):
     offset = objective(theta).deviance
 
     best = {"f": 0.0, "theta": theta.copy(), "gradient": objective(theta, 1).gradient}
+    theta0_used = theta.copy()
+    polish_steps = 0
 
     def fun(t):
         try:
@@ -955,13 +891,10 @@ def _minimize(objective, theta0, tol, max_iter):
             # [X y]'V^{-1}[X y] numerically singular: a step far out (a huge theta). A
             # value far above the best sends L-BFGS-B's line search back towards it.
             return best["f"] + 1e6 * (1.0 + abs(best["f"])), best["gradient"]
-        log.append(
-            {
-                "theta": ev.theta.copy(),
-                "deviance": ev.deviance,
-                "gradient_norm": float(np.max(np.abs(_projected(t, ev.gradient, lower)))),
-            }
-        )
+        prev = log[-1]["theta"] if log else theta0_used
+        step = float(np.max(np.abs(ev.theta - prev), initial=0.0))
+        gnorm = float(np.max(np.abs(_projected(t, ev.gradient, lower)), initial=0.0))
+        _record(log, "lbfgs", ev, gnorm, step, verbose)
         f = ev.deviance - offset
         if f < best["f"]:
             best.update(f=f, theta=np.array(t, dtype=float), gradient=ev.gradient)
@@ -992,7 +925,11 @@ def _minimize(objective, theta0, tol, max_iter):
         if gnorm > 10 * tol * scale:
             # L-BFGS-B stopped short (a flat or badly scaled stretch): Newton steps on a
             # Hessian from differences of the analytic gradient finish the job.
-            theta, polished = _newton_polish(objective, theta, lower, 10 * tol * scale, log)
+            n_log = len(log)
+            theta, polished = _newton_polish(
+                objective, theta, lower, 10 * tol * scale, log, verbose=verbose
+            )
+            polish_steps += sum(rec["phase"] == "polish" for rec in log[n_log:])
             if polished:
                 message = f"{message}; finished by Newton steps"
             ev = objective(theta, 1)
@@ -1007,10 +944,10 @@ def _minimize(objective, theta0, tol, max_iter):
     ev = objective(theta, 1)
     gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
     converged = gnorm <= 10 * tol * scale
-    return SolverResult(theta, ev, converged, len(log), message, log)
+    return SolverResult(theta, ev, converged, iterations + polish_steps, message, log)
 
 
-def _newton_polish(objective, theta, lower, gtol, log, max_steps=20):
+def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
     """Projected Newton steps with a Hessian from forward differences of the gradient.
 
     Parameters held at their bound by a positive gradient stay there; the Hessian on
@@ -1064,13 +1001,12 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20):
                 if not d_more < d:
                     break
                 cand, d = more, d_more
-        log.append(
-            {
-                "theta": cand.copy(),
-                "deviance": value(cand),
-                "gradient_norm": float(np.max(np.abs(pg))),
-            }
-        )
+        try:
+            ev_new = objective(cand, 1)
+        except np.linalg.LinAlgError:
+            return theta, False
+        gn = float(np.max(np.abs(_projected(cand, ev_new.gradient, lower))))
+        _record(log, "polish", ev_new, gn, float(np.max(np.abs(cand - theta))), verbose)
         theta = cand
     ev = objective(theta, 1)
     return theta, bool(np.max(np.abs(_projected(theta, ev.gradient, lower))) <= gtol)

@@ -147,3 +147,203 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS):
         counts=counts,
         n=n,
     )
+
+
+@dataclass(frozen=True)
+class BlockedStats:
+    """Cross-products of ``[Z_1 ... Z_K X y]``, blocked by term, terms sorted by size.
+
+    The statistics of every model: one term (the one-factor criterion reads
+    :meth:`term`) or several (the blocked criterion). Every array is in the sorted
+    order: term ``i`` here is term ``order[i]`` of the caller. Level ``l`` of term
+    ``i`` owns the rows ``l * q_i ... l * q_i + q_i - 1`` of that term's block. They
+    are sums over the rows, so the statistics of a partition of the rows add up
+    (:func:`sum_stats`).
+
+    Attributes
+    ----------
+    ZtZ : list of ndarray
+        ``ZtZ[i]`` of shape (m_i, q_i, q_i): the diagonal blocks of ``Z_i'Z_i``.
+    cross : dict
+        ``cross[(i, j)]`` for ``i > j``: ``Z_i'Z_j`` (m_i q_i x m_j q_j) as a
+        ``scipy.sparse`` CSR matrix, the (weighted) contingency table of the two terms.
+    ZtXy : list of ndarray
+        ``ZtXy[i]`` of shape (m_i, q_i, p + 1): ``Z_i'[X y]``.
+    XytXy : ndarray of shape (p + 1, p + 1)
+        ``[X y]'[X y]``.
+    n : int
+        Number of rows.
+    order : ndarray of int
+        ``order[i]`` is the caller's index of sorted term ``i`` (decreasing
+        number of levels, ties in the caller's order).
+    level_counts : list of ndarray, optional
+        Rows per level of every sorted term.
+    """
+
+    ZtZ: list
+    cross: dict
+    ZtXy: list
+    XytXy: np.ndarray
+    n: int
+    order: np.ndarray
+    level_counts: list = None
+
+    @property
+    def p(self):
+        """Number of fixed-effect columns."""
+        return self.XytXy.shape[0] - 1
+
+    @property
+    def n_terms(self):
+        """Number of random-effects terms."""
+        return len(self.ZtZ)
+
+    @property
+    def n_levels(self):
+        """Levels per term, in the sorted order."""
+        return np.array([z.shape[0] for z in self.ZtZ], dtype=int)
+
+    @property
+    def q(self):
+        """Columns per term, in the sorted order."""
+        return np.array([z.shape[1] for z in self.ZtZ], dtype=int)
+
+    @property
+    def counts(self):
+        """Rows per level of every term (sorted order), when the term has an intercept first."""
+        return [z[:, 0, 0] for z in self.ZtZ]
+
+    def block(self, i, j):
+        """``Z_i'Z_j`` for sorted terms ``i != j`` (sparse)."""
+        if i == j:
+            raise ValueError("diagonal blocks are block diagonal: use ZtZ")
+        return self.cross[(i, j)] if i > j else self.cross[(j, i)].T.tocsr()
+
+    def term(self, i):
+        """The :class:`SufficientStats` of sorted term ``i`` alone (the one-factor form)."""
+        counts = self.ZtZ[i][:, 0, 0] if self.level_counts is None else self.level_counts[i]
+        return SufficientStats(self.ZtZ[i], self.ZtXy[i], self.XytXy, counts, self.n)
+
+    def for_caller(self, k):
+        """The sorted position of the caller's term ``k``."""
+        return int(np.flatnonzero(self.order == k)[0])
+
+
+def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS):
+    """Reduce the rows to :class:`BlockedStats` (any number of terms, zero included).
+
+    Parameters
+    ----------
+    X : callable or ndarray of shape (n, p)
+        Fixed-effects design (intercept column included when fitted), or a function
+        ``X(start, stop)`` returning its rows ``start:stop``.
+    y : ndarray of shape (n,)
+        Response.
+    codes_list : list of ndarray of int
+        Level of each row for every term, in the caller's order.
+    n_levels : list of int
+        Levels per term.
+    Z_list : list of (callable or ndarray of shape (n, q_k))
+        Columns of every term. With two or more terms they are read whole (the
+        contingency tables between terms are formed from them).
+    chunk_rows : int
+        Rows per chunk of the per-term reduction.
+
+    Returns
+    -------
+    BlockedStats
+    """
+    n = len(y)
+    n_levels = np.asarray(n_levels, dtype=int)
+    if not len(codes_list):
+        x_rows = _row_reader(X)
+        p = x_rows(0, 1).shape[1] if n else x_rows(0, 0).shape[1]
+        XytXy = np.zeros((p + 1, p + 1))
+        for start in range(0, n, chunk_rows):
+            stop = min(start + chunk_rows, n)
+            W = np.column_stack([x_rows(start, stop), y[start:stop]])
+            XytXy += W.T @ W
+        return BlockedStats([], {}, [], XytXy, n, np.zeros(0, dtype=int), [])
+    order = np.argsort(-n_levels, kind="stable")
+    codes = [np.asarray(codes_list[k], dtype=np.intp) for k in order]
+    Zs = [Z_list[k] for k in order]
+    levels = n_levels[order]
+    ZtZ, ZtXy, XytXy, counts = [], [], None, []
+    for c, m, Z in zip(codes, levels, Zs, strict=True):
+        st = compute_stats(X, Z, y, c, int(m), chunk_rows)
+        ZtZ.append(st.ZtZ)
+        ZtXy.append(st.ZtXy)
+        counts.append(st.counts)
+        XytXy = st.XytXy
+    cross = {}
+    if len(codes) > 1:
+        Zs = [_row_reader(Z)(0, n) for Z in Zs]
+    for i in range(len(codes) if len(codes) > 1 else 0):
+        qi = Zs[i].shape[1]
+        for j in range(i):
+            qj = Zs[j].shape[1]
+            rows = (codes[i][:, None, None] * qi + np.arange(qi)[None, :, None]) + 0 * np.arange(qj)
+            cols = (codes[j][:, None, None] * qj + np.arange(qj)[None, None, :]) + 0 * rows
+            data = Zs[i][:, :, None] * Zs[j][:, None, :]
+            cross[(i, j)] = sp.csr_matrix(
+                (data.ravel(), (rows.ravel(), cols.ravel())),
+                shape=(levels[i] * qi, levels[j] * qj),
+            )  # duplicates are summed
+    return BlockedStats(
+        ZtZ=ZtZ, cross=cross, ZtXy=ZtXy, XytXy=XytXy, n=n, order=order, level_counts=counts
+    )
+
+
+def sum_stats(*parts):
+    """The statistics of the union of disjoint sets of rows (same terms and levels)."""
+    first = parts[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return BlockedStats(
+            ZtZ=[sum(p.ZtZ[i] for p in parts) for i in range(first.n_terms)],
+            cross={key: sum(p.cross[key] for p in parts).tocsr() for key in first.cross},
+            ZtXy=[sum(p.ZtXy[i] for p in parts) for i in range(first.n_terms)],
+            XytXy=sum(p.XytXy for p in parts),
+            n=sum(p.n for p in parts),
+            order=first.order,
+            level_counts=[sum(p.level_counts[i] for p in parts) for i in range(first.n_terms)],
+        )
+
+
+def rescale_terms(stats):
+    """Stats of every term's ``Z_k D_k^{-1}``, ``D_k`` the root mean squares of its columns.
+
+    The likelihood is unchanged (``b_k`` becomes ``D_k b_k``), but ``theta`` no longer
+    depends on the units of the random-slope columns, which keeps the optimizer's steps
+    and its convergence rule free of them.
+
+    Returns
+    -------
+    stats : BlockedStats
+        Cross-products of the rescaled columns.
+    scales : list of ndarray
+        ``D_k``'s diagonal for every term, in the caller's order (1 for a column of zeros).
+    """
+    n = max(stats.n, 1)
+    inv_sorted = []
+    for ZtZ in stats.ZtZ:
+        scale = np.sqrt(np.einsum("gjj->j", ZtZ) / n)
+        scale[~(scale > 0)] = 1.0
+        inv_sorted.append(1.0 / scale)
+    cross = {}
+    for (i, j), B in stats.cross.items():
+        ri = np.tile(inv_sorted[i], B.shape[0] // len(inv_sorted[i]))
+        cj = np.tile(inv_sorted[j], B.shape[1] // len(inv_sorted[j]))
+        cross[(i, j)] = sp.csr_matrix(sp.diags(ri) @ B @ sp.diags(cj))
+    scaled = BlockedStats(
+        ZtZ=[z * s[:, None] * s[None, :] for z, s in zip(stats.ZtZ, inv_sorted, strict=True)],
+        cross=cross,
+        ZtXy=[z * s[:, None] for z, s in zip(stats.ZtXy, inv_sorted, strict=True)],
+        XytXy=stats.XytXy,
+        n=stats.n,
+        order=stats.order,
+        level_counts=stats.level_counts,
+    )
+    scales = [None] * stats.n_terms
+    for i, k in enumerate(stats.order):
+        scales[k] = 1.0 / inv_sorted[i]
+    return scaled, scales

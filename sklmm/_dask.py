@@ -1,41 +1,45 @@
-"""Fit and predict on Dask collections.
+"""Fit and predict on Dask collections, for every model.
 
-The sufficient statistics of the model (:class:`~sklmm._crossprod.SufficientStats`)
-are sums over the rows, so they add up over any partition of the rows, even when
-one group's rows are spread over many partitions. ``fit`` reduces each Dask
-partition to its own statistics and sums them with a tree reduction; the
-optimization then runs in the client process, on the small per-group arrays
-only, exactly as for in-memory data. No partition is ever brought to the client.
+The statistics of a model (:class:`~sklmm._crossprod.BlockedStats`) are sums over the
+rows, so they add up over any partition of the rows, even when one level's rows are
+spread over many partitions. ``fit`` reduces each Dask partition to its own statistics
+and sums them with a tree reduction; the optimization then runs in the client process,
+on the small per-level arrays only, exactly as for in-memory data, through the same
+:func:`~sklmm._model.model_from_stats`. No partition is ever brought to the client.
 
 Two passes over the data:
 
-1. per-partition summaries (row count, column sums of ``X``, sum and largest
-   ``|y|``, non-finite values, bad group labels and the distinct labels), combined
-   in order by a tree reduction: the validation and centring of the in-memory
-   path, and the sorted group levels;
-2. per-partition cross-products of the centred ``[Z X y]``, with each row's group
-   code looked up among the levels, summed by a tree reduction.
+1. per-partition summaries (row count, column sums of ``X``, sum and largest ``|y|``,
+   non-finite values, bad labels, the distinct labels of every label column and the
+   distinct label combinations of every interaction term), combined in order by a
+   tree reduction: the validation and centring of the in-memory path, and the levels
+   of every term (:func:`~sklmm._terms.terms_from_labels`);
+2. per-partition statistics of the centred ``[Z_1 ... Z_K X y]``, with each row's
+   level of every term looked up among the levels, summed by a tree reduction.
 
 Dask is an optional dependency: this module is imported only when ``fit`` or
-``predict`` receives a Dask collection.
+``predict`` receives a Dask collection. Nothing here knows of the estimator.
 """
-
-import copy
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.validation import _get_feature_names, check_is_fitted, validate_data
+from sklearn.utils.validation import _get_feature_names
 
-from ._crossprod import SufficientStats, compute_stats
-from ._estimator import _factorize
+from ._crossprod import sum_stats
+from ._fitted import predict_labels
+from ._model import centring, check_before_stats, model_from_stats, row_readers
+from ._terms import label_sources, match_terms, terms_from_labels
+from ._validation import check_labels, label_columns, prepare_X
 
 #: Partial results combined per node of the tree reductions.
 SPLIT_EVERY = 8
 
 _ALIGN_HINT = (
-    "; give X, y and groups the same partitions (for example, columns of one Dask "
+    "; give X, y and the labels the same partitions (for example, columns of one Dask "
     "DataFrame, or Dask arrays with the same chunks along the rows)"
 )
+
+_LABELS = ("groups", "variance_components")
 
 
 # -- what the inputs are ------------------------------------------------------------------
@@ -67,8 +71,8 @@ def _require_dask(obj, name, allowed):
         }
         raise TypeError(
             f"{name} must be {' or '.join(what[k] for k in allowed)} when fit or predict "
-            f"receives Dask input, got {_describe(obj)}; pass X, y and groups all as Dask "
-            "collections (or all in memory)"
+            f"receives Dask input, got {_describe(obj)}; pass X, y and the labels all as "
+            "Dask collections (or all in memory)"
         )
     return kind
 
@@ -114,7 +118,7 @@ def _check_partitions(parts):
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{name} has {c}" for name, c in counts.items())
         raise ValueError(
-            f"X, y and groups are split into different numbers of partitions "
+            f"X, y and the labels are split into different numbers of partitions "
             f"({detail}){_ALIGN_HINT}"
         )
 
@@ -132,14 +136,12 @@ def _tree_reduce(parts, combine, split_every=SPLIT_EVERY):
 # -- one partition as numpy -----------------------------------------------------------------
 def _x_block(part):
     """A partition of X as a float64 array, with the in-memory path's errors."""
-    from ._estimator import MixedLMRegressor
-
     if isinstance(part, pd.DataFrame):
         if part.shape[1] == 0:
             return np.zeros((len(part), 0))
-        MixedLMRegressor._prepare_X(part)
+        prepare_X(part)
         return part.to_numpy(dtype=np.float64, na_value=np.nan)
-    part = MixedLMRegressor._prepare_X(np.asarray(part))
+    part = prepare_X(np.asarray(part))
     return np.asarray(part, dtype=np.float64)
 
 
@@ -162,32 +164,47 @@ def _y_block(part):
         ) from None
 
 
-def _group_block(part):
-    """A partition of groups as the 1-D numpy labels ``_check_groups`` would see."""
-    if isinstance(part, pd.DataFrame):
-        part = part.iloc[:, 0]
-    values = np.asarray(part.astype(object) if isinstance(part, pd.Series) else part)
-    if values.ndim == 2:
-        values = values[:, 0]
-    return values
+def _raw_labels(part, what):
+    """A partition of labels as named raw columns (before any check)."""
+    if part is None:
+        return {}
+    return label_columns(part, what, None, check=lambda values, n, name: values)
 
 
-def _check_lengths(i, X, y, g):
-    sizes = {"X": len(X), "y": len(y)}
-    if g is not None:
-        sizes["groups"] = len(g)
+def _check_lengths(i, X, y, labels):
+    sizes = {"X": len(X)}
+    if y is not None:
+        sizes["y"] = len(y)
+    for what, cols in labels.items():
+        for values in cols.values():
+            sizes[what] = len(values)
     if len(set(sizes.values())) > 1:
         detail = ", ".join(f"{k} {v}" for k, v in sizes.items())
         raise ValueError(
-            f"X, y and groups are not aligned: partition {i} has rows {detail}{_ALIGN_HINT}"
+            f"X, y and the labels are not aligned: partition {i} has rows {detail}{_ALIGN_HINT}"
         )
 
 
 # -- pass 1: validation, means, levels --------------------------------------------------------
-def _summary(i, Xp, yp, gp):
+def _label_summary(values):
+    values = np.asarray(values.astype(object) if isinstance(values, pd.Series) else values)
+    missing = pd.isna(values)
+    bad = ~np.isfinite(values) if values.dtype.kind == "f" else np.zeros(len(values), bool)
+    return {
+        "missing": np.flatnonzero(missing)[:5].tolist(),
+        "complex": values.dtype.kind == "c",
+        "inf": np.flatnonzero(bad & ~missing)[:5].tolist(),
+        "distinct": pd.unique(values[~missing]) if missing.any() else pd.unique(values),
+    }
+
+
+def _summary(i, Xp, yp, gp, vp, interactions):
     X, y = _x_block(Xp), _y_block(yp)
-    g = None if gp is None else _group_block(gp)
-    _check_lengths(i, X, y, g)
+    labels = {
+        "groups": _raw_labels(gp, "groups"),
+        "variance_components": _raw_labels(vp, _LABELS[1]),
+    }
+    _check_lengths(i, X, y, labels)
     with np.errstate(over="ignore", invalid="ignore"):
         x_sum = np.ones(len(X)) @ X
         out = {
@@ -201,19 +218,25 @@ def _summary(i, Xp, yp, gp):
             "y_nan": bool(np.isnan(y).any()),
             "y_inf": bool(np.isinf(y).any()),
         }
-    if g is not None:
-        missing = pd.isna(g)
-        out["g_missing"] = np.flatnonzero(missing)[:5].tolist()
-        out["g_complex"] = g.dtype.kind == "c"
-        bad = ~np.isfinite(g) if g.dtype.kind == "f" else np.zeros(len(g), dtype=bool)
-        out["g_inf"] = np.flatnonzero(bad)[:5].tolist()
-        out["levels"] = pd.unique(g[~missing]) if missing.any() else pd.unique(g)
+    out["labels"] = {
+        (what, name): _label_summary(values)
+        for what, cols in labels.items()
+        for name, values in cols.items()
+    }
+    columns = label_sources(labels["groups"], labels["variance_components"])
+    out["rows"] = {}
+    for name, sources in interactions.items():
+        if all(src in columns for src in sources):
+            frame = pd.DataFrame({j: np.asarray(columns[src]) for j, src in enumerate(sources)})
+            out["rows"][name] = frame.drop_duplicates()
     return out
 
 
 def _combine_summaries(*parts):
     """Sum the summaries in row order (so row numbers and first appearances stay right)."""
     out = dict(parts[0])
+    out["labels"] = {k: dict(v) for k, v in out["labels"].items()}
+    out["rows"] = dict(out["rows"])
     for b in parts[1:]:
         offset = out["n"]
         out["n"] = offset + b["n"]
@@ -223,237 +246,230 @@ def _combine_summaries(*parts):
         out["y_max"] = max(out["y_max"], b["y_max"])
         for key in ("x_nan", "x_inf", "y_nan", "y_inf"):
             out[key] = out[key] or b[key]
-        if "levels" in out:
-            for key in ("g_missing", "g_inf"):
-                out[key] = (out[key] + [r + offset for r in b[key]])[:5]
-            out["g_complex"] = out["g_complex"] or b["g_complex"]
-            out["levels"] = pd.unique(np.concatenate([out["levels"], b["levels"]]))
+        for key, s in b["labels"].items():
+            mine = out["labels"][key]
+            for field in ("missing", "inf"):
+                mine[field] = (mine[field] + [r + offset for r in s[field]])[:5]
+            mine["complex"] = mine["complex"] or s["complex"]
+            mine["distinct"] = pd.unique(np.concatenate([mine["distinct"], s["distinct"]]))
+        for name, frame in b["rows"].items():
+            out["rows"][name] = pd.concat([out["rows"][name], frame]).drop_duplicates()
     return out
 
 
-# -- pass 2: cross-products ------------------------------------------------------------------
-def _partition_stats(Xp, yp, gp, levels, fit_intercept, slopes, centres, q, n_groups):
+# -- pass 2: statistics ------------------------------------------------------------------------
+def _partition_stats(Xp, yp, gp, vp, terms, centres, fit_intercept):
     X, y = _x_block(Xp), _y_block(yp)
     n = len(y)
-    if gp is None:
-        codes = np.zeros(n, dtype=np.intp)
-    else:
-        codes = pd.Index(levels).get_indexer(_group_block(gp))
-        if (codes < 0).any():  # cannot happen: the levels are this data's labels
-            raise RuntimeError("a group label was not found among the levels of the data")
-    x_mean, y_centre, z_mean = centres
+    labels = label_sources(_raw_labels(gp, "groups"), _raw_labels(vp, _LABELS[1]))
+    labels = {
+        k: np.asarray(v.astype(object) if isinstance(v, pd.Series) else v)
+        for k, v in labels.items()
+    }
+    codes = match_terms(terms, labels, n)
+    if any((c < 0).any() for c in codes):  # cannot happen: the levels are this data's labels
+        raise RuntimeError("a label was not found among the levels of the data")
+    x_mean, y_centre, z_means = centres
+    x_rows, z_rows = row_readers(X, terms, x_mean, z_means, fit_intercept)
+    from ._crossprod import model_stats
 
-    def x_rows(a, b):
-        Xc = X[a:b] - x_mean
-        return np.column_stack([np.ones(b - a), Xc]) if fit_intercept else Xc
-
-    def z_rows(a, b):
-        return np.column_stack([np.ones(b - a), X[a:b, slopes] - z_mean])
-
-    with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked by _fit_design
-        return compute_stats(
-            x_rows, z_rows if q else np.zeros((n, 0)), y - y_centre, codes, n_groups
-        )
-
-
-def _sum_stats(*parts):
-    with np.errstate(over="ignore", invalid="ignore"):
-        return SufficientStats(
-            ZtZ=sum(s.ZtZ for s in parts[1:]) + parts[0].ZtZ,
-            ZtXy=sum(s.ZtXy for s in parts[1:]) + parts[0].ZtXy,
-            XytXy=sum(s.XytXy for s in parts[1:]) + parts[0].XytXy,
-            counts=sum(s.counts for s in parts[1:]) + parts[0].counts,
-            n=sum(s.n for s in parts),
-        )
+    with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked by model_from_stats
+        return model_stats(x_rows, y - y_centre, codes, [t.n_levels for t in terms], z_rows)
 
 
 # -- fit ---------------------------------------------------------------------------------------
-def _set_features(est, X, kind):
-    """``n_features_in_`` and ``feature_names_in_`` as ``validate_data(reset=True)`` sets them."""
+def _features(X, kind):
+    """``n_features`` and feature names (or None) of Dask ``X``, as ``validate_data`` sets them."""
     if kind == "frame":
         meta = X._meta
-        est._prepare_X(meta)  # non-numeric or complex columns: the in-memory errors
-        n_features, names = meta.shape[1], _get_feature_names(meta)
-    else:
-        if X.ndim != 2:
-            raise ValueError(
-                f"X must be a 2-D Dask array, got {X.ndim}-D (shape {X.shape}); reshape it "
-                "with X.reshape(-1, 1) for a single feature"
-            )
-        if X.dtype.kind == "c":
-            raise ValueError(
-                "Complex data not supported: X contains complex numbers; mixed models "
-                "need real-valued columns"
-            )
-        if X.dtype.kind not in "biufOUS":
-            raise ValueError(f"X has dtype {X.dtype}; mixed models need numeric columns")
-        n_features, names = X.shape[1], None
-    est.n_features_in_ = int(n_features)
-    if names is None:
-        if hasattr(est, "feature_names_in_"):
-            del est.feature_names_in_
-    else:
-        est.feature_names_in_ = np.asarray(names, dtype=object)
+        prepare_X(meta)  # non-numeric or complex columns: the in-memory errors
+        names = _get_feature_names(meta)
+        return int(meta.shape[1]), names
+    if X.ndim != 2:
+        raise ValueError(
+            f"X must be a 2-D Dask array, got {X.ndim}-D (shape {X.shape}); reshape it "
+            "with X.reshape(-1, 1) for a single feature"
+        )
+    if X.dtype.kind == "c":
+        raise ValueError(
+            "Complex data not supported: X contains complex numbers; mixed models "
+            "need real-valued columns"
+        )
+    if X.dtype.kind not in "biufOUS":
+        raise ValueError(f"X has dtype {X.dtype}; mixed models need numeric columns")
+    return int(X.shape[1]), None
 
 
-def _inputs(X, y, groups):
-    """Check the kinds of X, y and groups; return them aligned, with their kinds."""
-    kx = _require_dask(X, "X", ("frame", "array"))
-    ky = _require_dask(y, "y", ("series", "array"))
-    if ky == "array" and y.ndim != 1:
-        raise ValueError(f"y must be 1-D, got a Dask array of shape {y.shape}")
-    parts = {"X": (X, kx), "y": (y, ky)}
-    if groups is not None:
-        kg = _require_dask(groups, "groups", ("series", "frame", "array"))
-        if kg == "frame" and len(groups.columns) != 1:
-            raise ValueError(
-                "groups must be one column of labels, got a DataFrame with "
-                f"{len(groups.columns)} columns"
-            )
-        if kg == "array" and not (groups.ndim == 1 or (groups.ndim == 2 and groups.shape[1] == 1)):
-            raise ValueError(f"groups must be 1-D, got an array of shape {groups.shape}")
-        if kg == "array" and groups.dtype.kind == "c":
-            raise ValueError("groups contains complex numbers; use integer or string labels")
-        parts["groups"] = (groups, kg)
-    if kx == "array" and X.ndim == 2 and X.numblocks[1] > 1:
-        X = X.rechunk({1: -1})  # whole rows in each block
-        parts["X"] = (X, kx)
-    if kx == "array":
-        parts = _align_arrays(X, parts)
-    _check_partitions(parts)
-    return parts
+def _label_input(obj, what, parts):
+    """Check a Dask label argument; add it to ``parts``; return the names of its columns."""
+    if obj is None:
+        return []
+    kind = _require_dask(obj, what, ("series", "frame", "array"))
+    if kind == "array":
+        if obj.dtype.kind == "c":
+            raise ValueError(f"{what} contains complex numbers; use integer or string labels")
+        if obj.ndim not in (1, 2):
+            raise ValueError(f"{what} must be 1-D or 2-D, got an array of shape {obj.shape}")
+        if obj.ndim == 2 and obj.numblocks[1] > 1:
+            obj = obj.rechunk({1: -1})
+    parts[what] = (obj, kind)
+    meta = obj._meta if kind != "array" else np.empty((0,) * obj.ndim, dtype=obj.dtype)
+    if kind == "array" and obj.ndim == 2:
+        return (
+            [f"{what}{j}" for j in range(obj.shape[1])]
+            if obj.shape[1] != 1
+            else ["group" if what == "groups" else what]
+        )
+    return list(_raw_labels(meta, what))
 
 
-def dask_design(est, X, y, groups):
-    """The Dask counterpart of ``MixedLMRegressor._design``.
+class DaskData:
+    """Dask ``X``, ``y`` and label columns, checked and aligned, ready for the two passes.
 
-    Parameters
+    Attributes
     ----------
-    est : MixedLMRegressor
-        The estimator being fitted; its ``n_features_in_`` and
-        ``feature_names_in_`` are set here.
-    X : dask.dataframe.DataFrame or dask.array.Array of shape (n_samples, n_features)
-        Numeric covariates.
-    y : dask.dataframe.Series or dask.array.Array of shape (n_samples,)
-        Response.
-    groups : dask.dataframe.Series, dask.array.Array or None
-        Group labels, partitioned like ``X`` and ``y``.
-
-    Returns
-    -------
-    dict
-        The keys of ``_design``'s result: ``stats``, ``levels``, ``slopes``,
-        ``col_means``, ``centres``, ``groups_name``.
+    n_features : int
+    feature_names : ndarray or None
+    groups_names, vc_names : list of str
+        Names of the label columns.
     """
-    import dask
 
-    parts = _inputs(X, y, groups)
-    X, kx = parts["X"]
-    _set_features(est, X, kx)
-    blocks = {name: _blocks(obj, kind) for name, (obj, kind) in parts.items()}
-    g_blocks = blocks.get("groups", [None] * len(blocks["X"]))
-    triples = list(zip(blocks["X"], blocks["y"], g_blocks, strict=True))
+    def __init__(self, X, y, groups, variance_components):
+        kx = _require_dask(X, "X", ("frame", "array"))
+        ky = _require_dask(y, "y", ("series", "array"))
+        if ky == "array" and y.ndim != 1:
+            raise ValueError(f"y must be 1-D, got a Dask array of shape {y.shape}")
+        self.n_features, self.feature_names = _features(X, kx)
+        if kx == "array" and X.numblocks[1] > 1:
+            X = X.rechunk({1: -1})  # whole rows in each block
+        parts = {"X": (X, kx), "y": (y, ky)}
+        self.groups_names = _label_input(groups, "groups", parts)
+        self.vc_names = _label_input(variance_components, "variance_components", parts)
+        if kx == "array":
+            parts = _align_arrays(X, parts)
+        _check_partitions(parts)
+        blocks = {name: _blocks(obj, kind) for name, (obj, kind) in parts.items()}
+        none = [None] * len(blocks["X"])
+        self._blocks = [
+            blocks["X"],
+            blocks["y"],
+            blocks.get("groups", none),
+            blocks.get("variance_components", none),
+        ]
 
-    summary_task = dask.delayed(_summary, pure=True)
-    summaries = [summary_task(i, *t) for i, t in enumerate(triples)]
-    (s,) = dask.compute(_tree_reduce(summaries, _combine_summaries))
+    def summarize(self, terms):
+        """Pass 1: the combined summary of every partition; sets the terms' levels."""
+        import dask
 
-    n = s["n"]
-    if s["x_nan"]:
-        raise ValueError("Input X contains NaN.")
-    if s["x_inf"]:
-        raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
-    if s["y_nan"]:
-        raise ValueError("Input y contains NaN.")
-    if s["y_inf"]:
-        raise ValueError("Input y contains infinity or a value too large for dtype('float64').")
-    if n < 2:
-        raise ValueError(
-            f"Found array with {n} sample(s) (shape=({n}, {est.n_features_in_})) while a "
-            f"minimum of 2 is required by {type(est).__name__}."
-        )
-    slopes = est._resolve_slopes(n)
-    if groups is None:
-        levels, n_groups, q = None, 1, 0
-    else:
-        if s["g_missing"]:
+        interactions = {t.name: t.sources for t in terms if len(t.sources) > 1}
+        task = dask.delayed(_summary, pure=True)
+        parts = [task(i, *b, interactions) for i, b in enumerate(zip(*self._blocks, strict=True))]
+        (s,) = dask.compute(_tree_reduce(parts, _combine_summaries))
+        if s["x_nan"]:
+            raise ValueError("Input X contains NaN.")
+        if s["x_inf"]:
+            raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
+        if s["y_nan"]:
+            raise ValueError("Input y contains NaN.")
+        if s["y_inf"]:
+            raise ValueError("Input y contains infinity or a value too large for dtype('float64').")
+        n = s["n"]
+        if n < 2:
             raise ValueError(
-                f"groups contains missing labels (None or NaN) at rows {s['g_missing']}"
+                f"Found array with {n} sample(s) (shape=({n}, {self.n_features})) while a "
+                "minimum of 2 is required by MixedLMRegressor."
             )
-        if s["g_complex"]:
-            raise ValueError("groups contains complex numbers; use integer or string labels")
-        if s["g_inf"]:
-            raise ValueError(f"groups contains infinite labels at rows {s['g_inf']}")
-        levels = _factorize(s["levels"])[1]
-        levels = np.asarray(levels)
-        n_groups, q = len(levels), 1 + len(slopes)
-    big_y = s["y_max"]
-    if big_y > np.sqrt(np.finfo(np.float64).max / n):
-        raise ValueError(
-            f"y has values too large to square and sum in float64 (max |y| = {big_y:.3g}); "
-            "rescale it"
+        single = {
+            w: len(self.groups_names if w == "groups" else self.vc_names) == 1 for w in _LABELS
+        }
+        for (what, name), ls in s["labels"].items():
+            label = what if single[what] else f"{what} column {name!r}"
+            if ls["missing"]:
+                raise ValueError(
+                    f"{label} contains missing labels (None or NaN) at rows {ls['missing']}"
+                )
+            if ls["complex"]:
+                raise ValueError(f"{label} contains complex numbers; use integer or string labels")
+            if ls["inf"]:
+                raise ValueError(f"{label} contains infinite labels at rows {ls['inf']}")
+            check_labels(ls["distinct"], None, label)
+        terms_from_labels(
+            terms, {key: ls["distinct"] for key, ls in s["labels"].items()}, s["rows"]
         )
-    col_means = s["x_sum"] / n
-    centres = est._centres(col_means, s["y_sum"] / n, slopes, q)
+        return s
 
-    shared = dask.delayed(levels, pure=True) if levels is not None else None
-    stats_task = dask.delayed(_partition_stats, pure=True)
-    per_part = [
-        stats_task(Xp, yp, gp, shared, est.fit_intercept, slopes, centres, q, n_groups)
-        for Xp, yp, gp in triples
-    ]
-    (stats,) = dask.compute(_tree_reduce(per_part, _sum_stats))
-    name = getattr(groups, "name", None) if _kind(groups) == "series" else None
-    return {
-        "stats": stats,
-        "levels": levels,
-        "slopes": slopes,
-        "col_means": col_means,
-        "centres": centres,
-        "groups_name": str(name or "group"),
-    }
+    def model(self, terms, summary, *, fit_intercept, reml, feature_names):
+        """Pass 2: the :class:`~sklmm._model.MixedModel` from the summed statistics."""
+        import dask
+
+        n = summary["n"]
+        check_before_stats(terms, n, summary["y_max"])
+        col_means = summary["x_sum"] / n
+        centres = centring(terms, col_means, summary["y_sum"] / n, fit_intercept)
+        shared = dask.delayed(terms, pure=True)
+        task = dask.delayed(_partition_stats, pure=True)
+        parts = [task(*b, shared, centres, fit_intercept) for b in zip(*self._blocks, strict=True)]
+        (raw,) = dask.compute(_tree_reduce(parts, sum_stats))
+        _x_mean, y_centre, z_means = centres
+        return model_from_stats(
+            raw,
+            terms,
+            col_means=col_means,
+            y_centre=y_centre,
+            z_means=z_means,
+            fit_intercept=fit_intercept,
+            reml=reml,
+            feature_names=feature_names,
+            label_columns={"groups": self.groups_names, "variance_components": self.vc_names},
+        )
 
 
 # -- predict -------------------------------------------------------------------------------
-def _predict_block(Xp, gp, est, return_std, include_residual):
-    groups = None if gp is None else _group_block(gp)
-    if groups is not None and len(groups) != len(Xp):
-        raise ValueError(
-            f"X and groups are not aligned: a partition has {len(Xp)} rows of X and "
-            f"{len(groups)} group labels{_ALIGN_HINT}"
-        )
-    # The feature names were checked (and any warning given) once, on the client: give
-    # each partition in the form fit saw, so that the workers do not warn again.
-    names = getattr(est, "feature_names_in_", None)
-    if names is not None and not isinstance(Xp, pd.DataFrame):
-        Xp = pd.DataFrame(np.asarray(Xp), columns=names)
-    elif names is None and isinstance(Xp, pd.DataFrame):
-        Xp = _x_block(Xp)
-    out = est.predict(Xp, groups=groups, return_std=return_std, include_residual=include_residual)
+def _predict_block(Xp, gp, vp, fitted, names, return_std, include_residual):
+    X = _x_block(Xp)
+    labels = {
+        "groups": _raw_labels(gp, "groups"),
+        "variance_components": _raw_labels(vp, _LABELS[1]),
+    }
+    _check_lengths(0, X, None, labels)
+    n = len(X)
+    cols = {
+        what: {k: check_labels(v, n, what) for k, v in labels[what].items()} for what in _LABELS
+    }
+    out = predict_labels(
+        fitted,
+        X,
+        cols["groups"],
+        cols["variance_components"],
+        return_std=return_std,
+        include_residual=include_residual,
+    )
     return np.column_stack(out) if return_std else out
 
 
-def _predict_frame_block(Xp, gp, est, return_std, include_residual):
-    out = _predict_block(Xp, gp, est, return_std, include_residual)
+def _predict_frame_block(Xp, gp, vp, fitted, names, return_std, include_residual):
+    out = _predict_block(Xp, gp, vp, fitted, names, return_std, include_residual)
     if return_std:
         return pd.DataFrame(out, index=Xp.index, columns=["prediction", "std"])
     return pd.Series(out, index=Xp.index, name="prediction")
 
 
-def predict_dask(est, X, groups=None, return_std=False, include_residual=False):
-    """Lazy ``est.predict`` over the partitions of Dask ``X`` (and ``groups``).
+def predict_dask(fitted, X, groups, variance_components, check_features, **kwargs):
+    """Lazy predictions over the partitions of Dask ``X`` (and labels).
 
     Parameters
     ----------
-    est : MixedLMRegressor
-        A fitted estimator.
+    fitted : FittedModel
+        The fitted model.
     X : dask.dataframe.DataFrame or dask.array.Array of shape (n_samples, n_features)
         Covariates.
-    groups : dask.dataframe.Series, dask.array.Array or None, default=None
-        Group labels, partitioned like ``X``; unseen groups get the population
-        prediction.
-    return_std, include_residual : bool, default=False
-        As in :meth:`MixedLMRegressor.predict`.
+    groups, variance_components : Dask collections or None
+        Labels, partitioned like ``X``; unseen levels get no contribution.
+    check_features : callable
+        ``check_features(empty_X)`` checks the columns (count, names) once, on the
+        client, as the in-memory ``predict`` does.
+    **kwargs
+        ``return_std`` and ``include_residual``.
 
     Returns
     -------
@@ -466,56 +482,48 @@ def predict_dask(est, X, groups=None, return_std=False, include_residual=False):
     import dask
     import dask.array as da
 
-    check_is_fitted(est)
+    return_std = kwargs.get("return_std", False)
+    include_residual = kwargs.get("include_residual", False)
     kx = _require_dask(X, "X", ("frame", "array"))
     if kx == "array" and X.ndim != 2:
         raise ValueError(f"X must be a 2-D Dask array, got {X.ndim}-D (shape {X.shape})")
+    check_features(prepare_X(X._meta) if kx == "frame" else np.zeros((0, X.shape[1])))
+    if kx == "array" and X.numblocks[1] > 1:
+        X = X.rechunk({1: -1})
     parts = {"X": (X, kx)}
-    if groups is not None:
+    for what, obj in (("groups", groups), ("variance_components", variance_components)):
+        if obj is None:
+            continue
         allowed = ("series", "frame") if kx == "frame" else ("array",)
-        kg = _require_dask(groups, "groups", allowed)
-        if kg == "frame" and len(groups.columns) != 1:
-            raise ValueError(
-                "groups must be one column of labels, got a DataFrame with "
-                f"{len(groups.columns)} columns"
-            )
-        if kg == "array" and groups.ndim == 2 and groups.shape[1] == 1:
-            groups = groups[:, 0]
-        if kg == "array" and groups.ndim != 1:
-            raise ValueError(f"groups must be 1-D, got an array of shape {groups.shape}")
-        parts["groups"] = (groups, kg)
-    # Column count, names and types checked once here, on an empty X (warnings included).
-    empty = est._prepare_X(X._meta) if kx == "frame" else np.zeros((0, X.shape[1]))
-    validate_data(
-        est, empty, reset=False, ensure_min_samples=0, ensure_min_features=0, dtype=np.float64
-    )
+        kind = _require_dask(obj, what, allowed)
+        if kind == "array" and obj.ndim == 2 and obj.numblocks[1] > 1:
+            obj = obj.rechunk({1: -1})
+        if kind == "array" and obj.ndim not in (1, 2):
+            raise ValueError(f"{what} must be 1-D or 2-D, got an array of shape {obj.shape}")
+        parts[what] = (obj, kind)
     if kx == "array":
-        if X.numblocks[1] > 1:
-            X = X.rechunk({1: -1})
         parts = _align_arrays(X, parts)
     _check_partitions(parts)
-    g = parts["groups"][0] if groups is not None else None
-
-    light = copy.copy(est)
-    light.__dict__.pop("_core", None)  # the cross-products: not needed to predict
-    light.__dict__.pop("fit_log_", None)
-    est_d = dask.delayed(light, pure=True)  # one task, shared by every partition
+    g = parts.get("groups", (None,))[0]
+    v = parts.get("variance_components", (None,))[0]
+    fitted_d = dask.delayed(fitted, pure=True)  # one task, shared by every partition
 
     if kx == "frame":
-        args = (g,) if g is not None else (None,)
         meta = (
             pd.DataFrame({"prediction": pd.Series(dtype="f8"), "std": pd.Series(dtype="f8")})
             if return_std
             else pd.Series(dtype="f8", name="prediction")
         )
         out = X.map_partitions(
-            _predict_frame_block, *args, est_d, return_std, include_residual, meta=meta
+            _predict_frame_block, g, v, fitted_d, None, return_std, include_residual, meta=meta
         )
         return (out["prediction"], out["std"]) if return_std else out
-    if g is None:
-        g_args = (None, None)
-    else:
-        g_args = (g, "i")
+    args = []
+    for obj, col in ((g, "l"), (v, "m")):
+        if obj is None:
+            args += [None, None]
+        else:
+            args += [obj, "i" if obj.ndim == 1 else "i" + col]
     # One column of predictions, or two (prediction, std) on a new axis.
     extra = {"new_axes": {"j": 2}} if return_std else {}
     out = da.blockwise(
@@ -523,8 +531,10 @@ def predict_dask(est, X, groups=None, return_std=False, include_residual=False):
         "ij" if return_std else "i",
         X,
         "ik",
-        *g_args,
-        est_d,
+        *args,
+        fitted_d,
+        None,
+        None,
         None,
         return_std,
         None,

@@ -285,7 +285,7 @@ def summary_text(
     return "\n".join(lines)
 
 
-def likelihood_ratio_test(small, large):
+def _lr_table(small, large):
     """Chi-squared test of two nested fits (both ML), lme4's ``anova`` table."""
     chi2 = max(2 * (large["log_likelihood"] - small["log_likelihood"]), 0.0)
     ddf = large["df"] - small["df"]
@@ -301,3 +301,82 @@ def likelihood_ratio_test(small, large):
     table["Df"] = [np.nan, ddf]
     table["Pr(>Chisq)"] = [np.nan, p]
     return table
+
+
+def likelihood_ratio_test(model_a, model_b):
+    """Likelihood-ratio test between two nested fits (lme4's ``anova(m1, m2)``).
+
+    REML fits are refitted by ML first (from their stored cross-products, no data
+    needed), as lme4 does: REML likelihoods of models with different fixed effects
+    are not comparable.
+
+    Parameters
+    ----------
+    model_a, model_b : MixedLMRegressor
+        Fitted on the same rows, the same response and the same groups; one nested
+        in the other (its fixed-effect columns and random effects a subset of the
+        other's, a random-effects term being identified by its name). Their order
+        does not matter. Either may have several terms, for example
+        ``(1 | Subject)`` against ``(1 | Subject) + (1 | Item)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``small`` and ``large`` with npar, AIC, BIC, logLik, deviance (all ML),
+        and for ``large`` the chi-squared statistic, its degrees of freedom and
+        p-value.
+
+    Raises
+    ------
+    ValueError
+        When the models were fitted on different data or are not nested.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    for m in (model_a, model_b):
+        check_is_fitted(m)
+    fitted_a, fitted_b = model_a._fitted, model_b._fitted
+    fa, fb = fitted_a.fingerprint(), fitted_b.fingerprint()
+    shared = set(fa["factors"]) & set(fb["factors"])
+    same = (
+        fa["n"] == fb["n"]
+        and np.allclose(fa["y"], fb["y"], rtol=1e-9, atol=0)
+        and all(
+            fa["factors"][k][0] == fb["factors"][k][0]
+            and np.array_equal(fa["factors"][k][1], fb["factors"][k][1])
+            for k in shared
+        )
+    )
+    if not same:
+        raise ValueError(
+            "the two models were not fitted on the same data (rows, response and groups "
+            "must be identical for a likelihood-ratio test)"
+        )
+    (small, f_small), (large, f_large) = sorted(
+        ((fitted_a, fa), (fitted_b, fb)), key=lambda pair: pair[0].n_params
+    )
+    small_cols, large_cols = f_small["columns"], f_large["columns"]
+    fixed_nested = all(
+        name in large_cols and np.allclose(value, large_cols[name], rtol=1e-9, atol=1e-12)
+        for name, value in small_cols.items()
+    )
+    small_re, _, small_corr = small.random_structure()
+    large_re, large_diag, _ = large.random_structure()
+    re_nested = small_re <= large_re
+    # A correlated term is not nested in the same term with a diagonal covariance.
+    cov_nested = not (small_corr & large_diag)
+    if small.n_params == large.n_params or not (fixed_nested and re_nested and cov_nested):
+        raise ValueError(
+            "the models are not nested: one model's fixed-effect columns (the same columns, "
+            "not only the same names) and random effects must be a subset of the other's, "
+            "with fewer parameters"
+        )
+    info = [
+        {"log_likelihood": m.ml_log_likelihood(), "df": m.n_params, "n": fa["n"]}
+        for m in (small, large)
+    ]
+    if info[0]["log_likelihood"] > info[1]["log_likelihood"] + 1e-6:
+        raise ValueError(
+            "the smaller model has the higher ML log-likelihood, so the models are not nested"
+        )
+    return _lr_table(*info)

@@ -27,7 +27,7 @@ def _pyplot():
 
 
 def _random_effects(estimator, factor=None):
-    """The fitted BLUPs and their conditional covariances, with clear errors."""
+    """The fitted BLUPs of one term and their conditional covariances, with clear errors."""
     check_is_fitted(estimator)
     if not hasattr(estimator, "random_effects_") or not hasattr(
         estimator, "random_effects_condvar_"
@@ -37,25 +37,20 @@ def _random_effects(estimator, factor=None):
             f"and random_effects_condvar_), got {type(estimator).__name__}"
         )
     blups, condvar = estimator.random_effects_, estimator.random_effects_condvar_
-    if isinstance(blups, dict):  # several terms: one per call
-        if factor is None:
-            factor = next(iter(blups))
-        if factor not in blups:
-            raise ValueError(
-                f"unknown random-effects factor {factor!r}; the model's terms are {list(blups)}"
-            )
-        return blups[factor], np.asarray(condvar[factor])
-    if factor is not None and factor != estimator.groups_name_:
-        raise ValueError(
-            f"unknown random-effects factor {factor!r}; the model's only factor is "
-            f"{estimator.groups_name_!r}"
-        )
-    if blups.shape[1] == 0:
+    if not blups:
         raise ValueError(
             "the model has no random effects (it was fitted with groups=None), so there "
             "are no BLUPs to plot; fit it with groups=... first"
         )
-    return blups, np.asarray(condvar)
+    if factor is None:
+        factor = next(iter(blups))
+    if factor not in blups:
+        raise ValueError(
+            f"unknown random-effects factor {factor!r}; the model's terms are {list(blups)}"
+        )
+    table = blups[factor]
+    m, q = table.shape
+    return table, condvar[factor].to_numpy().reshape(m, q, q)
 
 
 def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True, factor=None):
@@ -73,7 +68,7 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True, facto
         A fitted estimator with random effects (fitted with ``groups``).
     term : str, default=None
         Name of the random-effect column to plot, a column of
-        ``estimator.random_effects_``: ``"(Intercept)"`` or the name of a
+        ``estimator.random_effects_[factor]``: ``"(Intercept)"`` or the name of a
         random slope. ``None`` plots the first column, ``"(Intercept)"``.
     level : float, default=0.95
         Coverage of the normal intervals, strictly between 0 and 1.
@@ -85,8 +80,8 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True, facto
         Order the groups by the plotted BLUP (smallest at the bottom), as
         lme4 does. ``False`` keeps the order of the BLUP table's index.
     factor : str, default=None
-        For a model with several random-effects terms, the term to plot: a key
-        of ``estimator.random_effects_`` (``None``: the first term).
+        The random-effects term to plot: a key of ``estimator.random_effects_``
+        (``None``: the first term).
 
     Returns
     -------
@@ -247,8 +242,7 @@ def plot_residuals(estimator, X, y, groups=None, ax=None, variance_components=No
         _, ax = plt.subplots()
     ax.scatter(fitted, residuals, s=12, alpha=0.7)
     ax.axhline(0.0, color="0.5", linestyle="--", linewidth=1)
-    blups = getattr(estimator, "random_effects_", np.empty((0, 0)))
-    n_random = len(blups) if isinstance(blups, dict) else blups.shape[1]
+    n_random = len(getattr(estimator, "random_effects_", {}))
     given = groups is not None or variance_components is not None
     random = given and n_random > 0
     ax.set_xlabel("Fitted values (conditional)" if random else "Fitted values (marginal)")

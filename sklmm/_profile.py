@@ -66,6 +66,7 @@ Hessian in ``theta``. Every term is a batched product of arrays of shape
 O(groups q^3 + groups q^2 p + p^3) and independent of the number of rows.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -347,6 +348,38 @@ class ProfiledDeviance(FactorCache):
         f = self._factor(np.asarray(theta, dtype=float))
         J = self._J(f)
         return np.matmul(_t(J), f["K_Xy"][:, :, :p])
+
+    def prediction_variance(self, theta, levels, zs):
+        """``w'Pw`` and ``G'w`` for prediction rows (the blocked criterion's protocol).
+
+        Row ``j`` of group ``levels[0][j]`` (-1: unseen, left out) has the columns
+        ``zs[0][j]``; ``P_i = Lambda M_i^{-1} Lambda'`` and ``G_i = P_i Z_i'X_i``
+        (:meth:`blup_gain`).
+
+        Returns
+        -------
+        quad : ndarray of shape (n,)
+        Gw : ndarray of shape (n, p)
+        """
+        idx, z = np.asarray(levels[0]), np.asarray(zs[0], dtype=float)
+        n, p = len(idx), self.stats.p
+        quad, Gw = np.zeros(n), np.zeros((n, p))
+        seen = idx >= 0
+        if seen.any():
+            f = self._factor(np.asarray(theta, dtype=float))
+            J = self._J(f)[idx[seen]]  # L^{-1} Lambda', so P = J'J
+            v = np.einsum("mij,mj->mi", J, z[seen])
+            quad[seen] = np.einsum("mi,mi->m", v, v)
+            Gw[seen] = np.einsum("mi,mip->mp", v, f["K_Xy"][idx[seen], :, :p])
+        return quad, Gw
+
+    def release(self):
+        """Forget the cached factorization (a fitted model keeps only the statistics)."""
+        self._cache = None
+
+    def blas_limit(self):
+        """BLAS threads for this criterion's work: left as they are (small matrices)."""
+        return contextlib.nullcontext()
 
     # -- EM ---------------------------------------------------------------
     def em_update(self, theta):

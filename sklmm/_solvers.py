@@ -20,7 +20,8 @@ Order of calls, for every solver:
 
 The convergence rule is the same in both phases: the projected gradient of
 ``D`` in ``theta`` (components at a lower bound that point outwards set to
-zero) has every entry at most ``tol * max(1, |D|)`` in absolute value, and
+zero) has every entry at most ``tol * n`` in absolute value (``n`` rows: the
+rule of every criterion of sklmm, unit-free), and
 the Hessian on the free parameters has no negative eigenvalue (so a saddle
 point, such as a zero diagonal of ``Lambda`` where ``D`` still decreases
 away from zero, is not taken for the optimum).
@@ -98,6 +99,9 @@ class _Run:
         self.objective = objective
         self.lower = objective.cov.lower_bounds
         self.tol = tol
+        # Unit-free: D shifts by 2 k log(a) when y is multiplied by a, its gradient in
+        # theta does not change; the scale is the number of rows for every criterion.
+        self.gtol = tol * max(1.0, float(objective.stats.n))
         self.verbose = verbose
         self.log = []
 
@@ -111,7 +115,7 @@ class _Run:
 
     def converged(self, ev):
         """Gradient rule, then the second-order check on the free parameters."""
-        if self.gnorm(ev) > self.tol * max(1.0, abs(ev.deviance)):
+        if self.gnorm(ev) > self.gtol:
             return False
         if ev.hessian is None:
             ev.hessian = self.objective(ev.theta, 2).hessian
@@ -184,7 +188,7 @@ def _em_snap(run, ev):
     if trial is None or trial.deviance > ev.deviance:
         return ev
     g = np.abs(trial.gradient[zeroed])
-    if g.max() > run.tol * max(1.0, abs(trial.deviance)):
+    if g.max() > run.gtol:
         return ev
     w = np.linalg.eigvalsh(trial.hessian[np.ix_(zeroed, zeroed)])
     if w[0] < -_NEG_CURVATURE * max(1.0, float(np.max(np.abs(w)))):
@@ -258,7 +262,7 @@ def minimize_deviance(
     em_max_iter : int
         Cap on the EM iterations before Newton takes over (``"em-newton"``).
     tol : float
-        Convergence rule: ``max |projected gradient| <= tol * max(1, |D|)``.
+        Convergence rule: ``max |projected gradient| <= tol * n`` (``n`` rows).
     verbose : int
         Print one line per iteration when positive.
 

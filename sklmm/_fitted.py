@@ -1,0 +1,303 @@
+"""From an optimum to user-scale results, and everything a fitted model answers.
+
+:class:`FittedModel` is built once per fit from the :class:`~sklmm._model.MixedModel`,
+its criterion and the :class:`~sklmm._optimize.OptSummary`. It undoes every
+reparameterization of :mod:`sklmm._model` and holds the user-scale results, one shape
+for every model: per term (keyed by term name) the covariance, the BLUPs and their
+conditional covariances as labelled pandas objects. It also answers what needs the
+criterion again: predictions with their standard deviations (one function over terms,
+which Dask maps over partitions), the variance-parameter intervals of the summary, the
+ML refit of the likelihood-ratio test.
+"""
+
+import numpy as np
+import pandas as pd
+
+from ._inference import information_criteria, varcorr_table, variance_parameter_cis
+from ._optimize import optimize
+from ._terms import align_labels, label_sources, match_terms
+
+#: A diagonal entry of Lambda below this marks a singular (boundary) fit: lme4's isSingular
+#: threshold, applied here to the Lambda of the centred random-effect columns rescaled to unit
+#: root mean square (so the flag does not depend on the units or offsets of the columns).
+SINGULAR_TOL = 1e-4
+
+
+def _theta_from_psi(psi, structure):
+    """``theta`` of a relative covariance ``psi`` for a structure, None if not PD."""
+    try:
+        lam = (
+            np.linalg.cholesky(psi)
+            if structure.kind == "unstructured"
+            else np.diag(np.sqrt(np.diag(psi)))
+        )
+    except np.linalg.LinAlgError:
+        return None
+    return lam[structure.rows, structure.cols]
+
+
+def _condvar_frame(condvar, index, columns):
+    """Conditional covariances (m, q, q) as a DataFrame indexed by (level..., effect)."""
+    m, q = len(index), len(columns)
+    if isinstance(index, pd.MultiIndex):
+        arrays = [index.get_level_values(j).repeat(q) for j in range(index.nlevels)]
+        names = list(index.names)
+    else:
+        arrays, names = [index.repeat(q)], [index.name]
+    arrays.append(np.tile(np.asarray(columns, dtype=object), m))
+    rows = pd.MultiIndex.from_arrays(arrays, names=[*names, "effect"])
+    return pd.DataFrame(np.asarray(condvar).reshape(m * q, q), index=rows, columns=columns)
+
+
+class FittedModel:
+    """User-scale results of a fit (see the module docstring).
+
+    Parameters
+    ----------
+    model : MixedModel
+        The fitted model.
+    objective : object
+        Its criterion (the factorization is released after use).
+    opt : OptSummary
+        The optimization's result.
+    tol, max_iter, em_max_iter : float, int, int
+        The fit's settings (an ML refit uses them).
+    """
+
+    def __init__(self, model, objective, opt, *, tol, max_iter, em_max_iter):
+        self.model, self.objective, self.opt = model, objective, opt
+        self.tol, self.max_iter, self.em_max_iter = tol, max_iter, em_max_iter
+        ev, theta = opt.evaluation, opt.theta
+        T = model.T
+        beta = T @ ev.beta
+        if model.fit_intercept:
+            beta[0] += model.y_mean
+        self.beta = beta
+        self.sigma2 = float(ev.sigma2)
+        self.log_likelihood = -0.5 * float(ev.deviance)
+        self.fixed_cov = T @ objective.fixed_effects_cov(theta) @ T.T
+        n_theta = sum(t.structure.n_theta for t in model.terms)
+        self.n_params = len(beta) + n_theta + 1
+        self.aic, self.bic = information_criteria(self.log_likelihood, self.n_params, model.n)
+        self.covs, self.blups, self.condvars, self.singular = {}, {}, {}, []
+        if model.terms:
+            b, condvar = objective.conditional_modes(theta)
+            if not isinstance(b, list):  # the one-factor criterion: one term
+                b, condvar = [b], [condvar]
+            for k, (t, sl) in enumerate(zip(model.terms, model.slices, strict=True)):
+                s, A = model.scales[k], model.shifts[k]
+                lam_scaled = t.structure.lam(theta[sl])
+                lam = A @ (lam_scaled / s[:, None])
+                cols = t.columns
+                self.covs[t.name] = pd.DataFrame(
+                    self.sigma2 * lam @ lam.T, index=cols, columns=cols
+                )
+                index = t.index()
+                self.blups[t.name] = pd.DataFrame((b[k] / s) @ A.T, index=index, columns=cols)
+                cv = A @ (condvar[k] / np.outer(s, s)) @ A.T
+                self.condvars[t.name] = _condvar_frame(cv, index, cols)
+                if np.min(np.diag(lam_scaled)) < SINGULAR_TOL:
+                    self.singular.append(t.name)
+        objective.release()
+        self.fit_log = self._fit_log(opt.log)
+
+    # -- fitted attributes ----------------------------------------------------------
+    @property
+    def variance_components(self):
+        """The variance of every intercept-only term, by term name."""
+        out = {
+            name: float(cov.iloc[0, 0])
+            for name, cov in self.covs.items()
+            if list(cov.columns) == ["(Intercept)"]
+        }
+        return pd.Series(out, name="variance", dtype=float)
+
+    def _user_covs(self, theta, sigma2):
+        """Per term: the user-scale covariance at ``theta`` and ``sigma2``."""
+        out = []
+        for k, (t, sl) in enumerate(zip(self.model.terms, self.model.slices, strict=True)):
+            s, A = self.model.scales[k], self.model.shifts[k]
+            lam = A @ (t.structure.lam(theta[sl]) / s[:, None])
+            out.append(sigma2 * lam @ lam.T)
+        return out
+
+    def _fit_log(self, log):
+        """One row per record of the optimizer's log, the same columns for every model."""
+        records = []
+        for rec in log:
+            row = {
+                "phase": rec["phase"],
+                "iteration": rec["iteration"],
+                "objective": rec["deviance"],
+                "log_likelihood": -0.5 * rec["deviance"],
+                "gradient_norm": rec["gradient_norm"],
+                "step_size": rec["step_size"],
+                "residual_variance": rec["sigma2"],
+            }
+            for t, cov in zip(
+                self.model.terms, self._user_covs(rec["theta"], rec["sigma2"]), strict=True
+            ):
+                cols = t.columns
+                for j in range(t.q):
+                    for i in range(j, t.q):
+                        if i == j:
+                            row[f"{t.name}: Var[{cols[i]}]"] = cov[i, i]
+                        elif t.covariance == "unstructured":
+                            row[f"{t.name}: Cov[{cols[j]},{cols[i]}]"] = cov[i, j]
+            records.append(row)
+        return pd.DataFrame.from_records(records)
+
+    def fingerprint(self):
+        """What a likelihood-ratio test checks to tell that two fits saw the same data."""
+        m = self.model
+        cp, p = m.stats.XytXy, m.stats.p
+        means = np.r_[[1.0] if m.fit_intercept else [], m.x_mean]
+        return {
+            "n": m.n,
+            "y": (m.y_mean, cp[p, p]),
+            "factors": {
+                t.name: (tuple(t.index()), np.asarray(c))
+                for t, c in zip(m.terms, m.counts, strict=True)
+            },
+            "columns": {
+                name: (means[j], cp[j, j], cp[j, p]) for j, name in enumerate(m.fixed_names)
+            },
+        }
+
+    def random_structure(self):
+        """``{(term, column)}`` of the random effects; terms with diagonal / correlated effects."""
+        pairs, diagonal, correlated = set(), set(), set()
+        for t in self.model.terms:
+            pairs |= {(t.name, c) for c in t.columns}
+            if t.q > 1:
+                (diagonal if t.covariance == "diagonal" else correlated).add(t.name)
+        return pairs, diagonal, correlated
+
+    # -- prediction -----------------------------------------------------------------
+    def predict(self, X, levels, return_std=False, include_residual=False):
+        """Predictions (and their standard deviations) for validated ``X``.
+
+        ``levels`` holds every term's level of each row (-1: unseen or not given). With
+        ``return_std``, the standard deviation of the prediction error of each row
+        (variance parameters treated as known)::
+
+            d' Cov(beta) d + sigma2 w'Pw + sum over unseen terms z_k' Sigma_k z_k,
+
+        with ``w`` the row's columns at its seen levels, ``P = Lambda M^{-1} Lambda'`` (the
+        BLUPs' relative conditional covariance, across terms) and ``d = x - G'w``,
+        ``G = P Z'X`` (how the BLUPs move with ``beta``), all in the coordinates of the
+        fit (centred and rescaled columns).
+        """
+        m = self.model
+        n = X.shape[0]
+        beta = self.beta
+        pred = X @ (beta[1:] if m.fit_intercept else beta) + (beta[0] if m.fit_intercept else 0)
+        zs_user = [t.z(X) for t in m.terms]
+        for t, z, idx in zip(m.terms, zs_user, levels, strict=True):
+            seen = idx >= 0
+            if seen.any():
+                b = self.blups[t.name].to_numpy()[idx[seen]]
+                pred[seen] += np.einsum("ij,ij->i", z[seen], b)
+        if not return_std:
+            return pred
+        Xe = X - m.x_mean
+        if m.fit_intercept:
+            Xe = np.column_stack([np.ones(n), Xe])
+        theta = self.opt.theta
+        if m.terms:
+            zs = [z @ A / s for z, s, A in zip(zs_user, m.scales, m.shifts, strict=True)]
+            try:
+                quad, Gw = self.objective.prediction_variance(theta, levels, zs)
+                cov_beta = self.objective.fixed_effects_cov(theta)
+            finally:
+                self.objective.release()  # the factorization is rebuilt on demand, not kept
+        else:
+            quad, Gw = np.zeros(n), np.zeros_like(Xe)
+            cov_beta = self.objective.fixed_effects_cov(theta)
+            self.objective.release()
+        d = Xe - Gw
+        var = np.einsum("ij,jk,ik->i", d, cov_beta, d) + self.sigma2 * quad
+        for t, z, idx in zip(m.terms, zs_user, levels, strict=True):
+            unseen = idx < 0
+            cov = self.covs[t.name].to_numpy()
+            var[unseen] += np.einsum("ij,jk,ik->i", z[unseen], cov, z[unseen])
+        if include_residual:
+            var += self.sigma2
+        return pred, np.sqrt(np.maximum(var, 0.0))
+
+    # -- inference ------------------------------------------------------------------
+    def variance_table(self, alpha):
+        """lme4's ``as.data.frame(VarCorr(fit))`` with Wald intervals, and the summary's terms."""
+        m = self.model
+        tables, random_terms, table = [], [], None
+        for t in m.terms:
+            cov = self.covs[t.name].to_numpy()
+            table = varcorr_table(
+                t.name, t.columns, cov, self.sigma2, covariances=t.covariance == "unstructured"
+            )
+            tables.append(table.iloc[:-1])
+            random_terms.append((t.name, t.columns, cov, t.n_levels))
+        if table is None:
+            table = varcorr_table("", [], np.zeros((0, 0)), self.sigma2)
+        tables.append(table.iloc[-1:])
+        vc = pd.concat(tables, ignore_index=True)
+        cis = self._variance_cis(alpha, len(vc))
+        vc[f"ci_{alpha / 2:g}"], vc[f"ci_{1 - alpha / 2:g}"] = cis[:, 0], cis[:, 1]
+        return vc, random_terms
+
+    def _variance_cis(self, alpha, n_par):
+        """Wald intervals of every term's sd's and correlations and of sigma."""
+        m, objective = self.model, self.objective
+        if not m.terms or self.singular:
+            return np.full((n_par, 2), np.nan)
+        theta_hat = self.opt.theta
+
+        def deviance(sigmas, s2):
+            theta = np.empty_like(theta_hat)
+            for k, (t, sl) in enumerate(zip(m.terms, m.slices, strict=True)):
+                s, A = m.scales[k], m.shifts[k]
+                A_inv = np.linalg.inv(A)
+                psi = A_inv @ sigmas[k] @ A_inv.T * np.outer(s, s) / s2
+                th = _theta_from_psi(psi, t.structure)
+                if th is None:
+                    return np.inf
+                theta[sl] = th
+            return objective.unprofiled_deviance(theta, s2)
+
+        terms = [(self.covs[t.name].to_numpy(), t.covariance == "unstructured") for t in m.terms]
+        try:
+            with objective.blas_limit():
+                return variance_parameter_cis(terms, self.sigma2, deviance, alpha)
+        finally:
+            objective.release()
+
+    def ml_log_likelihood(self):
+        """The ML log-likelihood, refitting by ML from the stored statistics for REML."""
+        if not self.model.reml:
+            return self.log_likelihood
+        objective = self.model.criterion(self.opt.solver, reml=False)
+        opt = optimize(
+            objective,
+            self.opt.solver,
+            max_iter=self.max_iter,
+            em_max_iter=self.em_max_iter,
+            tol=self.tol,
+        )
+        objective.release()
+        return -0.5 * opt.objective
+
+
+def predict_labels(fitted, X, groups_cols, vc_cols, *, return_std=False, include_residual=False):
+    """Predictions for validated ``X`` and the label columns given at prediction.
+
+    The label columns are matched to the terms' factors by name, else by position
+    (:func:`~sklmm._terms.align_labels`); both kinds ``{}``: population predictions.
+    """
+    given = {"groups": groups_cols, "variance_components": vc_cols}
+    model = fitted.model
+    if any(given.values()):
+        for kind in given:
+            given[kind] = align_labels(given[kind], model.terms, kind, model.label_columns[kind])
+    columns = label_sources(given["groups"], given["variance_components"])
+    levels = match_terms(model.terms, columns, X.shape[0])
+    return fitted.predict(X, levels, return_std=return_std, include_residual=include_residual)

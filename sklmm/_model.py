@@ -1,0 +1,290 @@
+"""The model: terms, fixed-effects transform and cross-product statistics, however built.
+
+:class:`MixedModel` is the one internal representation of every linear mixed model in
+sklmm: a list of :class:`~sklmm._terms.RandomTerm` (none, one or several), the
+centring of the fixed effects, each term's reparameterization (its slopes centred,
+its columns rescaled), the statistics :class:`~sklmm._crossprod.BlockedStats` of the
+transformed columns, and REML or ML. It is built the same way from in-memory data
+(:func:`build_model`) and from Dask collections (:mod:`sklmm._dask`): both form
+the raw statistics and hand them to :func:`model_from_stats`, which runs the checks
+that need them and applies the reparameterization.
+
+The criterion is chosen here (:meth:`MixedModel.criterion`): the one-factor criterion
+of :mod:`sklmm._profile` for a model with a single term with an intercept (or none),
+the blocked criterion of :mod:`sklmm._blocked` otherwise (or when L-BFGS-B is asked
+for).
+
+Reparameterizations (the likelihood is unchanged; :mod:`sklmm._fitted` undoes them):
+
+* ``X`` and ``y`` centred on their means when there is an intercept:
+  ``beta = T beta_c`` (plus the mean of ``y`` on the intercept);
+* the slope columns of an unstructured term with an intercept centred:
+  ``b_k = A_k b_k,c``;
+* every term's columns divided by their root mean square ``s_k``:
+  ``b_k,c = b_k,s / s_k``.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._blocked import BlockedDeviance
+from ._crossprod import SufficientStats, model_stats, rescale_terms
+from ._profile import ProfiledDeviance
+from ._terms import check_term_sizes
+from ._validation import check_fixed_effects, check_y_range
+
+#: Arrays of the dense block's size that a fit holds at once at its peak (G, GP, A22 =
+#: L22, its inverse, products and temporaries: measured 7-8 on fits, summaries and
+#: predictions), plus the dense part of the split product of the contingency table (at
+#: most half the block, twice), for the memory check before the fit.
+DENSE_COPIES = 10
+
+
+@dataclass
+class MixedModel:
+    """A linear mixed model ready to be optimised.
+
+    Attributes
+    ----------
+    terms : list of RandomTerm
+        The random-effects terms (levels set), in the model's order.
+    stats : BlockedStats
+        Cross-products of the centred and rescaled columns.
+    scales : list of ndarray
+        Root mean square of every term's (centred) columns.
+    shifts : list of ndarray
+        ``A_k`` of every term (``b_k = A_k b_k,c``).
+    reml : bool
+        REML criterion if true, else ML.
+    fit_intercept : bool
+        Whether the first fixed-effect column is the intercept.
+    fixed_names : list of str
+        Names of the fixed-effect columns (``"(Intercept)"`` first when fitted).
+    x_mean : ndarray
+        What the columns of ``X`` were centred on (zeros without an intercept).
+    y_mean : float
+        What ``y`` was centred on (0 without an intercept).
+    label_columns : dict
+        Names of the label columns of ``groups`` and ``variance_components`` in fit.
+    counts : list of ndarray
+        Rows per level of every term.
+    """
+
+    terms: list
+    stats: object
+    scales: list
+    shifts: list
+    reml: bool
+    fit_intercept: bool
+    fixed_names: list
+    x_mean: np.ndarray
+    y_mean: float
+    label_columns: dict
+    counts: list
+
+    @property
+    def one_factor(self):
+        """Whether the one-factor criterion applies: one term with an intercept, or none."""
+        return not self.terms or (len(self.terms) == 1 and self.terms[0].spec.intercept)
+
+    @property
+    def n(self):
+        """Number of rows."""
+        return self.stats.n
+
+    @property
+    def slices(self):
+        """The slice of ``theta`` of every term."""
+        out, start = [], 0
+        for t in self.terms:
+            k = t.structure.n_theta
+            out.append(slice(start, start + k))
+            start += k
+        return out
+
+    @property
+    def T(self):
+        """``beta = T beta_c`` (the intercept then gets the mean of ``y`` added)."""
+        p = self.stats.p
+        T = np.eye(p)
+        if self.fit_intercept:
+            T[0, 1:] = -self.x_mean
+        return T
+
+    def criterion(self, solver="auto", reml=None):
+        """The criterion ``D(theta)`` for this model (``reml`` overrides the model's)."""
+        reml = self.reml if reml is None else reml
+        st = self.stats
+        if not self.terms:
+            p = st.p
+            one = SufficientStats(
+                np.zeros((1, 0, 0)), np.zeros((1, 0, p + 1)), st.XytXy, np.array([st.n]), st.n
+            )
+            return ProfiledDeviance(one, self.terms_structures()[0], reml)
+        if self.one_factor and solver != "lbfgs":
+            return ProfiledDeviance(st.term(0), self.terms[0].structure, reml)
+        return BlockedDeviance(st, reml, self.terms_structures())
+
+    def terms_structures(self):
+        """The covariance structure of every term (a 0 x 0 one for a model without terms)."""
+        from ._covariance import CovarianceStructure
+
+        if not self.terms:
+            return [CovarianceStructure(0)]
+        return [t.structure for t in self.terms]
+
+
+def _memory_bytes():
+    """Physical memory of the machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux/macOS
+        return None
+
+
+def check_dense_block(terms):
+    """A clear error when the dense block of the blocked factorization cannot fit in memory.
+
+    Every term but the one with most levels goes into one dense block of
+    ``sum m_k q_k`` rows; the fit holds a few arrays of its square.
+    """
+    if len(terms) < 2:
+        return
+    # The engine's rule: the term with most levels (the first of them on a tie) is the
+    # block-diagonal one; every other term is in the dense block.
+    levels = np.array([t.n_levels for t in terms])
+    rest = np.argsort(-levels, kind="stable")[1:]
+    m_r = sum(terms[k].n_levels * terms[k].q for k in rest)
+    need = DENSE_COPIES * 8 * m_r * m_r
+    have = _memory_bytes()
+    if have is not None and need > 0.8 * have:
+        names = [str(terms[k].spec) for k in sorted(rest)]
+        raise ValueError(
+            f"the terms {names} have {m_r:,} random effects together: the dense block of "
+            f"the factorization ({m_r:,} x {m_r:,}) would need about {need / 1e9:,.1f} GB "
+            f"of the machine's {have / 1e9:,.1f} GB. Only the term with most levels may be "
+            "that large; coarsen the other factors or fit them as fixed effects"
+        )
+
+
+def centring(terms, col_means, y_mean, fit_intercept):
+    """What ``X``, ``y`` and each term's columns are centred on.
+
+    Returns
+    -------
+    x_mean : ndarray
+    y_centre : float
+    z_means : list of ndarray
+        Per term, the centre of each of its columns (0 for the intercept).
+    """
+    x_mean = col_means if fit_intercept else np.zeros(len(col_means))
+    y_centre = y_mean if fit_intercept else 0.0
+    z_means = []
+    for t in terms:
+        z = np.zeros(t.q)
+        if t.centred():
+            z[1:] = col_means[t.slopes]
+        z_means.append(z)
+    return x_mean, y_centre, z_means
+
+
+def check_before_stats(terms, n, y_max_abs):
+    """The checks that need no statistics: term sizes, the dense block, the range of y."""
+    check_term_sizes(terms, n)
+    check_dense_block(terms)
+    check_y_range(y_max_abs, n)
+
+
+def row_readers(X, terms, x_mean, z_means, fit_intercept):
+    """Functions giving rows ``a:b`` of the centred fixed-effects design and of each term."""
+
+    def x_rows(a, b):
+        Xc = X[a:b] - x_mean
+        return np.column_stack([np.ones(b - a), Xc]) if fit_intercept else Xc
+
+    def z_reader(t, zm):
+        return lambda a, b: t.z(X[a:b]) - zm
+
+    return x_rows, [z_reader(t, zm) for t, zm in zip(terms, z_means, strict=True)]
+
+
+def build_model(X, y, terms, codes, *, fit_intercept, reml, feature_names, label_columns):
+    """The model of in-memory data.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, p)
+        Validated covariates.
+    y : ndarray of shape (n,)
+        Validated response.
+    terms : list of RandomTerm
+        Terms with their levels set.
+    codes : list of ndarray
+        Level of every row per term.
+    """
+    n = X.shape[0]
+    check_before_stats(terms, n, float(np.max(np.abs(y))))
+    col_means = (np.ones(n) @ X) / n  # one matrix-vector product, not a strided reduce
+    x_mean, y_centre, z_means = centring(terms, col_means, float(y.mean()), fit_intercept)
+    x_rows, z_rows = row_readers(X, terms, x_mean, z_means, fit_intercept)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked after
+        raw = model_stats(x_rows, y - y_centre, codes, [t.n_levels for t in terms], z_rows)
+    return model_from_stats(
+        raw,
+        terms,
+        col_means=col_means,
+        y_centre=y_centre,
+        z_means=z_means,
+        fit_intercept=fit_intercept,
+        reml=reml,
+        feature_names=feature_names,
+        label_columns=label_columns,
+    )
+
+
+def model_from_stats(
+    raw, terms, *, col_means, y_centre, z_means, fit_intercept, reml, feature_names, label_columns
+):
+    """Check the raw statistics, reparameterize and return the :class:`MixedModel`."""
+    n = raw.n
+    if not (np.isfinite(raw.XytXy).all() and all(np.isfinite(z).all() for z in raw.ZtXy)):
+        raise ValueError("X has values too large to square and sum in float64; rescale its columns")
+    fixed_names = (["(Intercept)"] if fit_intercept else []) + list(feature_names)
+    check_fixed_effects(raw.XytXy, n, col_means, fixed_names, fit_intercept)
+    counts = [None] * len(terms)
+    for i, k in enumerate(raw.order):
+        t, ZtZ = terms[k], raw.ZtZ[i]
+        counts[k] = np.asarray(raw.level_counts[i])
+        if t.spec.intercept and t.q > 1:
+            c, sums = ZtZ[:, 0, 0], ZtZ[:, 0, 1:]
+            squares = np.diagonal(ZtZ, axis1=1, axis2=2)[:, 1:]
+            within = c[:, None] * squares - sums**2
+            constant = np.all(within <= 1e-10 * c[:, None] * squares + 1e-300, axis=0)
+            if constant.any():
+                bad = [t.spec.slopes[j] for j in np.flatnonzero(constant)]
+                raise ValueError(
+                    f"the random slope(s) {bad} of the term {t.spec} are constant within "
+                    "every level, so their random slopes cannot be told apart from the random "
+                    "intercept; keep them as fixed effects only"
+                )
+    shifts = []
+    for t, zm in zip(terms, z_means, strict=True):
+        A = np.eye(t.q)  # b = A b_centred
+        A[0, 1:] = -zm[1:] if t.spec.intercept else 0.0
+        shifts.append(A)
+    stats, scales = rescale_terms(raw)
+    return MixedModel(
+        terms=terms,
+        stats=stats,
+        scales=scales,
+        shifts=shifts,
+        reml=bool(reml),
+        fit_intercept=bool(fit_intercept),
+        fixed_names=fixed_names,
+        x_mean=(col_means if fit_intercept else np.zeros(len(col_means))).copy(),
+        y_mean=float(y_centre),
+        label_columns=label_columns,
+        counts=counts,
+    )

@@ -1,0 +1,154 @@
+"""All optimizer policy in one place: which solver minimises which criterion, and one result.
+
+Two criteria implement one protocol (``objective(theta, order)`` returning an
+:class:`~sklmm._profile.Evaluation`; ``lower_bounds``; ``conditional_modes``,
+``prediction_variance``, ``fixed_effects_cov``, ``unprofiled_deviance``,
+``release``): the one-factor criterion of :mod:`sklmm._profile` (analytic Hessian and
+EM step) and the blocked criterion of :mod:`sklmm._blocked` (analytic gradient). The
+solvers:
+
+=============  =========================================  =============================
+solver         what it does                               criteria
+=============  =========================================  =============================
+``"auto"``     ``"em-newton"`` where the model allows it,  every model
+               else ``"lbfgs"``
+``"em-newton"``  EM, then Newton; also Newton from the     one term with an intercept
+               start; the better optimum kept             (or no term)
+``"em"``       EM alone                                   likewise
+``"newton"``   Newton alone                               likewise
+``"lbfgs"``    L-BFGS-B on the analytic gradient,         every model
+               Newton polish, boundary saddle escape
+=============  =========================================  =============================
+
+Every solver stops on the same rule: every entry of the projected gradient of
+``D = -2 log L`` in ``theta`` at most ``tol * n`` (``n`` rows), L-BFGS-B accepting
+up to ten times that when it stops on a negligible decrease. ``max_iter`` caps the
+iterations of the main phase (each Newton pass; EM for ``"em"``; L-BFGS-B over its
+restarts); ``em_max_iter`` the EM iterations of ``"em-newton"``.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._blocked import minimize_blocked
+from ._solvers import SOLVERS, minimize_deviance
+
+#: Every solver name; ``"auto"`` resolves per model.
+ALL_SOLVERS = ("auto", *SOLVERS, "lbfgs")
+
+#: EM iterations of "em-newton" when ``em_max_iter`` is left at None.
+DEFAULT_EM_MAX_ITER = 25
+
+
+@dataclass
+class OptSummary:
+    """What a fit's optimization did (MixedModels.jl's ``OptSummary``).
+
+    Attributes
+    ----------
+    solver : str
+        The solver that ran (``"auto"`` resolved).
+    theta0, theta : ndarray
+        Start and optimum on the square-root scale (rescaled columns).
+    objective0, objective : float
+        ``D = -2 log L`` at the start and at the optimum.
+    n_iter : int
+        Iterations: EM and Newton iterations, or L-BFGS-B iterations and Newton
+        polish steps.
+    n_evaluations : int
+        Evaluations of the criterion (any order of derivatives).
+    converged : bool
+        Whether the convergence rule held at ``theta``.
+    message : str
+        Why the solver stopped.
+    log : list of dict
+        One record per iteration (or evaluation, for L-BFGS-B): ``phase``,
+        ``iteration``, ``theta``, ``sigma2``, ``deviance``, ``gradient_norm``,
+        ``step_size``.
+    evaluation : Evaluation
+        ``D``, ``beta``, ``sigma2`` and the gradient at ``theta``.
+    """
+
+    solver: str
+    theta0: np.ndarray
+    theta: np.ndarray
+    objective0: float
+    objective: float
+    n_iter: int
+    n_evaluations: int
+    converged: bool
+    message: str
+    evaluation: object
+    log: list = field(default_factory=list)
+
+
+class _Counted:
+    """The criterion with a count of its evaluations (every other attribute passed on)."""
+
+    def __init__(self, objective):
+        self._objective = objective
+        self.count = 0
+
+    def __call__(self, theta, order=0):
+        self.count += 1
+        return self._objective(theta, order)
+
+    def __getattr__(self, name):
+        return getattr(self._objective, name)
+
+
+def resolve_solver(solver, em_max_iter, one_factor):
+    """The solver to run on a model, and the EM cap; a clear error for a mismatch.
+
+    Parameters
+    ----------
+    solver : str
+        One of :data:`ALL_SOLVERS`.
+    em_max_iter : int or None
+        ``None``: :data:`DEFAULT_EM_MAX_ITER` where EM runs.
+    one_factor : bool
+        Whether the model has the one-factor criterion (one term with an intercept,
+        or no term).
+    """
+    if solver not in ALL_SOLVERS:
+        raise ValueError(f"solver must be one of {ALL_SOLVERS}, got {solver!r}")
+    if solver == "auto":
+        solver = "em-newton" if one_factor else "lbfgs"
+    elif solver in SOLVERS and not one_factor:
+        raise ValueError(
+            f"solver={solver!r} needs the one-factor criterion (a single random-effects term "
+            "with an intercept); this model has several terms or a term without an "
+            "intercept: use solver='auto' or solver='lbfgs'"
+        )
+    if em_max_iter is not None and solver != "em-newton":
+        raise ValueError(
+            f"em_max_iter={em_max_iter} caps the EM phase of solver='em-newton', but this fit "
+            f"runs solver={solver!r}, which has none: leave em_max_iter=None (or use max_iter)"
+        )
+    return solver, DEFAULT_EM_MAX_ITER if em_max_iter is None else em_max_iter
+
+
+def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0):
+    """Minimise a criterion with a resolved solver; returns an :class:`OptSummary`."""
+    counted = _Counted(objective)
+    if solver == "lbfgs":
+        res = minimize_blocked(counted, tol=tol, max_iter=max(max_iter, 1), verbose=verbose)
+    else:
+        res = minimize_deviance(
+            counted, solver, max_iter=max_iter, em_max_iter=em_max_iter, tol=tol, verbose=verbose
+        )
+    first = res.log[0] if res.log else {"theta": res.theta, "deviance": res.evaluation.deviance}
+    return OptSummary(
+        solver=solver,
+        theta0=np.asarray(first["theta"]),
+        theta=res.theta,
+        objective0=float(first["deviance"]),
+        objective=float(res.evaluation.deviance),
+        n_iter=int(res.n_iter),
+        n_evaluations=counted.count,
+        converged=bool(res.converged),
+        message=res.message,
+        evaluation=res.evaluation,
+        log=res.log,
+    )

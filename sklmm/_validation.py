@@ -1,0 +1,201 @@
+"""Validation of the data: covariates, label columns and the cross-products' warnings signs.
+
+Shared by every input path (in memory and Dask) and every model. Pure numpy/pandas:
+nothing here knows of the estimator.
+"""
+
+import numpy as np
+import pandas as pd
+
+
+def prepare_X(X):
+    """Reject non-numeric or complex columns by name; let ``X`` have zero columns.
+
+    An intercept-only model (lme4 ``y ~ 1 + (1 | g)``) is fitted from an ``X`` with
+    no columns. Returns ``X`` (never modified) or an empty float array.
+    """
+    if isinstance(X, pd.DataFrame) and X.shape[1] == 0:
+        return np.zeros((X.shape[0], 0))
+    if np.iscomplexobj(np.asarray(X)):
+        raise ValueError(
+            "Complex data not supported: X contains complex numbers; mixed models "
+            "need real-valued columns"
+        )
+    if isinstance(X, np.ndarray) and X.dtype.kind in "OUS" and X.ndim == 2:
+        for j in range(X.shape[1]):
+            try:
+                X[:, j].astype(np.float64)
+            except ValueError:
+                raise ValueError(
+                    f"X has a non-numeric column at position {j} (first value "
+                    f"{X[0, j]!r}); encode it first (for example with "
+                    "sklearn.preprocessing.OneHotEncoder)"
+                ) from None
+    if isinstance(X, pd.DataFrame):
+        bad = [
+            c
+            for c in X.columns
+            if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))
+        ]
+        if bad:
+            raise ValueError(
+                f"X has non-numeric columns {bad}; encode them first "
+                "(for example with sklearn.preprocessing.OneHotEncoder)"
+            )
+    return X
+
+
+def check_labels(values, n_rows, name="groups"):
+    """One column of labels as a 1-D numpy array, with clear errors for bad input."""
+    if isinstance(values, pd.DataFrame):
+        if values.shape[1] != 1:
+            raise ValueError(
+                f"{name} must be one column of labels, got a DataFrame with "
+                f"{values.shape[1]} columns"
+            )
+        values = values.iloc[:, 0]
+    out = np.asarray(values.astype(object) if isinstance(values, pd.Series) else values)
+    if out.ndim == 2 and out.shape[1] == 1:
+        out = out[:, 0]
+    if out.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got an array of shape {out.shape}")
+    if n_rows is not None and len(out) != n_rows:
+        raise ValueError(f"{name} has {len(out)} entries but X has {n_rows} rows")
+    missing = pd.isna(out)
+    if missing.any():
+        rows = np.flatnonzero(missing)[:5].tolist()
+        raise ValueError(f"{name} contains missing labels (None or NaN) at rows {rows}")
+    if out.dtype.kind == "c":
+        raise ValueError(f"{name} contains complex numbers; use integer or string labels")
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        rows = np.flatnonzero(~np.isfinite(out))[:5].tolist()
+        raise ValueError(f"{name} contains infinite labels at rows {rows}")
+    return out
+
+
+def label_columns(obj, what, n_rows, check=check_labels):
+    """Named 1-D label arrays from ``groups`` or ``variance_components``.
+
+    A DataFrame gives its columns; a Series its name (``"group"`` for unnamed groups,
+    ``what`` otherwise); a 1-D array likewise; a 2-D array ``what0``, ``what1``, ...
+    ``check(values, n, name)`` validates each column.
+    """
+    if obj is None:
+        return {}
+    default = "group" if what == "groups" else what
+    if isinstance(obj, pd.DataFrame):
+        cols = {str(c): obj[c] for c in obj.columns}
+    elif isinstance(obj, pd.Series):
+        cols = {str(obj.name) if obj.name is not None else default: obj}
+    else:
+        arr = np.asarray(obj)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim == 1:
+            cols = {default: arr}
+        elif arr.ndim == 2:
+            cols = {f"{what}{j}": arr[:, j] for j in range(arr.shape[1])}
+        else:
+            raise ValueError(f"{what} must be 1-D or 2-D, got an array of shape {arr.shape}")
+    if not cols:
+        raise ValueError(f"{what} has no columns")
+    if len(cols) == 1 and not isinstance(obj, pd.DataFrame):
+        return {name: check(values, n_rows, what) for name, values in cols.items()}
+    return {name: check(values, n_rows, f"{what} column {name!r}") for name, values in cols.items()}
+
+
+def factorize(values):
+    """Codes and levels of a label column (levels sorted when they can be)."""
+    try:
+        return pd.factorize(values, sort=True)
+    except TypeError:  # labels of mixed, unorderable types
+        return pd.factorize(values, sort=False)
+
+
+def match_labels(levels, values):
+    """Positions of ``values`` among the fitted ``levels`` (-1 for unseen).
+
+    Labels are matched as they are; when the kinds differ (numbers in fit, strings at
+    predict, or the reverse), they are matched by their string forms, so that ``308``
+    and ``"308"`` name the same group.
+    """
+    idx = pd.Index(levels).get_indexer(values)
+    numeric = [
+        pd.api.types.infer_dtype(np.asarray(a), skipna=False)
+        in ("integer", "floating", "mixed-integer-float", "decimal")
+        for a in (levels, values)
+    ]
+    if numeric[0] != numeric[1] and len(values):
+        as_str = pd.Index(np.asarray(levels).astype(str)).get_indexer(
+            np.asarray(values).astype(str)
+        )
+        idx = np.where(idx >= 0, idx, as_str)
+    return idx
+
+
+def check_y_range(y_max_abs, n):
+    """Error when ``y`` is too large to square and sum ``n`` times in float64."""
+    if y_max_abs > np.sqrt(np.finfo(np.float64).max / n):
+        raise ValueError(
+            f"y has values too large to square and sum in float64 (max |y| = {y_max_abs:.3g}); "
+            "rescale it"
+        )
+
+
+def collinear_columns(XtX, names):
+    """Names of columns that are constant zero or linear combinations of earlier ones."""
+    d = np.sqrt(np.diag(XtX))
+    zero = d <= 0
+    d[zero] = 1.0
+    corr = XtX / np.outer(d, d)
+    dropped = []
+    kept = []
+    for j in range(len(names)):
+        if zero[j]:
+            dropped.append(names[j])
+            continue
+        trial = [*kept, j]
+        w = np.linalg.eigvalsh(corr[np.ix_(trial, trial)])
+        if w[0] <= 1e-10 * max(1.0, w[-1]):
+            dropped.append(names[j])
+        else:
+            kept.append(j)
+    return dropped
+
+
+def check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept):
+    """Errors for too few rows, constant or collinear columns and an exactly fitted y.
+
+    ``cp`` is ``[X y]'[X y]`` of the centred design (intercept column first when
+    fitted); ``fixed_names`` names its first ``p`` columns.
+    """
+    p = cp.shape[0] - 1
+    if n <= p:
+        raise ValueError(
+            f"X has {n} rows for {p} fixed-effect columns (intercept included); "
+            "at least one more row than columns is needed"
+        )
+    names = fixed_names[1:] if fit_intercept else fixed_names
+    if fit_intercept and p > 1:
+        # A constant column is all zeros once centred, up to the rounding of its mean
+        # (relative 1e-10 at worst): far below 1e-18 of its uncentred square.
+        centred_ss = np.diag(cp)[1:p]
+        constant = centred_ss <= 1e-18 * n * col_means**2
+        if constant.any():
+            raise ValueError(
+                f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
+                "are constant or linear combinations of other columns (the intercept "
+                "included); remove them from X"
+            )
+    dropped = collinear_columns(cp[:p, :p], fixed_names)
+    if dropped:
+        raise ValueError(
+            f"the fixed-effect columns {dropped} are constant or linear combinations of "
+            "other columns (the intercept included); remove them from X"
+        )
+    ols_r2 = cp[p, p] - cp[p, :p] @ np.linalg.solve(cp[:p, :p], cp[:p, p])
+    if ols_r2 <= 1e-12 * max(cp[p, p], np.finfo(float).tiny):
+        raise ValueError(
+            "y is fitted exactly by the fixed effects (for example a constant y): "
+            "there is no residual variance to estimate"
+        )
