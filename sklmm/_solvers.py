@@ -294,6 +294,11 @@ def minimize_deviance(
     # The likelihood can have several local optima (very unbalanced groups, say): also
     # follow Newton from the start itself and keep the better of the two optima.
     alt, n_alt, alt_ok, alt_msg = _newton_phase(run, theta, max_iter, phase="restart")
-    if alt_ok and (not ok or alt.deviance < ev.deviance):
+    # Two optima within rounding of each other are the same optimum reached to different
+    # precision: keep the one with the smaller gradient, so the choice does not flip with
+    # the rounding of the statistics (a sum over partitions, say).
+    tie = abs(alt.deviance - ev.deviance) <= 1e-10 * max(1.0, abs(ev.deviance))
+    better = run.gnorm(alt) < run.gnorm(ev) if tie else alt.deviance < ev.deviance
+    if alt_ok and (not ok or better):
         ev, ok, msg = alt, alt_ok, alt_msg + " (Newton from the start found the better optimum)"
     return SolverResult(ev.theta, ev, ok, n_em + n_alt, msg, run.log)

@@ -1,7 +1,8 @@
 """Fit and predict on Dask collections, on a local cluster of two worker processes.
 
-The Dask fit sums per-partition cross-products; it must give the in-memory fit on
-the same rows, with each group's rows spread over several partitions.
+The Dask fit sums per-partition statistics; it must give the in-memory fit on the
+same rows, with each level's rows spread over several partitions, for every kind of
+model (one factor, slopes, nested, crossed, variance components).
 """
 
 import numpy as np
@@ -14,7 +15,7 @@ da = pytest.importorskip("dask.array")
 dd = pytest.importorskip("dask.dataframe")
 
 from sklmm import MixedLMRegressor, NoGroupsWarning  # noqa: E402
-from sklmm._dask import dask_design, predict_dask  # noqa: E402
+from sklmm._dask import DaskData  # noqa: E402
 
 N_PARTITIONS = 6
 
@@ -52,19 +53,29 @@ def data():
     return df, ddf
 
 
-def assert_same_fit(mem, dsk):
-    assert abs(dsk.log_likelihood_ - mem.log_likelihood_) <= 1e-10
-    np.testing.assert_allclose(dsk.coef_, mem.coef_, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(dsk.intercept_, mem.intercept_, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(dsk.residual_variance_, mem.residual_variance_, rtol=1e-9)
-    np.testing.assert_allclose(
-        dsk.random_effects_cov_, mem.random_effects_cov_, rtol=1e-8, atol=1e-12
-    )
-    np.testing.assert_allclose(dsk.fixed_effects_cov_, mem.fixed_effects_cov_, rtol=1e-8)
-    pd.testing.assert_frame_equal(dsk.random_effects_, mem.random_effects_, rtol=1e-8, atol=1e-10)
-    np.testing.assert_array_equal(dsk.groups_, mem.groups_)
-    assert dsk.groups_.dtype == mem.groups_.dtype
-    assert dsk.groups_name_ == mem.groups_name_
+def assert_same_fit(mem, dsk, rtol=1e-10):
+    assert abs(dsk.log_likelihood_ - mem.log_likelihood_) <= rtol * abs(mem.log_likelihood_)
+    np.testing.assert_allclose(dsk.coef_, mem.coef_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(dsk.intercept_, mem.intercept_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(dsk.residual_variance_, mem.residual_variance_, rtol=1e-7)
+    assert list(dsk.random_effects_cov_) == list(mem.random_effects_cov_)
+    assert dsk.terms_ == mem.terms_
+    for name, cov in mem.random_effects_cov_.items():
+        pd.testing.assert_frame_equal(dsk.random_effects_cov_[name], cov, rtol=1e-6, atol=1e-10)
+        pd.testing.assert_frame_equal(
+            dsk.random_effects_[name], mem.random_effects_[name], rtol=1e-6, atol=1e-8
+        )
+        # the levels, their order and their labels' dtype
+        pd.testing.assert_index_equal(
+            dsk.random_effects_[name].index, mem.random_effects_[name].index, exact=True
+        )
+        pd.testing.assert_frame_equal(
+            dsk.random_effects_condvar_[name],
+            mem.random_effects_condvar_[name],
+            rtol=1e-6,
+            atol=1e-10,
+        )
+    np.testing.assert_allclose(dsk.fixed_effects_cov_, mem.fixed_effects_cov_, rtol=1e-6)
     assert dsk.n_features_in_ == mem.n_features_in_
     if hasattr(mem, "feature_names_in_"):
         np.testing.assert_array_equal(dsk.feature_names_in_, mem.feature_names_in_)
@@ -87,7 +98,7 @@ def test_dataframe_fit_equals_in_memory(client, data, params):
     mem = MixedLMRegressor(**params).fit(df[cols], df["y"], groups=df["subject"])
     dsk = MixedLMRegressor(**params).fit(ddf[cols], ddf["y"], groups=ddf["subject"])
     assert_same_fit(mem, dsk)
-    assert dsk.groups_name_ == "subject"
+    assert list(dsk.random_effects_) == ["subject"]
 
 
 @pytest.mark.parametrize("slopes", [None, [0]])
@@ -102,25 +113,23 @@ def test_array_fit_equals_in_memory(client, data, slopes):
     est.feature_names_in_ = np.array(["stale"], dtype=object)  # from an earlier fit
     dsk = est.fit(Xd, yd, groups=gd)
     assert_same_fit(mem, dsk)
-    assert dsk.groups_name_ == "group"
+    assert list(dsk.random_effects_) == ["group"]
 
 
-def test_design_matches_in_memory(client, data):
+def test_statistics_match_in_memory(client, data):
     df, ddf = data
     cols = ["x0", "x1", "x2"]
-    est = MixedLMRegressor(random_slopes=["x0"])
-    mem = est._design(df[cols], df["y"], df["subject"])
-    dsk = dask_design(MixedLMRegressor(random_slopes=["x0"]), ddf[cols], ddf["y"], ddf["subject"])
-    assert set(dsk) == set(mem)
-    for field in ("ZtZ", "ZtXy", "XytXy"):
-        np.testing.assert_allclose(
-            getattr(dsk["stats"], field), getattr(mem["stats"], field), rtol=1e-9, atol=1e-8
-        )
-    np.testing.assert_array_equal(dsk["stats"].counts, mem["stats"].counts)
-    assert dsk["stats"].n == mem["stats"].n
-    np.testing.assert_array_equal(dsk["levels"], mem["levels"])
-    np.testing.assert_array_equal(dsk["slopes"], mem["slopes"])
-    np.testing.assert_allclose(dsk["col_means"], mem["col_means"], rtol=1e-12)
+    mem = MixedLMRegressor(random_slopes=["x0"]).fit(df[cols], df["y"], groups=df["subject"])
+    dsk = MixedLMRegressor(random_slopes=["x0"]).fit(ddf[cols], ddf["y"], groups=ddf["subject"])
+    a, b = mem._fitted.model, dsk._fitted.model
+    for field in ("ZtZ", "ZtXy", "level_counts"):
+        for x, y in zip(getattr(b.stats, field), getattr(a.stats, field), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(b.stats.XytXy, a.stats.XytXy, rtol=1e-9, atol=1e-8)
+    assert b.stats.n == a.stats.n
+    np.testing.assert_allclose(b.x_mean, a.x_mean, rtol=1e-12)
+    for s, t in zip(b.scales, a.scales, strict=True):
+        np.testing.assert_allclose(s, t, rtol=1e-12)
 
 
 def test_no_groups(client, data):
@@ -140,7 +149,7 @@ def test_predict_dataframe_lazy_with_unseen_groups(client, data):
     est = MixedLMRegressor(random_slopes=["x0"]).fit(df[cols], df["y"], groups=df["subject"])
     new = simulate(n=900, n_groups=60, seed=1)  # s40..s59 were not seen in fit
     new["subject"] = np.where(new["code"] >= 40, "new" + new["subject"], new["subject"])
-    assert (~new["subject"].isin(est.groups_)).any()
+    assert (~new["subject"].isin(est.random_effects_["subject"].index)).any()
     dnew = dd.from_pandas(new, npartitions=4, sort=False)
     pred = est.predict(dnew[cols], groups=dnew["subject"])
     assert isinstance(pred, dd.Series)  # lazy
@@ -164,7 +173,7 @@ def test_predict_array_lazy(client, data):
     pred = est.predict(Xd, groups=gd)
     assert isinstance(pred, da.Array)
     np.testing.assert_allclose(pred.compute(), est.predict(X, groups=g_new), rtol=1e-12)
-    np.testing.assert_allclose(predict_dask(est, Xd).compute(), est.predict(X), rtol=1e-12)
+    np.testing.assert_allclose(est.predict(Xd).compute(), est.predict(X), rtol=1e-12)
 
 
 def test_predict_checks_features(client, data):
@@ -235,3 +244,88 @@ def test_non_finite(client, data, column, value, message):
         MixedLMRegressor().fit(ddf[["x0", "x1", "x2"]], ddf["y"], groups=ddf["subject"])
     with pytest.raises(ValueError, match=message):  # the in-memory message says the same
         MixedLMRegressor().fit(bad[["x0", "x1", "x2"]], bad["y"], groups=bad["subject"])
+
+
+def simulate_crossed(n=4000, seed=0):
+    """Two crossed factors, a nested one and a slope, rows in random order."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, 40, n), rng.integers(0, 25, n)
+    c = rng.integers(0, 3, n)  # nested in a: the cell a:c
+    x = rng.normal(size=n) + 2.0
+    ua, ub, uc = rng.normal(size=40), rng.normal(size=25), rng.normal(size=(40, 3))
+    sa = 0.5 * rng.normal(size=40)
+    y = 1 + 0.5 * x + ua[a] + sa[a] * x + ub[b] + uc[a, c] + rng.normal(size=n)
+    return pd.DataFrame(
+        {"x": x, "y": y, "a": a, "b": [f"b{v:02d}" for v in b], "c": c, "x2": rng.normal(size=n)}
+    )
+
+
+SEVERAL = [
+    ("(1 | a) + (1 | b)", ["a", "b"]),
+    ("(1 | a/c)", ["a", "c"]),
+    ("(1 + x | a) + (1 | b)", ["a", "b"]),
+    ("(1 + x || a) + (1 | b) + (1 | a:c)", ["a", "b", "c"]),
+    ("(0 + x | a) + (1 | b)", ["a", "b"]),
+]
+
+
+@pytest.mark.parametrize(("spec", "factors"), SEVERAL, ids=[s for s, _ in SEVERAL])
+def test_several_terms_fit_equals_in_memory(client, spec, factors):
+    df = simulate_crossed()
+    ddf = dd.from_pandas(df, npartitions=N_PARTITIONS, sort=False)
+    # the premise: the levels of every factor are spread over several partitions
+    spread = ddf.map_partitions(lambda p: pd.Series(p["b"].unique())).compute()
+    assert spread.value_counts().min() >= 3
+    est = MixedLMRegressor(random_effects=spec)
+    mem = est.fit(df[["x", "x2"]], df["y"], groups=df[factors])
+    dsk = MixedLMRegressor(random_effects=spec).fit(ddf[["x", "x2"]], ddf["y"], groups=ddf[factors])
+    assert len(dsk.terms_) >= 2
+    assert_same_fit(mem, dsk)
+    # lazy prediction, with unseen levels of one factor
+    new = simulate_crossed(n=600, seed=1)
+    new["b"] = np.where(np.arange(600) % 4 == 0, "new", new["b"])
+    dnew = dd.from_pandas(new, npartitions=3, sort=False)
+    mean, std = dsk.predict(dnew[["x", "x2"]], groups=dnew[factors], return_std=True)
+    assert isinstance(mean, dd.Series)
+    mean_mem, std_mem = mem.predict(new[["x", "x2"]], groups=new[factors], return_std=True)
+    np.testing.assert_allclose(mean.compute().to_numpy(), mean_mem, rtol=1e-7)
+    np.testing.assert_allclose(std.compute().to_numpy(), std_mem, rtol=1e-6)
+
+
+def test_variance_components_fit_equals_in_memory(client):
+    df = simulate_crossed()
+    ddf = dd.from_pandas(df, npartitions=N_PARTITIONS, sort=False)
+    cols = ["x", "x2"]
+    mem = MixedLMRegressor().fit(df[cols], df["y"], groups=df["a"], variance_components=df[["c"]])
+    dsk = MixedLMRegressor().fit(
+        ddf[cols], ddf["y"], groups=ddf["a"], variance_components=ddf[["c"]]
+    )
+    assert dsk.terms_ == ("(1 | a)", "(1 | a:c)")
+    assert_same_fit(mem, dsk)
+    crossed = MixedLMRegressor().fit(df[cols], df["y"], variance_components=df[["a", "b"]])
+    crossed_dsk = MixedLMRegressor().fit(ddf[cols], ddf["y"], variance_components=ddf[["a", "b"]])
+    assert_same_fit(crossed, crossed_dsk)
+
+
+def test_several_terms_arrays(client):
+    df = simulate_crossed()
+    X, y = df[["x", "x2"]].to_numpy(), df["y"].to_numpy()
+    G = np.column_stack([df["a"].to_numpy(), df["b"].str[1:].astype(int).to_numpy()])
+    spec = "(1 | groups0) + (1 | groups1)"
+    mem = MixedLMRegressor(random_effects=spec).fit(X, y, groups=G)
+    Xd, yd = da.from_array(X, chunks=(700, 2)), da.from_array(y, chunks=700)
+    Gd = da.from_array(G, chunks=(500, 1))  # split along its columns too
+    dsk = MixedLMRegressor(random_effects=spec).fit(Xd, yd, groups=Gd)
+    assert_same_fit(mem, dsk)
+    pred = dsk.predict(Xd, groups=Gd)
+    assert isinstance(pred, da.Array)
+    np.testing.assert_allclose(pred.compute(), mem.predict(X, groups=G), rtol=1e-8)
+
+
+def test_dask_data_reads_label_names(client):
+    df = simulate_crossed()
+    ddf = dd.from_pandas(df, npartitions=N_PARTITIONS, sort=False)
+    data = DaskData(ddf[["x"]], ddf["y"], ddf[["a", "b"]], ddf["c"])
+    assert data.groups_names == ["a", "b"]
+    assert data.vc_names == ["c"]
+    assert data.n_features == 1
