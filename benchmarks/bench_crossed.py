@@ -1,4 +1,4 @@
-"""Benchmark of MixedLMRegressor on crossed designs (issue 4, "Must show" 3).
+"""Benchmark of MixedLMRegressor on crossed designs against the alternatives.
 
 Run from the repository root::
 
@@ -10,7 +10,7 @@ for the estimator: ``MixedLMRegressor().fit(X, y, variance_components=vc)`` with
 ``groups=None`` and ``vc`` a DataFrame of integer codes, one column per crossed
 factor, which fits ``y ~ X + (1 | f1) + (1 | f2) + ...`` through the blocked-Cholesky
 engine :mod:`sklmm._blocked` (``blocked_stats``, then ``minimize_blocked`` on a
-``BlockedDeviance``; see :func:`sklmm._multi.fit_multi`).
+``BlockedDeviance``; see :mod:`sklmm._model`).
 
 Data (fixed seeds; rows in random order; pairs of the two large factors are
 distinct and drawn with skewed per-level counts, see :func:`crossed_pairs`):
@@ -41,7 +41,7 @@ above its level at the call's start (numpy allocations, not LAPACK work arrays)
 and growth of the process's peak RSS during one call (Linux); the number of
 evaluations (``n_iter_``) and ``converged_``. A breakdown of one evaluation
 (with gradient) at the optimum, on the fitted estimator's engine objective
-(``est._core["objective"]`` at ``est._core["theta"]``), splits its time between
+(``est._fitted.objective`` at ``est._fitted.opt.theta``), splits its time between
 the dense work on the rest block (Cholesky ``potrf``, inverse ``potri``) and the
 sparse products ``B diag(w) B'`` of the contingency table. A check compares the
 estimator's log-likelihood with the core engine's (``blocked_stats`` +
@@ -254,10 +254,10 @@ def breakdown(obj, theta, threads, repeats=3):
 def format_breakdown(name, obj, n_iter, converged, threads, n_best, parts):
     nnz = obj._B.nnz
     s = (
-        f"{name}: est.n_iter_ = {n_iter} evaluations of the REML criterion with its gradient "
-        f"(L-BFGS-B; plus the deviance at the start and the one-factor fits of the start; the "
-        f"final re-evaluation hits the factor cache), est.converged_ = {converged}. Engine "
-        f"objective of the fitted estimator (est._core['objective'] at est._core['theta']; X "
+        f"{name}: est.n_iter_ = {n_iter} L-BFGS-B iterations (and Newton polish steps) on the "
+        f"REML criterion with its gradient (plus the one-factor fits of the start), "
+        f"est.converged_ = {converged}. Engine "
+        f"objective of the fitted estimator (est._fitted.objective at est._fitted.opt.theta; X "
         f"centred, random-effect columns rescaled): first block {obj.m1:,} levels (diagonal), "
         f"dense rest block {obj.m_r:,} x {obj.m_r:,} ({obj.m_r**2 * 8 / MB:.0f} MB), contingency "
         f"table B {obj.m_r:,} x {obj.m1:,} with {nnz:,} nonzeros. One evaluation with gradient "
@@ -290,7 +290,7 @@ def measure_fit(data, names, repeats, warmup, traced_separately=True):
     ``tracemalloc``, whose overhead is small here (few, large numpy
     allocations), and the breakdown takes the best of 2 calls (else 3). The
     breakdown times the engine objective of the last fitted estimator
-    (``est._core``). The core engine is fitted once after the measurements, for
+    (``est._fitted``). The core engine is fitted once after the measurements, for
     the log-likelihood check only.
     """
     X, vc = estimator_inputs(data, names)
@@ -322,7 +322,7 @@ def measure_fit(data, names, repeats, warmup, traced_separately=True):
                 tracemalloc.stop()
         if traced_separately:
             traced = traced_peak(fit)
-    obj, theta = est._core["objective"], est._core["theta"]
+    obj, theta = est._fitted.objective, est._fitted.opt.theta
     threads = fit_blas_threads(obj)
     n_best = 3 if traced_separately else 2  # single calls with two BLAS threads are erratic
     parts = breakdown(obj, theta, threads, n_best)
@@ -493,7 +493,7 @@ def main(argv=None):
 
     print(
         "Crossed random intercepts: sklmm MixedLMRegressor().fit(X, y, variance_components=vc), "
-        "groups=None, through the blocked-Cholesky engine sklmm._blocked (issue 4, Must show 3)"
+        "groups=None, through the blocked-Cholesky engine sklmm._blocked"
     )
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "

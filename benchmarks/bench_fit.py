@@ -1,4 +1,4 @@
-"""Benchmark of ``MixedLMRegressor.fit`` against OLS and statsmodels (issue 2, "Must show" 3).
+"""Benchmark of ``MixedLMRegressor.fit`` against OLS and statsmodels .
 
 Run from the repository root::
 
@@ -181,7 +181,7 @@ def run_statsmodels(data, method, one_thread, est, timeout):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     sk_fe = np.r_[est.intercept_, est.coef_]
-    sk_psi = est.random_effects_cov_ / est.residual_variance_
+    sk_psi = est.random_effects_cov_["group"].to_numpy() / est.residual_variance_
     args = (data["X1"], data["y"], data["groups"], 1 + len(RANDOM_SLOPES), method, one_thread)
     proc = ctx.Process(target=_statsmodels_worker, args=(*args, sk_fe, sk_psi, queue))
     proc.start()
@@ -253,7 +253,7 @@ def section(rows, notes, data, case, repeats):
         res[one_thread] = (est, ols, fit)
         case = ""
     est = res[False][0]
-    sd = np.sqrt(np.diag(est.random_effects_cov_))
+    sd = np.sqrt(np.diag(est.random_effects_cov_["group"].to_numpy()))
     iters = est.fit_log_["phase"].value_counts().to_dict()
     notes.append(
         f"{describe(data)}. sklmm converged={est.converged_}, n_iter_={est.n_iter_}, "
@@ -306,7 +306,7 @@ def main(argv=None):
     except ImportError:
         sm_version = None
 
-    print("sklmm fit benchmark (issue 2, Must show 3)")
+    print("sklmm fit benchmark")
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
         f"pandas {pd.__version__}, scikit-learn {sklearn.__version__}, statsmodels "
