@@ -506,7 +506,8 @@ def predict_dask(fitted, X, groups, variance_components, check_features, **kwarg
     _check_partitions(parts)
     g = parts.get("groups", (None,))[0]
     v = parts.get("variance_components", (None,))[0]
-    fitted_d = dask.delayed(fitted, pure=True)  # one task, shared by every partition
+    # one task, shared by every partition
+    fitted_d = dask.delayed(fitted.for_prediction(return_std), pure=True)
 
     if kx == "frame":
         meta = (

@@ -62,15 +62,17 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     ``b_i ~ N(0, Sigma)`` and ``e_i ~ N(0, sigma2 I)``. ``Z_i`` holds a
     random intercept and the columns of ``X`` named in ``random_slopes``
     (lme4: ``y ~ x1 + x2 + (1 + x1 | g)``). The variance parameters are
-    estimated by REML or ML with EM iterations followed by Newton iterations
-    on the criterion with ``beta`` and ``sigma2`` profiled out (Lindstrom and
-    Bates, 1988).
+    estimated by REML or ML on the criterion with ``beta`` and ``sigma2``
+    profiled out.
 
     Several independent terms (variance components; nested or crossed
     grouping factors; lme4's ``(1 + x | subj) + (1 | item)``) are given by
-    ``fit(..., variance_components=vc)`` or by ``random_effects``; they are
-    fitted by a blocked Cholesky factorization and L-BFGS-B (see the
-    documentation's algorithm page).
+    ``fit(..., variance_components=vc)`` or by ``random_effects``. Every
+    model has the same fitted attributes: per term, keyed by the term's name.
+    With ``solver="auto"`` a model with a single term with an intercept is
+    fitted by EM iterations followed by Newton iterations (Lindstrom and
+    Bates, 1988), every other model by L-BFGS-B on a blocked Cholesky
+    factorization (see the documentation's algorithm page).
 
     Parameters
     ----------
@@ -95,27 +97,45 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     fit_intercept : bool, default=True
         Whether to fit a fixed intercept. The random intercept is always
         part of the model.
-    solver : {"em-newton", "em", "newton"}, default="em-newton"
-        EM iterations, then Newton iterations; EM alone; Newton alone. All
-        three stop on the same convergence rule. Models with several terms
-        always use L-BFGS-B.
+    solver : {"auto", "em-newton", "em", "newton", "lbfgs"}, default="auto"
+        How the variance parameters are estimated.
+
+        - ``"em-newton"``: EM iterations, then Newton iterations on the
+          one-factor criterion (analytic Hessian); Newton is also run from
+          the start, and the better of the two optima is kept.
+        - ``"em"``: EM alone. ``"newton"``: Newton alone.
+        - ``"lbfgs"``: L-BFGS-B on the blocked Cholesky criterion (analytic
+          gradient), finished by Newton steps when it stops short. Works for
+          every model.
+        - ``"auto"``: ``"em-newton"`` for a model with a single random-effects
+          term with an intercept (or none), ``"lbfgs"`` otherwise.
+
+        ``"em-newton"``, ``"em"`` and ``"newton"`` need a model with a single
+        term with an intercept (or none); on any other model they raise
+        ``ValueError``. Every solver stops on the rule of ``tol``.
     max_iter : int, default=100
-        Maximum iterations of each Newton pass (``"em-newton"`` runs two: one
-        from the EM result and one from the start, and keeps the better), or of
-        EM for ``solver="em"``.
-        With several terms: maximum L-BFGS-B iterations.
-    em_max_iter : int, default=25
-        Maximum EM iterations before Newton takes over (``"em-newton"``;
-        ignored with several terms).
+        Maximum iterations of the main phase of the solver: each Newton pass
+        (``"em-newton"`` runs two: one from the EM result and one from the
+        start; ``"newton"`` one), EM for ``solver="em"``, L-BFGS-B over its
+        restarts for ``"lbfgs"``.
+    em_max_iter : int, default=None
+        Maximum EM iterations before Newton takes over, for the solver
+        ``"em-newton"`` (also when ``"auto"`` chooses it). ``None`` means 25.
+        Setting it when the solver that runs is not ``"em-newton"`` raises
+        ``ValueError`` (``solver="em"`` is capped by ``max_iter``).
     tol : float, default=1e-7
-        Convergence rule: every component of the projected gradient of
-        ``-2 log L`` in the square-root-scale parameters is at most
-        ``tol * max(1, |2 log L|)`` in absolute value, and the Hessian on the
-        free parameters has no negative eigenvalue (no saddle point). With
-        several terms: at most ``tol * n`` (``n`` rows), the curvature checked
-        on the boundary only (see the algorithm page).
+        Convergence rule, the same for every solver: every entry of the
+        projected gradient of ``-2 log L`` in ``theta`` (the square-root-scale
+        parameters) is at most ``tol * n`` in absolute value (``n`` rows; a
+        rule free of the units of ``y``). ``"em-newton"``, ``"em"`` and
+        ``"newton"`` also require that the Hessian on the free parameters
+        have no negative eigenvalue (no saddle point); ``"lbfgs"`` accepts up
+        to ``10 * tol * n`` (L-BFGS-B may stop on a negligible decrease) and
+        checks the curvature on the boundary only (see the algorithm page).
     verbose : int, default=0
-        Print one line per iteration when positive (one-factor engine only).
+        Print one line per iteration when positive (per evaluation of the
+        criterion for L-BFGS-B), for every solver: the phase, the iteration,
+        ``-2 log L`` and the gradient norm of the row of ``fit_log_``.
 
     Attributes
     ----------
@@ -123,31 +143,39 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         Fixed-effect coefficients of the columns of ``X``.
     intercept_ : float
         Fixed intercept (0.0 when ``fit_intercept=False``).
-    random_effects_cov_ : ndarray of shape (q, q) or dict
-        Covariance ``Sigma`` of the random effects, ordered as the
-        intercept, then ``random_slopes`` (lme4 ``VarCorr``). With several
-        terms, a dict of DataFrames keyed by term name (the component name,
-        or lme4's name of the grouping factor such as ``"batch:cask"``).
+    random_effects_cov_ : dict of str to pandas.DataFrame
+        Covariance ``Sigma`` of the random effects of every term
+        (lme4 ``VarCorr``), keyed by term name: a ``q x q`` DataFrame whose
+        index and columns are the term's effects, ``"(Intercept)"`` first,
+        then the slopes, for example
+        ``est.random_effects_cov_["Subject"].loc["Days", "Days"]``. ``{}`` for
+        a model without random effects.
     residual_variance_ : float
         Residual variance ``sigma2`` (lme4 ``sigma(fit)^2``).
-    random_effects_ : pandas.DataFrame of shape (n_groups, q) or dict
-        Conditional modes (BLUPs) of the random effects, indexed by group
-        label (lme4 ``ranef``). With several terms, a dict of DataFrames keyed
-        by term name, each indexed by the term's levels (a MultiIndex for a
-        nested term).
-    random_effects_condvar_ : ndarray of shape (n_groups, q, q) or dict
-        Conditional covariance of each group's random effects
-        (lme4 ``ranef(condVar = TRUE)``); a dict of arrays keyed by term
-        name with several terms.
+    random_effects_ : dict of str to pandas.DataFrame
+        Conditional modes (BLUPs) of the random effects (lme4 ``ranef``),
+        keyed by term name: one row per level of the term seen in ``fit``
+        (its index holds the levels, a MultiIndex for an interaction such as
+        ``batch:cask``) and one column per effect (``"(Intercept)"``, then
+        the slopes). ``{}`` for a model without random effects.
+    random_effects_condvar_ : dict of str to pandas.DataFrame
+        Conditional covariance of the random effects of every level
+        (lme4 ``ranef(condVar = TRUE)``), keyed by term name: a DataFrame
+        indexed by (level..., ``"effect"``) with the effects as columns.
+        ``df.loc[level]`` is the ``q x q`` matrix of one level;
+        ``df.to_numpy().reshape(m, q, q)`` the array of all ``m`` levels.
     variance_components_ : pandas.Series
-        With several terms: the variance of every intercept-only term, by
-        term name.
+        The variance of every intercept-only term, by term name (empty for a
+        model whose terms all have slopes, or no random effects).
     terms_ : tuple of str
         The random-effects terms in lme4's syntax, for example
         ``("(1 + Days | Subject)",)`` or ``("(1 | batch)", "(1 | batch:cask)")``.
-    groups_ : ndarray
-        Group labels seen in ``fit``, sorted when they can be (models fitted
-        by the one-factor engine).
+        A term's name, the key of the dictionaries above, is the name of its
+        grouping factor, or the names of its factors joined by ``":"``: the
+        name of ``groups`` (a Series's name or a DataFrame's column,
+        ``"group"`` for an unnamed array); a variance component ``c`` within
+        ``groups`` ``g`` is the term ``"g:c"``, without ``groups`` the term
+        ``"c"``.
     log_likelihood_ : float
         The REML or ML log-likelihood at the optimum (lme4 ``logLik``).
     is_singular_ : bool
@@ -156,14 +184,23 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     converged_ : bool
         Whether the convergence rule held.
     n_iter_ : int
-        Iterations of EM and Newton together; with several terms, evaluations of
-        the criterion and its gradient.
+        Iterations of the optimizer: EM and Newton iterations (of both
+        Newton passes of ``"em-newton"``), or L-BFGS-B iterations and the
+        Newton steps that finish them (``"lbfgs"``). 0 for a model without
+        random effects.
     fit_log_ : pandas.DataFrame
-        One row per iteration: phase, iteration, ``-2 log L``,
-        log-likelihood, gradient norm, step size, and the variance
-        parameters on the user scale at that iterate. With several terms, one
-        row per evaluation (phase ``"lbfgs"``): ``-2 log L``, log-likelihood
-        and gradient norm.
+        One row per iteration (per evaluation of the criterion for
+        L-BFGS-B), with the same columns for every model: ``phase``
+        (``"em"``, ``"newton"``, ``"restart"`` for the Newton pass from the
+        start of ``"em-newton"``; ``"lbfgs"``, ``"polish"`` for the Newton
+        steps after L-BFGS-B; ``"none"`` for a model without variance
+        parameters), ``iteration``, ``objective`` (``-2 log L``),
+        ``log_likelihood``, ``gradient_norm`` (the largest entry of the
+        projected gradient), ``step_size``, ``residual_variance``, then the
+        variance parameters of every term on the user scale at that iterate:
+        ``"<term>: Var[<effect>]"`` and, for correlated effects,
+        ``"<term>: Cov[<a>,<b>]"`` (for example ``"Subject: Var[(Intercept)]"``,
+        ``"Subject: Cov[(Intercept),Days]"``).
     fixed_effects_cov_ : ndarray of shape (p, p)
         Covariance of the fixed effects (the intercept first when
         ``fit_intercept=True``), given the variance parameters (lme4 ``vcov``).
@@ -174,11 +211,6 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     n_params_ : int
         Fixed effects, variance parameters and the residual variance
         (lme4 ``attr(logLik(fit), "df")``).
-    groups_name_ : str
-        Name of the grouping factor (the name of ``groups`` when it is a
-        Series, else ``"group"``; one-factor engine).
-    random_slopes_idx_ : ndarray of int
-        Column positions of ``random_slopes`` in ``X`` (one-factor engine).
     n_features_in_ : int
         Number of columns of ``X``.
     feature_names_in_ : ndarray of str
@@ -196,15 +228,18 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     algorithm page (and in the docstring of ``sklmm/_profile.py``). Only
     user-scale values are exposed as attributes.
 
-    Per-group cross-products of ``[Z X y]`` are formed once; every iteration
-    afterwards costs nothing in the number of rows.
+    Per-level cross-products of ``[Z X y]``, blocked by term, are formed
+    once; every iteration afterwards costs nothing in the number of rows.
 
     ``fit`` does not accept ``sample_weight``; ``score`` does (for the
-    weighted R^2 only).
+    weighted R^2 only), in scikit-learn's positional order
+    ``score(X, y, sample_weight=None, *, groups=None, variance_components=None)``:
+    pass the labels by keyword.
 
-    ``X``, ``y`` and ``groups`` may be Dask collections (the ``dask`` extra)
-    for a one-factor model: the cross-products are then summed over partitions
-    by Dask and the fit is the same as in memory.
+    ``X``, ``y``, ``groups`` and ``variance_components`` may be Dask
+    collections (the ``dask`` extra), for every model: the statistics are
+    summed over the partitions by Dask and the fit is the same as in
+    memory; ``predict`` on Dask input is lazy.
 
     References
     ----------
@@ -224,6 +259,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     >>> est = est.fit(df[["Days"]], df["Reaction"], groups=df["Subject"])
     >>> print(f"{est.intercept_:.4f} {est.coef_[0]:.4f}")
     251.4051 10.4673
+    >>> est.terms_
+    ('(1 + Days | Subject)',)
+    >>> print(f"{est.random_effects_cov_['Subject'].loc['Days', 'Days']:.3f}")
+    35.072
 
     Nested random intercepts, lme4's ``strength ~ 1 + (1 | batch/cask)``:
 

@@ -101,6 +101,23 @@ class FittedModel:
         objective.release()
         self.fit_log = self._fit_log(opt.log)
 
+    def for_prediction(self, return_std):
+        """A copy with only what prediction needs (the statistics too for ``return_std``).
+
+        Sent once to every Dask worker: without the statistics and the log it stays small.
+        """
+        import copy
+
+        light = copy.copy(self)
+        light.fit_log = None
+        light.opt = copy.copy(self.opt)
+        light.opt.log = []
+        if not return_std:
+            light.model = copy.copy(self.model)
+            light.model.stats = None
+            light.objective = None
+        return light
+
     # -- fitted attributes ----------------------------------------------------------
     @property
     def variance_components(self):

@@ -73,7 +73,7 @@ BAD = [
         {},
         lambda: {"groups": L0, "variance_components": L0[["b"]]},
         ValueError,
-        "groups has 2 columns; with variance_components it must be one column",
+        "groups has 2 columns; several grouping factors need random_effects",
     ),
     (
         "component-named-as-groups",
@@ -157,7 +157,8 @@ BAD = [
         {"random_effects": "(1 + c | a) + (1 | b)"},
         lambda: {"groups": L0, "X": X0.assign(c=L0["a"].str[1:].astype(float))},
         ValueError,
-        r"the slope\(s\) \['c'\] of the term \(1 \+ c \| a\) are constant within every level",
+        r"the random slope\(s\) \['c'\] of the term \(1 \+ c \| a\) are constant "
+        "within every level",
     ),
 ]
 
@@ -184,10 +185,17 @@ def test_bad_input(params, build, exc, match):
             np.testing.assert_array_equal(kwargs[k], v)
 
 
-def test_dask_with_several_terms_is_refused():
+def test_dask_with_several_terms_gives_the_in_memory_fit():
     dd = pytest.importorskip("dask.dataframe")
-    with pytest.raises(ValueError, match="Dask collections are supported for one random"):
-        MixedLMRegressor().fit(dd.from_pandas(X0, npartitions=2), Y0, variance_components=L0)
+    mem = MixedLMRegressor().fit(X0, Y0, variance_components=L0)
+    dsk = MixedLMRegressor().fit(
+        dd.from_pandas(X0, npartitions=2),
+        dd.from_pandas(Y0, npartitions=2),
+        variance_components=dd.from_pandas(L0, npartitions=2),
+    )
+    assert dsk.terms_ == mem.terms_ == ("(1 | a)", "(1 | b)")
+    assert dsk.log_likelihood_ == pytest.approx(mem.log_likelihood_, abs=1e-8)
+    pd.testing.assert_series_equal(dsk.variance_components_, mem.variance_components_, rtol=1e-6)
 
 
 def test_unseen_labels_and_missing_components_at_predict():
@@ -234,12 +242,6 @@ def test_nested_groups_given_as_a_list_or_renamed_series():
 
 
 # -- scikit-learn -------------------------------------------------------------------
-
-
-@pytest.fixture
-def routing():
-    with sklearn.config_context(enable_metadata_routing=True):
-        yield
 
 
 def requested(est):
@@ -388,7 +390,9 @@ def test_zero_variance_component_at_the_optimum():
     # The same likelihood as the model without the term.
     alone = MixedLMRegressor().fit(X, y, groups=labels["a"])
     assert est.log_likelihood_ == pytest.approx(alone.log_likelihood_, abs=1e-6)
-    assert est.variance_components_["a"] == pytest.approx(alone.random_effects_cov_[0, 0], rel=1e-4)
+    assert est.variance_components_["a"] == pytest.approx(
+        alone.random_effects_cov_["a"].iloc[0, 0], rel=1e-4
+    )
 
 
 @pytest.mark.parametrize("scale", [1e8, 1e-8])
@@ -504,16 +508,31 @@ def test_repeated_factor_names_never_collide():
     np.testing.assert_allclose(pred, want)
 
 
+def same_state(est, fresh):
+    """The fitted state of ``est`` is that of a fresh fit of the same model: no leftovers."""
+    assert set(vars(est)) == set(vars(fresh))
+    assert est.terms_ == fresh.terms_
+    for attr in ("random_effects_", "random_effects_cov_", "random_effects_condvar_"):
+        assert list(getattr(est, attr)) == list(getattr(fresh, attr))
+    pd.testing.assert_series_equal(est.variance_components_, fresh.variance_components_)
+    assert list(est.fit_log_.columns) == list(fresh.fit_log_.columns)
+    assert est.log_likelihood_ == fresh.log_likelihood_
+
+
 def test_refit_of_another_kind_leaves_no_state():
     X, y, labels = crossed(11, slope=1.0)
     est = MixedLMRegressor(random_slopes=["x"]).fit(X, y, groups=labels["a"])
     one_term = set(vars(est))
     est.fit(X, y, groups=labels["a"], variance_components=labels[["b"]])
     several = set(vars(est))
-    assert not {"groups_", "random_slopes_idx_", "_blup_gain"} & several
+    fresh = MixedLMRegressor(random_slopes=["x"])
+    same_state(est, fresh.fit(X, y, groups=labels["a"], variance_components=labels[["b"]]))
+    assert list(est.random_effects_) == ["a", "a:b"]
     est.set_params(random_slopes=None).fit(X, y, groups=labels["a"])
-    assert "variance_components_" not in vars(est)
+    same_state(est, MixedLMRegressor().fit(X, y, groups=labels["a"]))
+    assert list(est.variance_components_.index) == ["a"]  # not the former "a:b"
     assert set(vars(est)) <= one_term
+    assert set(vars(est)) <= several
     # a refit that fails validation leaves an unfitted estimator, not a mixed one
     with pytest.raises(ValueError):
         est.fit(X, y, variance_components=labels.assign(b="same"))
@@ -524,10 +543,18 @@ def test_refit_of_another_kind_leaves_no_state():
 def test_new_keyword_does_not_shift_positional_arguments():
     X, y, labels = crossed(12)
     est = MixedLMRegressor().fit(X, y, labels["a"])
+    assert est.log_likelihood_ == MixedLMRegressor().fit(X, y, groups=labels["a"]).log_likelihood_
     w = np.linspace(0.1, 1.0, len(y))
-    assert est.score(X, y, labels["a"], w) == est.score(X, y, groups=labels["a"], sample_weight=w)
-    pred, std = est.predict(X, labels["a"], True)
+    # scikit-learn's positional order: score(X, y, sample_weight); the labels by keyword
+    assert est.score(X, y, w, groups=labels["a"]) == est.score(
+        X, y, groups=labels["a"], sample_weight=w
+    )
+    np.testing.assert_array_equal(est.predict(X, labels["a"]), est.predict(X, groups=labels["a"]))
+    pred, std = est.predict(X, labels["a"], return_std=True)
     assert std.shape == pred.shape
+    # a third positional argument of predict is not silently taken as return_std
+    with pytest.raises(TypeError):
+        est.predict(X, labels["a"], True)
     table = est.summary(X, y, labels["a"], 0.5).random_effects
     assert "ci_0.25" in table.columns
 
@@ -561,6 +588,13 @@ def test_pickle_of_a_fit_does_not_carry_the_dense_block():
     assert likelihood_ratio_test(small, again).loc["large", "Df"] == 1
 
 
+def term_columns(frame, X):
+    """A term's columns for the rows of ``X``, from its BLUPs' columns: 1 or the slope."""
+    return np.column_stack(
+        [np.ones(len(X)) if c == "(Intercept)" else X[c].to_numpy() for c in frame.columns]
+    )
+
+
 DENSE_SPECS = [
     "(0 + x | a) + (1 | b)",
     "(1 | a) + (0 + x | a) + (1 | b)",
@@ -582,19 +616,23 @@ def test_fit_against_a_dense_computation(spec, reml):
     Xf = np.column_stack([np.ones(n), X.to_numpy()])
     V = est.residual_variance_ * np.eye(n)
     Zs = {}
-    for td in est._terms:
-        keys = pd.MultiIndex.from_frame(labels[[c for _, c in td.sources]])
-        if len(td.sources) == 1:
+    assert len(est.random_effects_) == len(est.terms_)
+    for name, frame in est.random_effects_.items():
+        # the term's factors are the names of its levels' index (a MultiIndex for a:b)
+        factors = list(frame.index.names)
+        keys = pd.MultiIndex.from_frame(labels[factors])
+        if len(factors) == 1:
             keys = keys.get_level_values(0)
-        idx = est.random_effects_[td.name].index.get_indexer(keys)
-        z = td.z(X.to_numpy())
-        m, q = est.random_effects_[td.name].shape
+        idx = frame.index.get_indexer(keys)
+        assert (idx >= 0).all()
+        z = term_columns(frame, X)
+        m, q = frame.shape
         Z = np.zeros((n, m * q))
         for j in range(q):
             Z[np.arange(n), idx * q + j] = z[:, j]
-        cov = est.random_effects_cov_[td.name].to_numpy()
+        cov = est.random_effects_cov_[name].to_numpy()
         V += Z @ np.kron(np.eye(m), cov) @ Z.T
-        Zs[td.name] = (Z, np.kron(np.eye(m), cov))
+        Zs[name] = (Z, np.kron(np.eye(m), cov))
     Vi = np.linalg.inv(V)
     C = Xf.T @ Vi @ Xf
     beta = np.linalg.solve(C, Xf.T @ Vi @ y.to_numpy())
@@ -630,27 +668,29 @@ def test_fit_against_a_dense_computation(spec, reml):
     for j, i in enumerate(rows):
         w = Zall[i].copy()
         extra, start = 0.0, 0
-        for td, (Z, _) in zip(est._terms, Zs.values(), strict=True):
+        for name, (Z, _) in Zs.items():
+            frame = est.random_effects_[name]
             cols = slice(start, start + Z.shape[1])
             start += Z.shape[1]
-            if any(new.iloc[j][c] != labels.iloc[i][c] for _, c in td.sources):
+            if any(new.iloc[j][c] != labels.iloc[i][c] for c in frame.index.names):
                 w[cols] = 0.0
-                z = td.z(X.to_numpy()[i : i + 1])[0]
-                extra += z @ est.random_effects_cov_[td.name].to_numpy() @ z
+                z = term_columns(frame, X.iloc[i : i + 1])[0]
+                extra += z @ est.random_effects_cov_[name].to_numpy() @ z
         d = Xf[i] - Gx.T @ w
         want = d @ cov_beta @ d + w @ Cb @ w + extra
         assert std[j] ** 2 == pytest.approx(want, rel=1e-6)
 
 
 def test_a_dense_block_too_large_for_memory_is_refused(monkeypatch):
-    import sklmm._multi as multi
+    import sklmm._model as model
 
-    # b's 30 levels go into the dense block: 5 arrays of 30 x 30 doubles, 36 kB.
+    # b's 30 levels go into the dense block: DENSE_COPIES (10) arrays of 30 x 30 doubles,
+    # 72 kB.
     X, y, labels = crossed(16, n_a=40, n_b=30, reps=1)
-    monkeypatch.setattr(multi, "_memory_bytes", lambda: 1e4)  # a 10 kB machine
+    monkeypatch.setattr(model, "_memory_bytes", lambda: 1e4)  # a 10 kB machine
     with pytest.raises(ValueError, match=r"the terms \['\(1 \| b\)'\] have 30 random effects"):
         MixedLMRegressor().fit(X, y, variance_components=labels)
-    monkeypatch.setattr(multi, "_memory_bytes", lambda: 1e5)
+    monkeypatch.setattr(model, "_memory_bytes", lambda: 1e5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SingularFitWarning)
         assert MixedLMRegressor().fit(X, y, variance_components=labels).converged_
@@ -659,13 +699,13 @@ def test_a_dense_block_too_large_for_memory_is_refused(monkeypatch):
 def test_memory_check_follows_the_engines_choice_of_the_block_diagonal_term(monkeypatch):
     # a and b tie at 12 levels: the engine puts a (first) in the block-diagonal term and
     # b's 3 columns x 12 levels = 36 rows in the dense block, not a's 12.
-    import sklmm._multi as multi
+    import sklmm._model as model
 
     X, y, labels = crossed(17, n_a=12, n_b=12, reps=3, slope=1.0)
     X = X.assign(x2=np.random.default_rng(0).normal(size=len(y)))
     spec = "(1 | a) + (1 + x + x2 | b)"
-    need_12 = multi.DENSE_COPIES * 8 * 12**2
-    monkeypatch.setattr(multi, "_memory_bytes", lambda: 2 * need_12)
+    need_12 = model.DENSE_COPIES * 8 * 12**2
+    monkeypatch.setattr(model, "_memory_bytes", lambda: 2 * need_12)
     with pytest.raises(ValueError, match=r"the terms \['\(1 \+ x \+ x2 \| b\)'\] have 36"):
         MixedLMRegressor(random_effects=spec).fit(X, y, groups=labels)
 
@@ -691,7 +731,7 @@ def test_hard_crossed_designs_found_by_hypothesis(draw):
         )
     assert est.converged_
     # No better optimum from other starts.
-    objective, theta = est._core["objective"], est._core["theta"]
+    objective, theta = est._fitted.objective, est._fitted.opt.theta
     best = objective(theta).deviance
     rng = np.random.default_rng(0)
     for _ in range(4):
