@@ -65,7 +65,7 @@ FIT_CASES = [
         {},
         lambda: (X0, Y0, np.c_[G0, G0]),
         ValueError,
-        r"groups must be 1-D",
+        r"groups has 2 columns; several grouping factors need random_effects",
     ),
     (
         "string-column",
@@ -114,7 +114,7 @@ FIT_CASES = [
         {},
         lambda: (X0, Y0, np.full(len(Y0), "only")),
         ValueError,
-        "groups has a single level",
+        r"the random-effects term \(1 \| group\) has a single level",
     ),
     (
         "all-singleton-groups",
@@ -158,7 +158,8 @@ FIT_CASES = [
         {"random_slopes": ["c"]},
         lambda: (X0.assign(c=np.repeat(np.arange(6.0), 5) ** 2), Y0, G0),
         ValueError,
-        r"random_slopes column\(s\) \['c'\] are constant within every group",
+        r"random slope\(s\) \['c'\] of the term \(1 \+ c \| group\) "
+        r"are constant within every level",
     ),
     (
         "huge-X",
@@ -247,7 +248,10 @@ def test_group_label_types_agree():
     ]
     for est in fits[1:]:
         assert est.log_likelihood_ == pytest.approx(fits[0].log_likelihood_, abs=1e-10)
-        np.testing.assert_allclose(est.random_effects_.to_numpy(), fits[0].random_effects_)
+        assert list(est.random_effects_) == list(fits[0].random_effects_) == ["group"]
+        np.testing.assert_allclose(
+            est.random_effects_["group"].to_numpy(), fits[0].random_effects_["group"].to_numpy()
+        )
 
 
 def test_y_column_vector_is_raveled_with_warning():
@@ -264,7 +268,7 @@ def test_no_groups_warns_and_fits_ols():
         est = MixedLMRegressor().fit(X0, Y0)
     ols = np.linalg.lstsq(np.c_[np.ones(len(Y0)), X0], Y0, rcond=None)[0]
     np.testing.assert_allclose(np.r_[est.intercept_, est.coef_], ols, rtol=1e-10)
-    assert est.random_effects_.shape == (0, 0)
+    assert est.random_effects_ == {}
     np.testing.assert_allclose(est.predict(X0, groups=G0), est.predict(X0))
 
 

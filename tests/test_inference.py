@@ -194,7 +194,8 @@ def test_prediction_std_parts():
     X = df[["Days"]].iloc[:3]
     _, std = est.predict(X, groups=["new"] * 3, return_std=True)
     Xf = np.c_[np.ones(3), X]
-    expected = np.einsum("ij,jk,ik->i", Xf, est.fixed_effects_cov_ + est.random_effects_cov_, Xf)
+    cov = est.fixed_effects_cov_ + est.random_effects_cov_["Subject"].to_numpy()
+    expected = np.einsum("ij,jk,ik->i", Xf, cov, Xf)
     np.testing.assert_allclose(std, np.sqrt(expected))
     _, std_obs = est.predict(X, groups=["new"] * 3, return_std=True, include_residual=True)
     np.testing.assert_allclose(std_obs**2, std**2 + est.residual_variance_)

@@ -1,4 +1,4 @@
-"""Plots of issue 5, item 7: the caterpillar plot of the BLUPs and residuals versus fitted.
+"""The caterpillar plot of the BLUPs and the plot of residuals versus fitted values.
 
 Drawn with the Agg backend; every test closes its figures. The values drawn are read back
 from the Axes (the errorbar container, the scatter offsets) and compared with the fitted
@@ -75,6 +75,14 @@ def has_reference_line(ax, vertical):
     return False
 
 
+def condvar(est, term):
+    """The conditional covariances of the BLUPs of ``term`` as an (m, q, q) array, in the
+    order of the levels of ``est.random_effects_[term]``."""
+    blups = est.random_effects_[term]
+    frame = est.random_effects_condvar_[term]
+    return np.stack([frame.loc[level].to_numpy() for level in blups.index])
+
+
 def tick_labels(ax):
     return [t.get_text() for t in ax.get_yticklabels()]
 
@@ -88,16 +96,17 @@ def test_caterpillar_default_term_is_the_intercept(fitted):
     ax = plot_caterpillar(fitted)
     assert isinstance(ax, matplotlib.axes.Axes)
 
-    blups = fitted.random_effects_["(Intercept)"].to_numpy()
-    sd = np.sqrt(fitted.random_effects_condvar_[:, 0, 0])
+    blups = fitted.random_effects_["Subject"]["(Intercept)"].to_numpy()
+    sd = np.sqrt(condvar(fitted, "Subject")[:, 0, 0])
+    levels = fitted.random_effects_["Subject"].index
     order = np.argsort(blups)
     x, y, half = errorbars(ax)
-    assert len(x) == len(fitted.groups_) == 18
+    assert len(x) == len(levels) == 18
     np.testing.assert_allclose(x, blups[order])
     np.testing.assert_allclose(x, np.sort(blups))
     np.testing.assert_array_equal(y, np.arange(18))
     np.testing.assert_allclose(half, norm.ppf(0.975) * sd[order], rtol=1e-12)
-    assert tick_labels(ax) == [str(g) for g in fitted.groups_[order]]
+    assert tick_labels(ax) == [str(g) for g in levels[order]]
     assert has_reference_line(ax, vertical=True)
     assert ax.get_xlabel() == "(Intercept)"
     assert ax.get_ylabel() == "Subject"  # the name of the groups Series given to fit
@@ -106,13 +115,14 @@ def test_caterpillar_default_term_is_the_intercept(fitted):
 
 def test_caterpillar_slope_term_and_level(fitted):
     ax = plot_caterpillar(fitted, term="Days", level=0.8)
-    blups = fitted.random_effects_["Days"].to_numpy()
-    sd = np.sqrt(fitted.random_effects_condvar_[:, 1, 1])
+    blups = fitted.random_effects_["Subject"]["Days"].to_numpy()
+    sd = np.sqrt(condvar(fitted, "Subject")[:, 1, 1])
+    levels = fitted.random_effects_["Subject"].index
     order = np.argsort(blups)
     x, _, half = errorbars(ax)
     np.testing.assert_allclose(x, np.sort(blups))
     np.testing.assert_allclose(half, norm.ppf(0.9) * sd[order], rtol=1e-12)
-    assert tick_labels(ax) == [str(g) for g in fitted.groups_[order]]
+    assert tick_labels(ax) == [str(g) for g in levels[order]]
     assert ax.get_xlabel() == "Days"
     assert "80%" in ax.get_title()
 
@@ -120,11 +130,9 @@ def test_caterpillar_slope_term_and_level(fitted):
 def test_caterpillar_unsorted_keeps_group_order(fitted):
     ax = plot_caterpillar(fitted, sort=False)
     x, _, half = errorbars(ax)
-    np.testing.assert_allclose(x, fitted.random_effects_["(Intercept)"].to_numpy())
-    np.testing.assert_allclose(
-        half, norm.ppf(0.975) * np.sqrt(fitted.random_effects_condvar_[:, 0, 0])
-    )
-    assert tick_labels(ax) == [str(g) for g in fitted.groups_]
+    np.testing.assert_allclose(x, fitted.random_effects_["Subject"]["(Intercept)"].to_numpy())
+    np.testing.assert_allclose(half, norm.ppf(0.975) * np.sqrt(condvar(fitted, "Subject")[:, 0, 0]))
+    assert tick_labels(ax) == [str(g) for g in fitted.random_effects_["Subject"].index]
 
 
 def test_caterpillar_draws_into_given_axes(fitted):
@@ -144,7 +152,7 @@ def test_caterpillar_random_intercept_only(sleep):
     X, y, g = sleep
     est = MixedLMRegressor().fit(X, y, groups=g)
     x, _, half = errorbars(plot_caterpillar(est))
-    np.testing.assert_allclose(x, np.sort(est.random_effects_["(Intercept)"].to_numpy()))
+    np.testing.assert_allclose(x, np.sort(est.random_effects_["Subject"]["(Intercept)"].to_numpy()))
     assert np.all(half > 0)
 
 

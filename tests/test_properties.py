@@ -41,11 +41,9 @@ def assert_same_fit(a, b, rtol=1e-6):
     np.testing.assert_allclose(
         np.r_[a.intercept_, a.coef_], np.r_[b.intercept_, b.coef_], rtol=rtol, atol=1e-8
     )
+    cov_a, cov_b = a.random_effects_cov_["group"], b.random_effects_cov_["group"]
     np.testing.assert_allclose(
-        a.random_effects_cov_,
-        b.random_effects_cov_,
-        rtol=1e-4,
-        atol=1e-8 * max(1.0, np.abs(b.random_effects_cov_).max()),
+        cov_a, cov_b, rtol=1e-4, atol=1e-8 * max(1.0, np.abs(cov_b.to_numpy()).max())
     )
 
 
@@ -56,7 +54,9 @@ def test_row_order_invariance(data):
     perm = rng.permutation(len(y))
     a, b = fit(X, y, g), fit(X[perm], y[perm], g[perm])
     assert_same_fit(a, b)
-    pd.testing.assert_frame_equal(a.random_effects_, b.random_effects_, rtol=1e-4, atol=1e-6)
+    pd.testing.assert_frame_equal(
+        a.random_effects_["group"], b.random_effects_["group"], rtol=1e-4, atol=1e-6
+    )
 
 
 @SETTINGS
@@ -68,10 +68,9 @@ def test_group_relabelling(data):
     relabelled = np.array([new[v] for v in g])
     a, b = fit(X, y, g), fit(X, y, relabelled)
     assert_same_fit(a, b)
-    blups_b = b.random_effects_.loc[[new[v] for v in a.random_effects_.index]]
-    np.testing.assert_allclose(
-        a.random_effects_.to_numpy(), blups_b.to_numpy(), rtol=1e-4, atol=1e-6
-    )
+    blups_a = a.random_effects_["group"]
+    blups_b = b.random_effects_["group"].loc[[new[v] for v in blups_a.index]]
+    np.testing.assert_allclose(blups_a.to_numpy(), blups_b.to_numpy(), rtol=1e-4, atol=1e-6)
 
 
 @SETTINGS
@@ -83,14 +82,14 @@ def test_affine_response(data, scale, shift):
     assert b.intercept_ == pytest.approx(scale * a.intercept_ + shift, rel=1e-5, abs=1e-6 * scale)
     assert b.residual_variance_ == pytest.approx(scale**2 * a.residual_variance_, rel=1e-5)
     np.testing.assert_allclose(
-        b.random_effects_cov_,
-        scale**2 * a.random_effects_cov_,
+        b.random_effects_cov_["group"],
+        scale**2 * a.random_effects_cov_["group"],
         rtol=1e-3,
         atol=1e-8 * scale**2 * a.residual_variance_,
     )
     np.testing.assert_allclose(
-        b.random_effects_.to_numpy(),
-        scale * a.random_effects_.to_numpy(),
+        b.random_effects_["group"].to_numpy(),
+        scale * a.random_effects_["group"].to_numpy(),
         rtol=1e-3,
         atol=1e-5 * scale,
     )
@@ -104,7 +103,7 @@ def test_fit_properties(data):
     est = fit(X, y, g)
     for before, after in zip(copies, (X, y, g), strict=True):
         np.testing.assert_array_equal(before, after)
-    cov = est.random_effects_cov_
+    cov = est.random_effects_cov_["group"].to_numpy()
     np.testing.assert_array_equal(cov, cov.T)
     assert np.linalg.eigvalsh(cov).min() >= -1e-10 * max(1.0, np.abs(cov).max())
     assert est.residual_variance_ > 0
@@ -126,14 +125,14 @@ def test_rescaled_column(data, factor):
     assert b.coef_[0] == pytest.approx(a.coef_[0] / factor, rel=1e-5)
     scale = np.array([1.0, 1.0 / factor])
     np.testing.assert_allclose(
-        b.random_effects_cov_,
-        a.random_effects_cov_ * np.outer(scale, scale),
+        b.random_effects_cov_["group"],
+        a.random_effects_cov_["group"] * np.outer(scale, scale),
         rtol=1e-3,
         atol=1e-8 * a.residual_variance_ * max(1.0, 1.0 / factor**2),
     )
     np.testing.assert_allclose(
-        b.random_effects_.to_numpy(),
-        a.random_effects_.to_numpy() * scale,
+        b.random_effects_["group"].to_numpy(),
+        a.random_effects_["group"].to_numpy() * scale,
         rtol=1e-3,
         atol=1e-5 * max(1.0, 1.0 / factor),
     )
@@ -152,8 +151,14 @@ def test_clone_refit_is_identical(data):
         b.fit(X, y, groups=g)
     assert b.log_likelihood_ == a.log_likelihood_
     np.testing.assert_array_equal(b.coef_, a.coef_)
-    np.testing.assert_array_equal(b.random_effects_cov_, a.random_effects_cov_)
-    pd.testing.assert_frame_equal(b.random_effects_, a.random_effects_)
+    assert b.random_effects_cov_.keys() == a.random_effects_cov_.keys()
+    for name in a.random_effects_cov_:
+        pd.testing.assert_frame_equal(
+            b.random_effects_cov_[name], a.random_effects_cov_[name], check_exact=True
+        )
+    assert b.random_effects_.keys() == a.random_effects_.keys()
+    for name in a.random_effects_:
+        pd.testing.assert_frame_equal(b.random_effects_[name], a.random_effects_[name])
 
 
 @SETTINGS
@@ -172,6 +177,6 @@ def test_shifted_slope_column_unstructured(data, shift):
     np.testing.assert_allclose(
         b.predict(Xs, groups=g), a.predict(X, groups=g), rtol=1e-6, atol=1e-6 * np.abs(y).max()
     )
-    assert b.random_effects_cov_[1, 1] == pytest.approx(
-        a.random_effects_cov_[1, 1], rel=1e-4, abs=1e-8 * a.residual_variance_
+    assert b.random_effects_cov_["group"].iloc[1, 1] == pytest.approx(
+        a.random_effects_cov_["group"].iloc[1, 1], rel=1e-4, abs=1e-8 * a.residual_variance_
     )
