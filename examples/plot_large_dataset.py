@@ -76,14 +76,19 @@ print(f"sklmm: {est.n_iter_} iterations, converged={est.converged_}")
 # The estimates against the truth
 # -------------------------------
 
+# ``g`` is an unnamed array, so the term is named ``"group"``; its covariance is a
+# DataFrame labelled by the random effects (``"(Intercept)"``, ``"x0"``, ``"x1"``).
+
+cov = est.random_effects_cov_["group"]
+print(cov.round(3))
 truth = pd.DataFrame(
     {
         "true": [1.0, *beta, *np.diag(Sigma), Sigma[0, 1], 1.0],
         "estimate": [
             est.intercept_,
             *est.coef_,
-            *np.diag(est.random_effects_cov_),
-            est.random_effects_cov_[0, 1],
+            *np.diag(cov),
+            cov.loc["(Intercept)", "x0"],
             est.residual_variance_,
         ],
     },

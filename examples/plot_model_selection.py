@@ -44,12 +44,13 @@ class HeldOutLogLikelihood:
             raise ValueError("HeldOutLogLikelihood needs groups: enable metadata routing")
         groups, y = np.asarray(groups), np.asarray(y)
         mean = estimator.predict(X)  # population predictions X beta
-        slopes = list(estimator.random_effects_.columns[1:])  # "(Intercept)" comes first
+        (sigma,) = estimator.random_effects_cov_.values()  # the one term, (1 ... | Subject)
+        slopes = list(sigma.columns[1:])  # "(Intercept)" comes first
         total = 0.0
         for label in pd.unique(groups):
             rows = groups == label
             Z = np.column_stack([np.ones(rows.sum()), X.loc[rows, slopes]])
-            cov = Z @ estimator.random_effects_cov_ @ Z.T
+            cov = Z @ sigma.to_numpy() @ Z.T
             cov += estimator.residual_variance_ * np.eye(rows.sum())
             total += multivariate_normal(mean[rows], cov).logpdf(y[rows])
         return total / len(y)
@@ -110,9 +111,8 @@ print(ranking.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 best = search.best_estimator_
 print(f"\nBest: {structure(search.best_params_)}")
 print(f"  fixed effects: intercept {best.intercept_:.2f}, Days {best.coef_[0]:.2f}")
-names = list(best.random_effects_.columns)
-print("  random-effects covariance:")
-print(pd.DataFrame(best.random_effects_cov_, index=names, columns=names).round(2).to_string())
+print(f"  random-effects covariance of {best.terms_[0]}:")
+print(best.random_effects_cov_["Subject"].round(2).to_string())
 print(f"  residual variance: {best.residual_variance_:.2f}")
 
 # %%

@@ -41,18 +41,26 @@ by_components = MixedLMRegressor().fit(
 by_formula = MixedLMRegressor(random_effects="(1 | batch/cask)").fit(
     X, y, groups=pastes[["batch", "cask"]]
 )
-print("terms:", by_formula.terms_)
-print(by_components.variance_components_.rename("variance components").to_frame())
-print(by_formula.variance_components_.rename("random_effects").to_frame())
+print("terms:", by_components.terms_, by_formula.terms_)
+print(
+    pd.DataFrame(
+        {
+            "variance_components=": by_components.variance_components_,
+            "random_effects=": by_formula.variance_components_,
+        }
+    )
+)
 same = np.allclose(
-    by_components.variance_components_.to_numpy(), by_formula.variance_components_.to_numpy()
+    by_components.variance_components_, by_formula.variance_components_
 ) and np.isclose(by_components.log_likelihood_, by_formula.log_likelihood_)
 print(f"same fit: {same}")
 
 # %%
-# The two forms differ only in the name of the nested term: the variance-components form
-# names it after its column, ``cask``; the specification after the term, ``batch:cask``.
-# Next to lme4's ``lmer(strength ~ 1 + (1 | batch/cask), Pastes)`` (REML):
+# Both forms name the terms by lme4's rule, the grouping factors joined by ``:``: the
+# batches are ``batch`` and the casks within them ``batch:cask``, so every fitted
+# attribute (``variance_components_``, ``random_effects_``, ``random_effects_cov_``, ...)
+# has the same keys whichever form fitted the model. Next to lme4's
+# ``lmer(strength ~ 1 + (1 | batch/cask), Pastes)`` (REML):
 
 lme4 = {"batch": 1.657, "batch:cask": 8.434, "Residual": 0.678, "(Intercept)": 60.05}
 ours = {

@@ -28,7 +28,8 @@ test = df[df["Subject"].isin(held_out)]
 
 est = MixedLMRegressor(random_slopes=["Days"])
 est.fit(train[["Days"]], train["Reaction"], groups=train["Subject"])
-print(f"fitted on {len(est.groups_)} subjects; held out: {held_out}")
+seen = set(est.random_effects_["Subject"].index)  # the subjects of the fit
+print(f"fitted on {len(seen)} subjects; held out: {held_out}")
 
 # %%
 # Seen and unseen subjects in one call
@@ -47,7 +48,7 @@ for subject in ["309", *held_out]:
 table = pd.DataFrame(
     {
         subject: {
-            "seen in fit": subject in set(est.groups_),
+            "seen in fit": subject in seen,
             "prediction at day 9": pred[-1],
             "std at day 9": std[-1],
         }
@@ -66,7 +67,7 @@ for ax, (subject, (pred, std)) in zip(axes, curves.items(), strict=True):
     ax.fill_between(days["Days"], pred - 1.96 * std, pred + 1.96 * std, alpha=0.25)
     ax.plot(days["Days"], pred, lw=2)
     ax.plot(df.loc[rows, "Days"], df.loc[rows, "Reaction"], "o", ms=4, color="k")
-    kind = "seen" if subject in set(est.groups_) else "new"
+    kind = "seen" if subject in seen else "new"
     ax.set_title(f"subject {subject} ({kind})")
     ax.set_xlabel("Days")
 axes[0].set_ylabel("Reaction (ms)")
@@ -91,4 +92,5 @@ print(f"held-out coverage of the 95% intervals: {inside.mean():.0%} of {len(test
 
 _, std_mean = est.predict(test[["Days"]], groups=test["Subject"], return_std=True)
 print(f"std of the mean at day 0, new subject: {std_mean[0]:.1f} ms")
-print(f"between-subject sd of the intercept:   {np.sqrt(est.random_effects_cov_[0, 0]):.1f} ms")
+sd_intercept = np.sqrt(est.random_effects_cov_["Subject"].loc["(Intercept)", "(Intercept)"])
+print(f"between-subject sd of the intercept:   {sd_intercept:.1f} ms")

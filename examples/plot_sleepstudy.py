@@ -19,11 +19,7 @@ est = MixedLMRegressor(random_slopes=["Days"]).fit(
 print(f"REML log-likelihood {est.log_likelihood_:.4f} (lme4: -871.8141)")
 print(f"fixed effects: intercept {est.intercept_:.4f}, Days {est.coef_[0]:.4f}")
 print("random-effects covariance (Subject):")
-print(
-    pd.DataFrame(
-        est.random_effects_cov_, index=["(Intercept)", "Days"], columns=["(Intercept)", "Days"]
-    ).round(3)
-)
+print(est.random_effects_cov_["Subject"].round(3))
 print(f"residual variance {est.residual_variance_:.3f}")
 
 new = pd.DataFrame({"Days": [0, 5, 9] * 2})
