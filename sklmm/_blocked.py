@@ -131,6 +131,10 @@ from ._solvers import SolverResult
 #: Rows of the dense (rest) block from which ``minimize_blocked`` uses two BLAS threads.
 THREADED_REST = 2000
 
+#: The dense part of the split product of the contingency table has at most this many
+#: times ``m_r`` columns (so at most this many times the dense block's size).
+GRAM_DENSE_COLUMNS = 3
+
 #: A level of term 1 with at least this fraction of ``m_r`` nonzeros in ``B`` enters
 #: ``B diag(w) B'`` by a dense matrix product rather than the sparse one.
 GRAM_SPLIT = 0.12
@@ -284,15 +288,18 @@ class BlockedDeviance(FactorCache):
         ``m_r^2`` flops as a dense column in a BLAS matrix product, which runs
         several hundred times faster per flop. Levels with ``c >= GRAM_SPLIT * m_r``
         go to the dense product (MovieLens shape: about 450 of 6,040 users, the gram in
-        about 0.4 s instead of 0.6-0.96 s), at most ``m_r / 2`` of them (the heaviest),
-        so that the dense copy stays within the dense block's size. Only for a large
-        dense block (``m_r >= THREADED_REST``, where BLAS runs on two threads).
+        about 0.4 s instead of 0.6-0.96 s), at most :data:`GRAM_DENSE_COLUMNS` ``* m_r`` of
+        them (the heaviest), so that the dense copy stays within a few times the dense
+        block's size (a nearly full contingency table, such as 10,000,000 rows over
+        5,000 x 2,000 levels, then runs entirely through BLAS: seconds per gram instead
+        of minutes). Only for a large dense block (``m_r >= THREADED_REST``, where BLAS
+        runs on two threads).
         """
         if self.q1 != 1 or self.m_r < THREADED_REST:
             return None
         Bc = B.tocsc()
         nnz = np.diff(Bc.indptr)
-        order = np.argsort(-nnz, kind="stable")[: self.m_r // 2]
+        order = np.argsort(-nnz, kind="stable")[: GRAM_DENSE_COLUMNS * self.m_r]
         heavy = np.zeros(len(nnz), dtype=bool)
         heavy[order[nnz[order] >= GRAM_SPLIT * self.m_r]] = True
         if not heavy.any():

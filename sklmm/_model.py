@@ -38,8 +38,9 @@ from ._validation import check_fixed_effects, check_y_range
 #: Arrays of the dense block's size that a fit holds at once at its peak (G, GP, A22 =
 #: L22, its inverse, products and temporaries: measured 7-8 on fits, summaries and
 #: predictions), plus the dense part of the split product of the contingency table (at
-#: most half the block, twice), for the memory check before the fit.
-DENSE_COPIES = 10
+#: most ``GRAM_DENSE_COLUMNS = 3`` times the block, and its weighted copy), for the
+#: memory check before the fit.
+DENSE_COPIES = 8 + 2 * 3
 
 
 @dataclass

@@ -225,7 +225,7 @@ def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups
         if group is not None:
             spec = Term((group,), True, tuple(feature_names[j] for j in slopes), covariance_type)
             terms.append(RandomTerm(group, spec, [("groups", group)], np.asarray(slopes, int)))
-        elif len(slopes):
+        elif len(slopes) and vc_names:
             raise ValueError(
                 "random_slopes needs groups: with groups=None the variance components are "
                 "random intercepts only"

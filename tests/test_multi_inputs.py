@@ -684,13 +684,13 @@ def test_fit_against_a_dense_computation(spec, reml):
 def test_a_dense_block_too_large_for_memory_is_refused(monkeypatch):
     import sklmm._model as model
 
-    # b's 30 levels go into the dense block: DENSE_COPIES (10) arrays of 30 x 30 doubles,
-    # 72 kB.
+    # b's 30 levels go into the dense block: DENSE_COPIES arrays of 30 x 30 doubles.
+    need = model.DENSE_COPIES * 8 * 30**2
     X, y, labels = crossed(16, n_a=40, n_b=30, reps=1)
-    monkeypatch.setattr(model, "_memory_bytes", lambda: 1e4)  # a 10 kB machine
+    monkeypatch.setattr(model, "_memory_bytes", lambda: need)  # refused above 80% of it
     with pytest.raises(ValueError, match=r"the terms \['\(1 \| b\)'\] have 30 random effects"):
         MixedLMRegressor().fit(X, y, variance_components=labels)
-    monkeypatch.setattr(model, "_memory_bytes", lambda: 1e5)
+    monkeypatch.setattr(model, "_memory_bytes", lambda: 2 * need)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SingularFitWarning)
         assert MixedLMRegressor().fit(X, y, variance_components=labels).converged_

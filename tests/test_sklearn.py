@@ -21,7 +21,11 @@ Scenarios of issue 3 and the tests that cover them:
 7. the example ``examples/plot_model_selection.py``: ``test_model_selection_example_runs``.
 
 Metadata routing is a global setting: the tests that need it turn it on with the ``routing``
-fixture (``sklearn.config_context``), which turns it off again afterwards.
+fixture (``sklearn.config_context``), which turns it off again afterwards; ``routing`` and
+``no_routing`` are in ``conftest.py``.
+
+The groups are ``Subject`` (a named Series), so every model fitted with them has the one
+random-effects term ``"Subject"``, whose levels are the index of ``random_effects_["Subject"]``.
 """
 
 import inspect
@@ -95,6 +99,12 @@ def routed(est):
     )
 
 
+def fitted_levels(est, term="Subject"):
+    """The levels of ``term`` seen in fit: the index of its random effects."""
+    assert list(est.random_effects_) == [term]
+    return est.random_effects_[term].index.to_numpy()
+
+
 def rows(a, idx):
     return a.iloc[idx] if isinstance(a, (pd.DataFrame, pd.Series)) else a[idx]
 
@@ -113,21 +123,39 @@ def fitted_state(est):
     return {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}
 
 
+def assert_same_value(va, vb, key):
+    """``va`` and ``vb`` agree (up to rounding); dicts (per-term attributes) key by key."""
+    if isinstance(va, dict):
+        assert isinstance(vb, dict), key
+        assert list(va) == list(vb), key
+        for name in va:
+            assert_same_value(va[name], vb[name], f"{key}[{name!r}]")
+    elif isinstance(va, pd.DataFrame):
+        pd.testing.assert_frame_equal(va, vb, check_exact=False, rtol=1e-6, atol=1e-8, obj=key)
+    elif isinstance(va, pd.Series):
+        pd.testing.assert_series_equal(va, vb, check_exact=False, rtol=1e-6, atol=1e-8, obj=key)
+    elif isinstance(va, np.ndarray) and va.dtype.kind in "fc":
+        np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-8, err_msg=key)
+    elif isinstance(va, np.ndarray):
+        np.testing.assert_array_equal(va, vb, err_msg=key)
+    elif isinstance(va, (bool, str, tuple, type(None))):
+        assert va == vb, key
+    else:
+        assert va == pytest.approx(vb, rel=1e-6, abs=1e-8), key
+
+
 def assert_same_fitted_state(a, b):
     sa, sb = fitted_state(a), fitted_state(b)
     assert sa.keys() == sb.keys()
     for key, va in sa.items():
-        vb = sb[key]
-        if isinstance(va, pd.DataFrame):
-            pd.testing.assert_frame_equal(va, vb, check_exact=False, rtol=1e-6, atol=1e-8)
-        elif isinstance(va, np.ndarray) and va.dtype.kind in "fc":
-            np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-8, err_msg=key)
-        elif isinstance(va, np.ndarray):
-            np.testing.assert_array_equal(va, vb, err_msg=key)
-        elif isinstance(va, (bool, str, tuple, type(None))):
-            assert va == vb, key
-        else:
-            assert va == pytest.approx(vb, rel=1e-6, abs=1e-8), key
+        assert_same_value(va, sb[key], key)
+
+
+def assert_same_random_effects_cov(a, b):
+    """The same terms, with the same covariance matrices (whatever their labels)."""
+    assert list(a.random_effects_cov_) == list(b.random_effects_cov_)
+    for name, cov in a.random_effects_cov_.items():
+        np.testing.assert_allclose(cov.to_numpy(), b.random_effects_cov_[name].to_numpy())
 
 
 class RecordingMixedLM(MixedLMRegressor):
@@ -140,26 +168,22 @@ class RecordingMixedLM(MixedLMRegressor):
 
     calls = []
 
-    def fit(self, X, y, groups=None, variance_components=None):
+    def fit(self, X, y, groups=None, *, variance_components=None):
         RecordingMixedLM.calls.append(("fit", None if groups is None else np.asarray(groups)))
         return super().fit(X, y, groups=groups, variance_components=variance_components)
 
-    def predict(self, X, groups=None, variance_components=None):
+    def predict(
+        self, X, groups=None, *, return_std=False, include_residual=False, variance_components=None
+    ):
         given = None if groups is None else np.asarray(groups)
-        RecordingMixedLM.calls.append(("predict", set(self.groups_), given))
-        return super().predict(X, groups=groups, variance_components=variance_components)
-
-
-@pytest.fixture
-def routing():
-    with sklearn.config_context(enable_metadata_routing=True):
-        yield
-    assert not sklearn.get_config()["enable_metadata_routing"]
-
-
-@pytest.fixture
-def no_routing():
-    assert not sklearn.get_config()["enable_metadata_routing"]
+        RecordingMixedLM.calls.append(("predict", set(fitted_levels(self)), given))
+        return super().predict(
+            X,
+            groups=groups,
+            return_std=return_std,
+            include_residual=include_residual,
+            variance_components=variance_components,
+        )
 
 
 @pytest.fixture
@@ -227,11 +251,11 @@ def test_pipeline_routes_groups(routing):
     pipe.fit(X, y, groups=g)
 
     model = pipe[-1]
-    np.testing.assert_array_equal(model.groups_, np.unique(g))
-    assert list(model.random_effects_.columns) == ["(Intercept)", "x0"]
+    np.testing.assert_array_equal(fitted_levels(model), np.unique(g))
+    assert list(model.random_effects_["Subject"].columns) == ["(Intercept)", "x0"]
     Xt = pipe[:-1].transform(X)
     direct = MixedLMRegressor(random_slopes=[0]).fit(Xt, y, groups=g)
-    np.testing.assert_allclose(model.random_effects_cov_, direct.random_effects_cov_)
+    assert_same_random_effects_cov(model, direct)
 
     conditional = pipe.predict(X, groups=g)
     population = pipe.predict(X)
@@ -259,7 +283,7 @@ def test_grid_search_routes_groups(routing, recorder, cv, seen):
     # Fit: each fold's model saw exactly the groups of its training rows; the refit saw all.
     expected = [tuple(g.iloc[train]) for train, _ in splits] * n_candidates + [tuple(g)]
     assert recorded_fit_groups(recorder) == sorted(expected)
-    np.testing.assert_array_equal(search.best_estimator_.groups_, np.unique(g))
+    np.testing.assert_array_equal(fitted_levels(search.best_estimator_), np.unique(g))
 
     # Scoring: the default scorer (score) received the validation groups: unseen groups
     # (population predictions) with GroupKFold, seen groups (conditional) with KFold.
@@ -300,7 +324,7 @@ def test_grid_search_over_pipeline(routing):
 
     best = search.best_estimator_
     assert best.named_steps["lmm"].random_slopes == ["Days"]
-    np.testing.assert_array_equal(best.named_steps["lmm"].groups_, np.unique(g))
+    np.testing.assert_array_equal(fitted_levels(best.named_steps["lmm"]), np.unique(g))
     # With the random slope, conditional R^2 on seen subjects is far above the intercept-only.
     results = pd.DataFrame(search.cv_results_)
     with_slope = results["param_lmm__random_slopes"].apply(lambda s: s is not None)
@@ -325,7 +349,7 @@ def test_cross_validate_routes_groups(routing, cv):
     for k, model in enumerate(result["estimator"]):
         train, test = result["indices"]["train"][k], result["indices"]["test"][k]
         np.testing.assert_array_equal(train, splits[k][0])
-        np.testing.assert_array_equal(model.groups_, np.unique(g.iloc[train]))
+        np.testing.assert_array_equal(fitted_levels(model), np.unique(g.iloc[train]))
         conditional = model.predict(X.iloc[test], groups=g.iloc[test])
         assert result["test_score"][k] == pytest.approx(r2_score(y.iloc[test], conditional))
         if cv is KFOLD:
@@ -347,7 +371,7 @@ def test_cross_validate_routes_groups_in_parallel(routing):
         return_indices=True,
     )
     for model, train in zip(result["estimator"], result["indices"]["train"], strict=True):
-        np.testing.assert_array_equal(model.groups_, np.unique(g.iloc[train]))
+        np.testing.assert_array_equal(fitted_levels(model), np.unique(g.iloc[train]))
 
 
 def test_cross_val_predict_routes_groups_to_fit_only(routing, recorder):
@@ -551,7 +575,7 @@ def test_group_scorer_pickles():
 def test_fit_with_groups_without_routing(no_routing):
     X, y, g = sleep()
     est = MixedLMRegressor(random_slopes=["Days"]).fit(X, y, groups=g)
-    assert est.random_effects_.shape == (18, 2)
+    assert est.random_effects_["Subject"].shape == (18, 2)
     assert not np.allclose(est.predict(X, groups=g), est.predict(X))
 
 
@@ -562,7 +586,7 @@ def test_pipeline_fit_params_without_routing(no_routing):
     )
     pipe.fit(X, y, mixedlmregressor__groups=g)
     model = pipe[-1]
-    np.testing.assert_array_equal(model.groups_, np.unique(g))
+    np.testing.assert_array_equal(fitted_levels(model), np.unique(g))
     Xt = pipe[:-1].transform(X)
     # Without routing, Pipeline.predict passes its keyword arguments to the last step.
     np.testing.assert_allclose(pipe.predict(X, groups=g), model.predict(Xt, groups=g))
@@ -603,13 +627,14 @@ def test_random_slopes_by_position_match_names(no_routing):
     by_position_df = MixedLMRegressor(random_slopes=[1]).fit(X, y, groups=g)
     for other in (by_position, by_position_df):
         np.testing.assert_allclose(other.coef_, by_name.coef_)
-        np.testing.assert_allclose(other.random_effects_cov_, by_name.random_effects_cov_)
+        assert_same_random_effects_cov(other, by_name)
         np.testing.assert_allclose(
-            other.random_effects_.to_numpy(), by_name.random_effects_.to_numpy()
+            other.random_effects_["Subject"].to_numpy(),
+            by_name.random_effects_["Subject"].to_numpy(),
         )
-    assert list(by_name.random_effects_.columns) == ["(Intercept)", "Days"]
-    assert list(by_position_df.random_effects_.columns) == ["(Intercept)", "Days"]
-    assert list(by_position.random_effects_.columns) == ["(Intercept)", "x1"]
+    assert list(by_name.random_effects_["Subject"].columns) == ["(Intercept)", "Days"]
+    assert list(by_position_df.random_effects_["Subject"].columns) == ["(Intercept)", "Days"]
+    assert list(by_position.random_effects_["Subject"].columns) == ["(Intercept)", "x1"]
     np.testing.assert_allclose(
         by_position.predict(X.to_numpy(), groups=g), by_name.predict(X, groups=g)
     )
@@ -625,7 +650,7 @@ def test_random_slopes_by_name_after_set_output(no_routing):
     model = pipe[-1]
     assert list(model.feature_names_in_) == ["Days", "Noise"]
     assert model.n_features_in_ == 2
-    assert list(model.random_effects_.columns) == ["(Intercept)", "Days"]
+    assert list(model.random_effects_["Subject"].columns) == ["(Intercept)", "Days"]
     np.testing.assert_array_equal(pipe[:-1].get_feature_names_out(), model.feature_names_in_)
     np.testing.assert_array_equal(pipe.feature_names_in_, ["Days", "Noise"])
 
@@ -649,9 +674,9 @@ def test_random_slopes_by_name_after_column_transformer(no_routing):
     assert list(model.feature_names_in_) == names
     assert model.n_features_in_ == 3
     np.testing.assert_array_equal(pipe[:-1].get_feature_names_out(), names)
-    assert list(model.random_effects_.columns) == ["(Intercept)", "num__Days"]
+    assert list(model.random_effects_["Subject"].columns) == ["(Intercept)", "num__Days"]
     by_position = MixedLMRegressor(random_slopes=[0]).fit(pre.transform(X).to_numpy(), y, groups=g)
-    np.testing.assert_allclose(model.random_effects_cov_, by_position.random_effects_cov_)
+    assert_same_random_effects_cov(model, by_position)
 
 
 def test_missing_named_slope_after_transform(no_routing):
@@ -742,7 +767,7 @@ def test_pickle_round_trip(no_routing):
 def test_refit_on_other_data_leaves_no_state(no_routing):
     X, y, g = sleep_wide()
     est = MixedLMRegressor(random_slopes=["Days"]).fit(X[["Days", "Noise"]], y, groups=g)
-    assert est.random_effects_.shape == (18, 2)
+    assert est.random_effects_["Subject"].shape == (18, 2)
 
     # Other rows, other groups, other columns, no random slope, numpy input.
     keep = g.isin(sorted(g.unique())[:10]).to_numpy()
@@ -750,9 +775,14 @@ def test_refit_on_other_data_leaves_no_state(no_routing):
     est.set_params(random_slopes=None).fit(X2, y2, groups=g2)
     fresh = MixedLMRegressor().fit(X2, y2, groups=g2)
     assert_same_fitted_state(est, fresh)
-    np.testing.assert_array_equal(est.groups_, np.unique(g2))
-    assert list(est.random_effects_.columns) == ["(Intercept)"]
-    assert est.random_effects_condvar_.shape == (10, 1, 1)
+    np.testing.assert_array_equal(fitted_levels(est), np.unique(g2))
+    assert list(est.random_effects_["Subject"].columns) == ["(Intercept)"]
+    # One 1 x 1 conditional covariance per level: the old (10, 1, 1) array.
+    assert list(est.random_effects_condvar_) == ["Subject"]
+    condvar = est.random_effects_condvar_["Subject"]
+    assert condvar.shape == (10 * 1, 1)
+    assert condvar.index.get_level_values("Subject").nunique() == 10
+    assert list(condvar.index.get_level_values("effect").unique()) == ["(Intercept)"]
     assert est.n_features_in_ == 1
     assert not hasattr(est, "feature_names_in_")
 
@@ -767,7 +797,7 @@ def test_refit_with_groups_after_fit_without(no_routing):
     est = MixedLMRegressor()
     with pytest.warns(NoGroupsWarning):
         est.fit(X, y)
-    assert est.random_effects_.shape[1] == 0
+    assert est.random_effects_ == {}  # no random effects
     est.fit(X, y, groups=g)
     assert_same_fitted_state(est, MixedLMRegressor().fit(X, y, groups=g))
 
