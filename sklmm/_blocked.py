@@ -909,7 +909,9 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
 
     message, iterations = "", 0
     for _restart in range(5):
-        remaining = max(max_iter - iterations, 1)
+        remaining = max_iter - iterations
+        if remaining <= 0:  # max_iter=0: the start is the result
+            break
         res = scipy.optimize.minimize(
             fun,
             theta,

@@ -1,10 +1,13 @@
-"""Sufficient statistics of the one-factor linear mixed model.
+"""The statistics of a linear mixed model: per-level cross-products, formed once.
 
-One pass over the rows reduces the data to per-group cross-products of
-``[Z X y]`` and the totals of ``[X y]'[X y]``; every later evaluation of the
-profiled criterion works on these small arrays only. The reduction runs over
-chunks of rows, so its working memory is bounded by the chunk size and not by
-the number of rows.
+One pass over the rows reduces the data to the per-level cross-products of
+``[Z_k X y]`` for every term ``k``, the contingency tables ``Z_i'Z_j`` between terms,
+and the totals ``[X y]'[X y]`` (:class:`BlockedStats`, the one statistics type of every
+model; :class:`SufficientStats` is its one-term view, read by the one-factor
+criterion). Every later evaluation of a criterion works on these arrays only. They
+are sums over the rows, so the statistics of a partition of the rows add up
+(:func:`sum_stats`, for Dask). The reduction runs over chunks of rows, so its working
+memory is bounded by the chunk size and not by the number of rows.
 """
 
 from dataclasses import dataclass
@@ -54,33 +57,6 @@ class SufficientStats:
     def n_groups(self):
         """Number of groups."""
         return self.ZtZ.shape[0]
-
-
-def rescale_random_effects(stats):
-    """Stats of ``Z D^{-1}``, where ``D`` holds the root mean squares of ``Z``'s columns.
-
-    The likelihood is unchanged (``b`` becomes ``D b``), but ``theta`` no longer
-    depends on the units of the random-slope columns, which keeps the
-    optimizer's steps and its convergence rule free of them.
-
-    Returns
-    -------
-    stats : SufficientStats
-        Cross-products of the rescaled ``Z``.
-    scale : ndarray of shape (q,)
-        ``D``'s diagonal (1 for a column of zeros).
-    """
-    scale = np.sqrt(np.einsum("gjj->j", stats.ZtZ) / stats.n)
-    scale[scale == 0] = 1.0
-    inv = 1.0 / scale
-    scaled = SufficientStats(
-        ZtZ=stats.ZtZ * inv[:, None] * inv[None, :],
-        ZtXy=stats.ZtXy * inv[:, None],
-        XytXy=stats.XytXy,
-        counts=stats.counts,
-        n=stats.n,
-    )
-    return scaled, scale
 
 
 def _row_reader(A):

@@ -427,6 +427,10 @@ class DaskData:
 # -- predict -------------------------------------------------------------------------------
 def _predict_block(Xp, gp, vp, fitted, names, return_std, include_residual):
     X = _x_block(Xp)
+    if not np.isfinite(X).all():  # the in-memory predict's errors
+        if np.isnan(X).any():
+            raise ValueError("Input X contains NaN.")
+        raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
     labels = {
         "groups": _raw_labels(gp, "groups"),
         "variance_components": _raw_labels(vp, _LABELS[1]),

@@ -134,7 +134,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         checks the curvature on the boundary only (see the algorithm page).
     verbose : int, default=0
         Print one line per iteration when positive (per evaluation of the
-        criterion for L-BFGS-B), for every solver: the phase, the iteration,
+        criterion with its gradient requested by L-BFGS-B), for every solver: the phase, the iteration,
         ``-2 log L`` and the gradient norm of the row of ``fit_log_``.
 
     Attributes
@@ -189,8 +189,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         Newton steps that finish them (``"lbfgs"``). 0 for a model without
         random effects.
     fit_log_ : pandas.DataFrame
-        One row per iteration (per evaluation of the criterion for
-        L-BFGS-B), with the same columns for every model: ``phase``
+        One row per iteration (per evaluation of the criterion with its
+        gradient requested by L-BFGS-B; ``"lbfgs"`` starts from one-term fits
+        of every term alone, which are not logged), with the same columns for every model: ``phase``
         (``"em"``, ``"newton"``, ``"restart"`` for the Newton pass from the
         start of ``"em-newton"``; ``"lbfgs"``, ``"polish"`` for the Newton
         steps after L-BFGS-B; ``"none"`` for a model without variance

@@ -132,8 +132,10 @@ def resolve_solver(solver, em_max_iter, one_factor):
 def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0):
     """Minimise a criterion with a resolved solver; returns an :class:`OptSummary`."""
     counted = _Counted(objective)
-    if solver == "lbfgs":
-        res = minimize_blocked(counted, tol=tol, max_iter=max(max_iter, 1), verbose=verbose)
+    if solver == "lbfgs" and hasattr(objective, "structures"):
+        res = minimize_blocked(counted, tol=tol, max_iter=max_iter, verbose=verbose)
+    elif solver == "lbfgs":  # a model without random effects: nothing to iterate on
+        res = minimize_deviance(counted, "newton", max_iter=max_iter, tol=tol, verbose=verbose)
     else:
         res = minimize_deviance(
             counted, solver, max_iter=max_iter, em_max_iter=em_max_iter, tol=tol, verbose=verbose

@@ -329,3 +329,16 @@ def test_dask_data_reads_label_names(client):
     assert data.groups_names == ["a", "b"]
     assert data.vc_names == ["c"]
     assert data.n_features == 1
+
+
+def test_predict_rejects_non_finite_x_as_in_memory(client, data):
+    df, _ = data
+    cols = ["x0", "x1", "x2"]
+    est = MixedLMRegressor().fit(df[cols], df["y"], groups=df["subject"])
+    bad = df.copy()
+    bad.loc[5, "x1"] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        est.predict(bad[cols], groups=bad["subject"])
+    dbad = dd.from_pandas(bad, npartitions=3, sort=False)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        est.predict(dbad[cols], groups=dbad["subject"]).compute()

@@ -230,3 +230,25 @@ def test_no_import_cycles_and_no_linear_algebra_in_the_estimator():
     source = (root / "_estimator.py").read_text()
     for word in ("np.linalg", "import scipy", "from scipy", "einsum", "cholesky", "solve("):
         assert word not in source, word
+
+
+def test_lbfgs_without_random_effects_is_ols():
+    from sklmm import NoGroupsWarning
+
+    df = _data()
+    with pytest.warns(NoGroupsWarning):
+        lbfgs = MixedLMRegressor(solver="lbfgs").fit(df[["x"]], df["y"])
+    with pytest.warns(NoGroupsWarning):
+        auto = MixedLMRegressor().fit(df[["x"]], df["y"])
+    assert lbfgs.log_likelihood_ == pytest.approx(auto.log_likelihood_, rel=1e-12)
+    assert lbfgs.random_effects_ == {} and lbfgs.n_iter_ == 0
+
+
+def test_max_iter_zero_is_honoured_by_lbfgs():
+    from sklmm import MixedLMConvergenceWarning
+
+    df = _data()
+    est = MixedLMRegressor(random_effects="(1 | g) + (1 | c)", max_iter=0)
+    with pytest.warns(MixedLMConvergenceWarning, match="after 0 iterations"):
+        est.fit(df[["x"]], df["y"], groups=df[["g", "c"]])
+    assert est.n_iter_ == 0 and not est.converged_
