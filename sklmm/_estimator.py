@@ -134,8 +134,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         checks the curvature on the boundary only (see the algorithm page).
     verbose : int, default=0
         Print one line per iteration when positive (per evaluation of the
-        criterion with its gradient requested by L-BFGS-B), for every solver: the phase, the iteration,
-        ``-2 log L`` and the gradient norm of the row of ``fit_log_``.
+        criterion with its gradient requested by L-BFGS-B), for every
+        solver: the phase, the iteration, ``-2 log L`` and the gradient norm
+        of the row of ``fit_log_``.
 
     Attributes
     ----------
