@@ -1,6 +1,6 @@
 """scikit-learn integration: estimator checks, metadata routing of ``groups``, scoring.
 
-Scenarios of issue 3 and the tests that cover them:
+The scenarios and the tests that cover them:
 
 1. estimator checks over four configurations: ``test_sklearn_estimator_checks``.
 2. routing with ``enable_metadata_routing=True``: ``test_pipeline_routes_groups``,
