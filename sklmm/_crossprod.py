@@ -307,9 +307,16 @@ def rescale_terms(stats):
         inv_sorted.append(1.0 / scale)
     cross = {}
     for (i, j), B in stats.cross.items():
+        # Scale the nonzeros in place of a product with diagonal matrices: the pattern
+        # (sorted, canonical indices) is kept, which the gram products of the blocked
+        # criterion rely on for their speed.
+        B = B.tocsr()
         ri = np.tile(inv_sorted[i], B.shape[0] // len(inv_sorted[i]))
         cj = np.tile(inv_sorted[j], B.shape[1] // len(inv_sorted[j]))
-        cross[(i, j)] = sp.csr_matrix(sp.diags(ri) @ B @ sp.diags(cj))
+        rows = np.repeat(ri, np.diff(B.indptr))
+        cross[(i, j)] = sp.csr_matrix(
+            (B.data * rows * cj[B.indices], B.indices.copy(), B.indptr.copy()), shape=B.shape
+        )
     scaled = BlockedStats(
         ZtZ=[z * s[:, None] * s[None, :] for z, s in zip(stats.ZtZ, inv_sorted, strict=True)],
         cross=cross,

@@ -305,8 +305,12 @@ def encode_terms(terms, columns):
             if src not in cache:
                 cache[src] = factorize(columns[src])
             c, lv = cache[src]
-            codes.append(c.astype(np.int64))
+            codes.append(np.asarray(c, dtype=np.int64))
             levels.append(np.asarray(lv))
+        if len(codes) == 1:  # one factor: its codes are the levels already (no sort)
+            _set_keys(t, levels, np.arange(len(levels[0]), dtype=np.int64))
+            out.append(codes[0].astype(np.intp, copy=False))
+            continue
         key = combine_codes(codes, [len(lv) for lv in levels])
         uniq, inverse = np.unique(key, return_inverse=True)
         _set_keys(t, levels, uniq)
