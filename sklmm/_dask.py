@@ -410,18 +410,9 @@ class DaskData:
         task = dask.delayed(_partition_stats, pure=True)
         parts = [task(*b, shared, centres, fit_intercept) for b in zip(*self._blocks, strict=True)]
         (raw,) = dask.compute(_tree_reduce(parts, sum_stats))
-        _x_mean, y_centre, z_means = centres
-        return model_from_stats(
-            raw,
-            terms,
-            col_means=col_means,
-            y_centre=y_centre,
-            z_means=z_means,
-            fit_intercept=fit_intercept,
-            reml=reml,
-            feature_names=feature_names,
-            label_columns={"groups": self.groups_names, "variance_components": self.vc_names},
-        )
+        labels = {"groups": self.groups_names, "variance_components": self.vc_names}
+        options = {"fit_intercept": fit_intercept, "reml": reml, "feature_names": feature_names}
+        return model_from_stats(raw, terms, col_means, centres, labels, **options)
 
 
 # -- predict -------------------------------------------------------------------------------

@@ -232,23 +232,20 @@ def build_model(X, y, terms, codes, *, fit_intercept, reml, feature_names, label
     x_rows, z_rows = row_readers(X, terms, x_mean, z_means, fit_intercept)
     with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked after
         raw = model_stats(x_rows, y - y_centre, codes, [t.n_levels for t in terms], z_rows)
+    options = {"fit_intercept": fit_intercept, "reml": reml, "feature_names": feature_names}
     return model_from_stats(
-        raw,
-        terms,
-        col_means=col_means,
-        y_centre=y_centre,
-        z_means=z_means,
-        fit_intercept=fit_intercept,
-        reml=reml,
-        feature_names=feature_names,
-        label_columns=label_columns,
+        raw, terms, col_means, (x_mean, y_centre, z_means), label_columns, **options
     )
 
 
 def model_from_stats(
-    raw, terms, *, col_means, y_centre, z_means, fit_intercept, reml, feature_names, label_columns
+    raw, terms, col_means, centres, label_columns, *, fit_intercept, reml, feature_names
 ):
-    """Check the raw statistics, reparameterize and return the :class:`MixedModel`."""
+    """Check the raw statistics, reparameterize and return the :class:`MixedModel`.
+
+    ``centres`` is what :func:`centring` returned for the data.
+    """
+    _, y_centre, z_means = centres
     n = raw.n
     if not (np.isfinite(raw.XytXy).all() and all(np.isfinite(z).all() for z in raw.ZtXy)):
         raise ValueError("X has values too large to square and sum in float64; rescale its columns")
