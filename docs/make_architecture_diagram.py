@@ -78,18 +78,19 @@ def box(ax, x, y, w, h, title, body="", edge="#343a40", face="white", size=9.0):
             zorder=3,
         )
     )
+    # The title at the top of a box with a body, in the middle of one without.
+    ax.text(
+        x + w / 2,
+        y + h - 1.0 if body else y + h / 2,
+        title,
+        ha="center",
+        va="top" if body else "center",
+        fontsize=size + 0.6,
+        weight="bold",
+        family="monospace",
+        zorder=4,
+    )
     if body:
-        ax.text(
-            x + w / 2,
-            y + h - 1.0,
-            title,
-            ha="center",
-            va="top",
-            fontsize=size + 0.6,
-            weight="bold",
-            family="monospace",
-            zorder=4,
-        )
         ax.text(
             x + w / 2,
             y + h - 3.6,
@@ -98,18 +99,6 @@ def box(ax, x, y, w, h, title, body="", edge="#343a40", face="white", size=9.0):
             va="top",
             fontsize=size,
             linespacing=1.25,
-            zorder=4,
-        )
-    else:
-        ax.text(
-            x + w / 2,
-            y + h / 2,
-            title,
-            ha="center",
-            va="center",
-            fontsize=size + 0.6,
-            weight="bold",
-            family="monospace",
             zorder=4,
         )
     return {

@@ -200,10 +200,6 @@ class BlockedStats:
         counts = self.ZtZ[i][:, 0, 0] if self.level_counts is None else self.level_counts[i]
         return SufficientStats(self.ZtZ[i], self.ZtXy[i], self.XytXy, counts, self.n)
 
-    def for_caller(self, k):
-        """The sorted position of the caller's term ``k``."""
-        return int(np.flatnonzero(self.order == k)[0])
-
 
 def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS):
     """Reduce the rows to :class:`BlockedStats` (any number of terms, zero included).

@@ -392,7 +392,6 @@ class DaskData:
                 raise ValueError(f"{label} contains complex numbers; use integer or string labels")
             if ls["inf"]:
                 raise ValueError(f"{label} contains infinite labels at rows {ls['inf']}")
-            check_labels(ls["distinct"], None, label)
         terms_from_labels(
             terms, {key: ls["distinct"] for key, ls in s["labels"].items()}, s["rows"]
         )
@@ -416,7 +415,7 @@ class DaskData:
 
 
 # -- predict -------------------------------------------------------------------------------
-def _predict_block(Xp, gp, vp, fitted, names, return_std, include_residual):
+def _predict_block(Xp, gp, vp, fitted, return_std, include_residual):
     X = _x_block(Xp)
     if not np.isfinite(X).all():  # the in-memory predict's errors
         if np.isnan(X).any():
@@ -442,8 +441,8 @@ def _predict_block(Xp, gp, vp, fitted, names, return_std, include_residual):
     return np.column_stack(out) if return_std else out
 
 
-def _predict_frame_block(Xp, gp, vp, fitted, names, return_std, include_residual):
-    out = _predict_block(Xp, gp, vp, fitted, names, return_std, include_residual)
+def _predict_frame_block(Xp, gp, vp, fitted, return_std, include_residual):
+    out = _predict_block(Xp, gp, vp, fitted, return_std, include_residual)
     if return_std:
         return pd.DataFrame(out, index=Xp.index, columns=["prediction", "std"])
     return pd.Series(out, index=Xp.index, name="prediction")
@@ -511,7 +510,7 @@ def predict_dask(fitted, X, groups, variance_components, check_features, **kwarg
             else pd.Series(dtype="f8", name="prediction")
         )
         out = X.map_partitions(
-            _predict_frame_block, g, v, fitted_d, None, return_std, include_residual, meta=meta
+            _predict_frame_block, g, v, fitted_d, return_std, include_residual, meta=meta
         )
         return (out["prediction"], out["std"]) if return_std else out
     args = []
@@ -529,8 +528,6 @@ def predict_dask(fitted, X, groups, variance_components, check_features, **kwarg
         "ik",
         *args,
         fitted_d,
-        None,
-        None,
         None,
         return_std,
         None,

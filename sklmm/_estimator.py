@@ -192,7 +192,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     fit_log_ : pandas.DataFrame
         One row per iteration (per evaluation of the criterion with its
         gradient requested by L-BFGS-B; ``"lbfgs"`` starts from one-term fits
-        of every term alone, which are not logged), with the same columns for every model: ``phase``
+        of every term alone, which are not logged), with the same columns
+        for every model: ``phase``
         (``"em"``, ``"newton"``, ``"restart"`` for the Newton pass from the
         start of ``"em-newton"``; ``"lbfgs"``, ``"polish"`` for the Newton
         steps after L-BFGS-B; ``"none"`` for a model without variance

@@ -84,19 +84,16 @@ class FittedModel:
             b, condvar = objective.conditional_modes(theta)
             if not isinstance(b, list):  # the one-factor criterion: one term
                 b, condvar = [b], [condvar]
+            covs = self._user_covs(theta, self.sigma2)
             for k, (t, sl) in enumerate(zip(model.terms, model.slices, strict=True)):
                 s, A = model.scales[k], model.shifts[k]
-                lam_scaled = t.structure.lam(theta[sl])
-                lam = A @ (lam_scaled / s[:, None])
                 cols = t.columns
-                self.covs[t.name] = pd.DataFrame(
-                    self.sigma2 * lam @ lam.T, index=cols, columns=cols
-                )
+                self.covs[t.name] = pd.DataFrame(covs[k], index=cols, columns=cols)
                 index = t.index()
                 self.blups[t.name] = pd.DataFrame((b[k] / s) @ A.T, index=index, columns=cols)
                 cv = A @ (condvar[k] / np.outer(s, s)) @ A.T
                 self.condvars[t.name] = _condvar_frame(cv, index, cols)
-                if np.min(np.diag(lam_scaled)) < SINGULAR_TOL:
+                if np.min(np.diag(t.structure.lam(theta[sl]))) < SINGULAR_TOL:
                     self.singular.append(t.name)
         objective.release()
         self.fit_log = self._fit_log(opt.log)

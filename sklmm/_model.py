@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._blocked import BlockedDeviance
+from ._covariance import CovarianceStructure
 from ._crossprod import SufficientStats, model_stats, rescale_terms
 from ._profile import ProfiledDeviance
 from ._terms import check_term_sizes
@@ -123,18 +124,10 @@ class MixedModel:
             one = SufficientStats(
                 np.zeros((1, 0, 0)), np.zeros((1, 0, p + 1)), st.XytXy, np.array([st.n]), st.n
             )
-            return ProfiledDeviance(one, self.terms_structures()[0], reml)
+            return ProfiledDeviance(one, CovarianceStructure(0), reml)
         if self.one_factor and solver != "lbfgs":
             return ProfiledDeviance(st.term(0), self.terms[0].structure, reml)
-        return BlockedDeviance(st, reml, self.terms_structures())
-
-    def terms_structures(self):
-        """The covariance structure of every term (a 0 x 0 one for a model without terms)."""
-        from ._covariance import CovarianceStructure
-
-        if not self.terms:
-            return [CovarianceStructure(0)]
-        return [t.structure for t in self.terms]
+        return BlockedDeviance(st, reml, [t.structure for t in self.terms])
 
 
 def _memory_bytes():

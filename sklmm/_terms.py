@@ -208,12 +208,6 @@ def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups
     list of RandomTerm
         Levels not yet set (see :func:`encode_terms`).
     """
-    if random_effects is not None and vc_names:
-        raise ValueError(
-            "give the model either as random_effects or by variance_components, not "
-            "both: add the components to random_effects as (1 | group:component) "
-            "terms and their labels to groups"
-        )
     if random_effects is None:
         if len(groups_names) > 1:
             raise ValueError(
