@@ -29,7 +29,7 @@ from ._crossprod import sum_stats
 from ._fitted import predict_labels
 from ._model import centring, check_before_stats, model_from_stats, row_readers
 from ._terms import label_sources, match_terms, terms_from_labels
-from ._validation import check_labels, label_columns, prepare_X
+from ._validation import LabelColumns, check_labels, label_columns, prepare_X
 
 #: Partial results combined per node of the tree reductions.
 SPLIT_EVERY = 8
@@ -167,7 +167,7 @@ def _y_block(part):
 def _raw_labels(part, what):
     """A partition of labels as named raw columns (before any check)."""
     if part is None:
-        return {}
+        return LabelColumns()
     return label_columns(part, what, None, check=lambda values, n, name: values)
 
 
@@ -301,9 +301,13 @@ def _features(X, kind):
 
 
 def _label_input(obj, what, parts):
-    """Check a Dask label argument; add it to ``parts``; return the names of its columns."""
+    """Check a Dask label argument; add it to ``parts``; return its (empty) columns.
+
+    The :class:`~sklmm._validation.LabelColumns` of the metadata: the names of the
+    columns, whether the input named them, their dtypes.
+    """
     if obj is None:
-        return []
+        return LabelColumns()
     kind = _require_dask(obj, what, ("series", "frame", "array"))
     if kind == "array":
         if obj.dtype.kind == "c":
@@ -313,14 +317,8 @@ def _label_input(obj, what, parts):
         if obj.ndim == 2 and obj.numblocks[1] > 1:
             obj = obj.rechunk({1: -1})
     parts[what] = (obj, kind)
-    meta = obj._meta if kind != "array" else np.empty((0,) * obj.ndim, dtype=obj.dtype)
-    if kind == "array" and obj.ndim == 2:
-        return (
-            [f"{what}{j}" for j in range(obj.shape[1])]
-            if obj.shape[1] != 1
-            else ["group" if what == "groups" else what]
-        )
-    return list(_raw_labels(meta, what))
+    meta = obj._meta if kind != "array" else np.empty((0, *obj.shape[1:]), dtype=obj.dtype)
+    return _raw_labels(meta, what)
 
 
 class DaskData:
@@ -330,8 +328,9 @@ class DaskData:
     ----------
     n_features : int
     feature_names : ndarray or None
-    groups_names, vc_names : list of str
-        Names of the label columns.
+    groups_names, vc_names : LabelColumns
+        The label columns' names (iterating gives them), whether the input named them,
+        and their dtypes.
     """
 
     def __init__(self, X, y, groups, variance_components):
@@ -409,7 +408,7 @@ class DaskData:
         task = dask.delayed(_partition_stats, pure=True)
         parts = [task(*b, shared, centres, fit_intercept) for b in zip(*self._blocks, strict=True)]
         (raw,) = dask.compute(_tree_reduce(parts, sum_stats))
-        labels = {"groups": self.groups_names, "variance_components": self.vc_names}
+        labels = {"groups": list(self.groups_names), "variance_components": list(self.vc_names)}
         options = {"fit_intercept": fit_intercept, "reml": reml, "feature_names": feature_names}
         return model_from_stats(raw, terms, col_means, centres, labels, **options)
 

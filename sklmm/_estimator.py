@@ -413,8 +413,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         self._set_fitted(fitted)
         return self
 
-    def _terms_for(self, n_samples, groups_names, vc_names):
-        """The model's terms for label columns of these names (before their levels)."""
+    def _terms_for(self, n_samples, groups_cols, vc_cols):
+        """The model's terms for these label columns (before their levels)."""
         slopes = np.zeros(0, dtype=int)
         if self.random_effects is None and self.random_slopes is not None:
             slopes = slope_positions(
@@ -428,8 +428,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             slopes,
             self.covariance_type,
             self._feature_names(),
-            groups_names,
-            vc_names,
+            groups_cols,
+            vc_cols,
         )
 
     def _dask_model(self, X, y, groups, variance_components):
@@ -462,7 +462,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         n = X.shape[0]
         groups_cols = label_columns(groups, "groups", n)
         vc_cols = label_columns(variance_components, "variance_components", n)
-        terms = self._terms_for(n, list(groups_cols), list(vc_cols))
+        terms = self._terms_for(n, groups_cols, vc_cols)
         codes = encode_terms(terms, label_sources(groups_cols, vc_cols))
         return build_model(
             X,

@@ -52,12 +52,16 @@ class RandomTerm:
         For each level of the term, the position of its label in ``levels[j]``.
     keys : ndarray of int
         Sorted integer key of every level (the combined positions), for matching.
+    dtypes : list
+        The dtype of every factor column as given in ``fit`` (``None``: inferred), kept
+        by :meth:`index`.
     """
 
     name: str
     spec: Term
     sources: list
     slopes: np.ndarray
+    dtypes: list = None
     levels: list = None
     combos: np.ndarray = None
     keys: np.ndarray = None
@@ -93,13 +97,17 @@ class RandomTerm:
         return [col for _, col in self.sources]
 
     def index(self):
-        """The levels as a pandas Index (a MultiIndex for an interaction)."""
-        names = self.factor_names
-        if len(self.levels) == 1:
-            return pd.Index(self.levels[0][self.combos[:, 0]], name=names[0])
-        return pd.MultiIndex.from_arrays(
-            [lv[self.combos[:, j]] for j, lv in enumerate(self.levels)], names=names
-        )
+        """The levels as a pandas Index (a MultiIndex for an interaction), of the labels' dtype."""
+        dtypes = self.dtypes or [None] * len(self.levels)
+        arrays = [
+            _typed_index(lv[self.combos[:, j]], dtype, name)
+            for j, (lv, dtype, name) in enumerate(
+                zip(self.levels, dtypes, self.factor_names, strict=True)
+            )
+        ]
+        if len(arrays) == 1:
+            return arrays[0]
+        return pd.MultiIndex.from_arrays(arrays)
 
     def z(self, X):
         """The term's columns for the rows of ``X``: the intercept, then the slopes."""
@@ -115,6 +123,17 @@ class RandomTerm:
         it), so the likelihood is unchanged.
         """
         return self.spec.intercept and self.q > 1 and self.covariance == "unstructured"
+
+
+def _typed_index(values, dtype, name):
+    """Labels as a pandas Index of their ``fit`` dtype (inferred when unknown or not castable)."""
+    index = pd.Index(values, name=name)
+    if dtype is None:
+        return index.infer_objects() if index.dtype == object else index
+    try:
+        return index.astype(dtype)
+    except (TypeError, ValueError):
+        return index.infer_objects()
 
 
 def _unique_names(names):
@@ -159,7 +178,7 @@ def slope_positions(random_slopes, feature_names, n_features, n_samples):
             if feature_names is None:
                 raise ValueError(
                     f"random_slopes names column {s!r}, but X has no column names; "
-                    "pass X as a pandas DataFrame or give integer positions"
+                    f"pass X as a DataFrame or give integer positions. {_KEEP_NAMES}"
                 )
             hits = np.flatnonzero(np.asarray(feature_names) == s)
             if not len(hits):
@@ -175,19 +194,26 @@ def slope_positions(random_slopes, feature_names, n_features, n_samples):
     return np.asarray(out, dtype=int)
 
 
+_KEEP_NAMES = (
+    "A Pipeline or ColumnTransformer outputs arrays without names unless told otherwise: "
+    "set_output(transform='pandas') on it keeps the column names."
+)
+
+
 def _slope_positions(term, feature_names):
     out = []
+    unnamed = feature_names == [f"x{j}" for j in range(len(feature_names))]
     for s in term.slopes:
         if s not in feature_names:
             raise ValueError(
                 f"random_effects term {term} names the slope {s!r}, which is not a column of X "
-                f"(columns: {feature_names})"
+                f"(columns: {feature_names})" + (f". {_KEEP_NAMES}" if unnamed else "")
             )
         out.append(feature_names.index(s))
     return np.asarray(out, dtype=int)
 
 
-def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups_names, vc_names):
+def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups, vc):
     """The terms of the model, from whichever form it was given in.
 
     Parameters
@@ -200,14 +226,26 @@ def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups
         Covariance of the shorthand form's term.
     feature_names : list of str
         Column names of ``X`` (``x0``, ``x1``, ... for arrays).
-    groups_names, vc_names : list of str
-        Names of the label columns of ``groups`` and ``variance_components``.
+    groups, vc : LabelColumns
+        The label columns of ``groups`` and ``variance_components`` (their names,
+        whether the names came from the input, and their dtypes).
 
     Returns
     -------
     list of RandomTerm
         Levels not yet set (see :func:`encode_terms`).
     """
+    terms = _resolve(random_effects, slopes, covariance_type, feature_names, groups, list(vc))
+    dtypes = {("groups", k): v for k, v in (getattr(groups, "dtypes", None) or {}).items()} | {
+        ("variance_components", k): v for k, v in (getattr(vc, "dtypes", None) or {}).items()
+    }
+    for t in terms:
+        t.dtypes = [dtypes.get(src) for src in t.sources]
+    return terms
+
+
+def _resolve(random_effects, slopes, covariance_type, feature_names, groups, vc_names):
+    groups_names = list(groups)
     if random_effects is None:
         if len(groups_names) > 1:
             raise ValueError(
@@ -238,12 +276,22 @@ def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups
             t.name = name
         return terms
     parsed = parse_random_effects(random_effects)
-    factor_names = {f for t in parsed for f in t.group}
+    factor_names = list(dict.fromkeys(f for t in parsed for f in t.group))
     rename = {}
-    if len(groups_names) == 1 and len(factor_names) == 1 and not factor_names <= set(groups_names):
-        # One unnamed (or differently named) grouping column and one factor in the
-        # specification: the column is that factor.
-        rename = {next(iter(factor_names)): groups_names[0]}
+    if len(groups_names) == 1 and len(factor_names) == 1 and factor_names != groups_names:
+        if getattr(groups, "named", False):
+            # A named Series or a one-column DataFrame is taken at its word: fitting it
+            # under another factor's name would mislabel every table.
+            raise ValueError(
+                f"random_effects={random_effects!r} names the grouping factor "
+                f"{factor_names[0]!r}, but groups is the column {groups_names[0]!r}. Pass "
+                f"the column the term names (groups=df[[{factor_names[0]!r}]]), or name the "
+                f"factor after the column ('(... | {groups_names[0]})'); only unnamed labels "
+                "(an array or a list) are matched to the factor by position"
+            )
+        # One unnamed grouping column and one factor in the specification: the column is
+        # that factor.
+        rename = {factor_names[0]: groups_names[0]}
     terms = []
     for t, name in zip(parsed, _unique_names([t.name for t in parsed]), strict=True):
         sources = []

@@ -7,19 +7,72 @@ nothing here knows of the estimator.
 import numpy as np
 import pandas as pd
 
+_ONE_HOT = (
+    "sklearn.preprocessing.OneHotEncoder(drop='first') in a ColumnTransformer with "
+    "set_output(transform='pandas'): drop='first' next to the intercept, pandas output "
+    "to keep the column names"
+)
+
+
+def _is_dask(obj):
+    return type(obj).__module__.partition(".")[0] in ("dask", "dask_expr")
+
+
+def _pandas_series(column, name):
+    """A pandas Series from a narwhals Series (categories kept)."""
+    import narwhals as nw
+
+    values = column.to_numpy()
+    out = pd.Series(values, name=name)
+    if column.dtype == nw.Categorical or column.dtype == nw.Enum:
+        categories = column.cat.get_categories().to_numpy()
+        out = out.astype(pd.CategoricalDtype(categories, ordered=column.dtype == nw.Enum))
+    return out
+
+
+def as_pandas(obj):
+    """The pandas form of a DataFrame or Series of another library; anything else unchanged.
+
+    polars, pyarrow, modin and the other libraries narwhals knows keep their column names
+    (and categories) for ``X``, ``groups`` and ``variance_components``, as pandas does.
+    narwhals is imported only for such input.
+    """
+    if (
+        obj is None
+        or isinstance(obj, (pd.DataFrame, pd.Series, np.ndarray, list, tuple, str))
+        or np.isscalar(obj)
+        or _is_dask(obj)
+    ):
+        return obj
+    import narwhals as nw
+
+    native = nw.from_native(obj, pass_through=True, eager_only=True, allow_series=True)
+    if isinstance(native, nw.DataFrame):
+        return pd.DataFrame({c: _pandas_series(native[c], c) for c in native.columns})
+    if isinstance(native, nw.Series):
+        return _pandas_series(native, native.name or None)
+    return obj
+
 
 def prepare_X(X):
     """Reject non-numeric or complex columns by name; let ``X`` have zero columns.
 
     An intercept-only model (lme4 ``y ~ 1 + (1 | g)``) is fitted from an ``X`` with
-    no columns. Returns ``X`` (never modified) or an empty float array.
+    no columns. Returns ``X`` (never modified; a DataFrame of another library as
+    pandas) or an empty float array.
     """
+    X = as_pandas(X)
     if isinstance(X, pd.DataFrame) and X.shape[1] == 0:
         return np.zeros((X.shape[0], 0))
     if np.iscomplexobj(np.asarray(X)):
         raise ValueError(
             "Complex data not supported: X contains complex numbers; mixed models "
             "need real-valued columns"
+        )
+    if isinstance(X, np.ndarray) and X.dtype.kind in "mM":
+        raise ValueError(
+            f"X has dtype {X.dtype} (dates or durations); convert them to numbers first "
+            "(for example days since the first date)"
         )
     if isinstance(X, np.ndarray) and X.dtype.kind in "OUS" and X.ndim == 2:
         for j in range(X.shape[1]):
@@ -29,9 +82,20 @@ def prepare_X(X):
                 raise ValueError(
                     f"X has a non-numeric column at position {j} (first value "
                     f"{X[0, j]!r}); encode it first (for example with "
-                    "sklearn.preprocessing.OneHotEncoder)"
+                    f"{_ONE_HOT})"
                 ) from None
     if isinstance(X, pd.DataFrame):
+        dates = [
+            c
+            for c in X.columns
+            if pd.api.types.is_datetime64_any_dtype(X[c]) or pd.api.types.is_timedelta64_dtype(X[c])
+        ]
+        if dates:
+            c = dates[0]
+            raise ValueError(
+                f"X has date or duration columns {dates}; convert them to numbers first, "
+                f"for example days since the first date: (X[{c!r}] - X[{c!r}].min()).dt.days"
+            )
         bad = [
             c
             for c in X.columns
@@ -39,8 +103,7 @@ def prepare_X(X):
         ]
         if bad:
             raise ValueError(
-                f"X has non-numeric columns {bad}; encode them first "
-                "(for example with sklearn.preprocessing.OneHotEncoder)"
+                f"X has non-numeric columns {bad}; encode them first (for example with {_ONE_HOT})"
             )
     return X
 
@@ -73,20 +136,55 @@ def check_labels(values, n_rows, name="groups"):
     return out
 
 
+class LabelColumns(dict):
+    """Named label columns (a dict ``name -> labels``) and what the input said of them.
+
+    Attributes
+    ----------
+    named : bool
+        Whether the names came from the input (a DataFrame's columns, a Series's name)
+        rather than from the defaults (``"group"``, ``"groups0"``, ...). Only unnamed
+        labels are matched to a term's factor by position.
+    dtypes : dict
+        The dtype of every column as given (``None`` for a list), so that the fitted
+        levels keep it: integer labels stay integers, categories stay categorical.
+    """
+
+    named = False
+    dtypes = None
+
+
+def _dtype(values):
+    dtype = getattr(values, "dtype", None)
+    return None if dtype is None or dtype == np.dtype(object) else dtype
+
+
 def label_columns(obj, what, n_rows, check=check_labels):
     """Named 1-D label arrays from ``groups`` or ``variance_components``.
 
-    A DataFrame gives its columns; a Series its name (``"group"`` for unnamed groups,
-    ``what`` otherwise); a 1-D array likewise; a 2-D array ``what0``, ``what1``, ...
-    ``check(values, n, name)`` validates each column.
+    A DataFrame (pandas, polars, ...) gives its columns; a Series its name
+    (``"group"`` for unnamed groups, ``what`` otherwise); a 1-D array likewise; a 2-D
+    array ``what0``, ``what1``, ... ``check(values, n, name)`` validates each column.
+    Returns a :class:`LabelColumns`.
     """
+    out = LabelColumns()
+    out.dtypes = {}
     if obj is None:
-        return {}
+        return out
+    if isinstance(obj, str):
+        example = f"df[{obj!r}]" if what == "groups" else f"df[[{obj!r}]]"
+        raise ValueError(
+            f"{what}={obj!r} is a string, but {what} takes the labels themselves (one per "
+            f"row of X), not a column name: pass {what}={example}"
+        )
+    obj = as_pandas(obj)
     default = "group" if what == "groups" else what
     if isinstance(obj, pd.DataFrame):
         cols = {str(c): obj[c] for c in obj.columns}
+        out.named = True
     elif isinstance(obj, pd.Series):
         cols = {str(obj.name) if obj.name is not None else default: obj}
+        out.named = obj.name is not None
     else:
         arr = np.asarray(obj)
         if arr.ndim == 2 and arr.shape[1] == 1:
@@ -99,9 +197,11 @@ def label_columns(obj, what, n_rows, check=check_labels):
             raise ValueError(f"{what} must be 1-D or 2-D, got an array of shape {arr.shape}")
     if not cols:
         raise ValueError(f"{what} has no columns")
-    if len(cols) == 1 and not isinstance(obj, pd.DataFrame):
-        return {name: check(values, n_rows, what) for name, values in cols.items()}
-    return {name: check(values, n_rows, f"{what} column {name!r}") for name, values in cols.items()}
+    single = len(cols) == 1 and not isinstance(obj, pd.DataFrame)
+    for name, values in cols.items():
+        out.dtypes[name] = _dtype(values)
+        out[name] = check(values, n_rows, what if single else f"{what} column {name!r}")
+    return out
 
 
 def factorize(values):

@@ -326,8 +326,9 @@ def test_dask_data_reads_label_names(client):
     df = simulate_crossed()
     ddf = dd.from_pandas(df, npartitions=N_PARTITIONS, sort=False)
     data = DaskData(ddf[["x"]], ddf["y"], ddf[["a", "b"]], ddf["c"])
-    assert data.groups_names == ["a", "b"]
-    assert data.vc_names == ["c"]
+    assert list(data.groups_names) == ["a", "b"]
+    assert list(data.vc_names) == ["c"]
+    assert data.groups_names.named and data.vc_names.named
     assert data.n_features == 1
 
 
