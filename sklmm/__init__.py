@@ -8,12 +8,14 @@ from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFit
 from ._inference import likelihood_ratio_test
 from ._plotting import plot_caterpillar, plot_residuals
 from ._scorer import make_group_scorer
+from ._splitters import SplitByFactor
 
 __all__ = [
     "MixedLMConvergenceWarning",
     "MixedLMRegressor",
     "NoGroupsWarning",
     "SingularFitWarning",
+    "SplitByFactor",
     "likelihood_ratio_test",
     "make_group_scorer",
     "plot_caterpillar",

@@ -24,11 +24,19 @@ from ._exceptions import (
     warn_user,
 )
 from ._fitted import FittedModel, predict_labels
-from ._inference import MixedLMSummary, fixed_effects_table, summary_text
+from ._inference import MixedLMSummary, fixed_effects_table, summary_blocks
 from ._model import build_model
 from ._optimize import ALL_SOLVERS, optimize, resolve_solver
 from ._terms import encode_terms, label_sources, resolve_terms, slope_positions
 from ._validation import label_columns, prepare_X
+
+_SCORE_NO_GROUPS = (
+    "{method}() received no groups, so it {what} the population predictions X beta "
+    "(lme4's re.form = NA), not the conditional ones. Pass {method}(X, y, groups=g); in "
+    "GridSearchCV or cross_validate route groups to score with metadata routing and "
+    "set_score_request(groups=True), or use scoring=make_group_scorer(...). See "
+    "'Pitfalls' in the documentation's scikit-learn page."
+)
 
 _NO_GROUPS = (
     "fit() received groups=None, so the model has no random effects: this is "
@@ -406,6 +414,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             em_max_iter=em_max_iter,
             tol=self.tol,
             verbose=self.verbose,
+            blocks=model.blocks,
         )
         fitted = FittedModel(
             model, objective, opt, tol=self.tol, max_iter=self.max_iter, em_max_iter=em_max_iter
@@ -536,15 +545,22 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             whose level of that term was seen in ``fit`` and nothing to the
             others, so unseen groups get the population prediction ``X beta``
             (lme4 ``predict(..., allow.new.levels = TRUE)``). ``groups=None``
-            (and no ``variance_components``) gives every row ``X beta``, lme4's
-            ``predict(fit, re.form = NA)``.
+            (and no ``variance_components``) gives every row the population
+            prediction ``X beta``, lme4's ``predict(fit, re.form = NA)``: by design
+            and without a warning, since that is a legitimate prediction (for new
+            groups, for instance). A scikit-learn string scorer such as
+            ``scoring="r2"`` calls ``predict(X)`` this way, so it scores population
+            predictions; :func:`sklmm.make_group_scorer` scores conditional ones.
         return_std : bool, default=False
             Also return the standard deviation of each prediction (the
             ``BayesianRidge`` convention): of the prediction error of
             ``x'beta + z'b`` given the data, with the conditional covariance of
             the BLUPs across terms and their dependence on ``beta``; each term
             whose level is unseen adds ``z' Sigma_k z`` (a new level's effect
-            is unknown). The variance parameters are treated as known.
+            is unknown). The variance parameters are treated as known. Through a
+            ``Pipeline`` with metadata routing enabled, request it as the labels
+            are requested: ``est.set_predict_request(groups=True,
+            return_std=True)``, then ``pipe.predict(X, groups=g, return_std=True)``.
         include_residual : bool, default=False
             With ``return_std``, add the residual variance: the standard
             deviation of a new observation rather than of its mean.
@@ -557,7 +573,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
-            Predictions.
+            Predictions: a NumPy array for every in-memory input, pandas or
+            polars included, as scikit-learn's regressors return (wrap it as
+            ``pd.Series(y_pred, index=X.index)`` to keep the index).
         y_std : ndarray of shape (n_samples,)
             Standard deviations, when ``return_std=True``.
 
@@ -620,9 +638,28 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         -------
         float
             Coefficient of determination.
+
+        Warns
+        -----
+        NoGroupsWarning
+            When the model has random effects and neither ``groups`` nor
+            ``variance_components`` is given: the score is then that of the
+            population predictions ``X beta``, usually far below the conditional
+            one. This is what ``GridSearchCV`` and ``cross_validate`` call with the
+            default ``scoring=None`` unless ``groups`` is routed to ``score``
+            (``set_score_request(groups=True)``). String scorers such as
+            ``scoring="r2"`` call :meth:`predict` without groups and cannot be
+            warned about: use :func:`sklmm.make_group_scorer` instead.
         """
+        self._warn_population("score", "scores", groups, variance_components)
         pred = self.predict(X, groups=groups, variance_components=variance_components)
         return r2_score(y, pred, sample_weight=sample_weight)
+
+    def _warn_population(self, method, what, groups, variance_components):
+        """Warn when a model with random effects is scored without any labels."""
+        check_is_fitted(self)
+        if groups is None and variance_components is None and self._fitted.model.terms:
+            warn_user(_SCORE_NO_GROUPS.format(method=method, what=what), NoGroupsWarning)
 
     def summary(self, X=None, y=None, groups=None, alpha=0.05, *, variance_components=None):
         """lme4-shaped summary with tables of fixed effects and variance parameters.
@@ -652,10 +689,13 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         )
         resid = None
         if X is not None and y is not None:
+            self._warn_population(
+                "summary", "summarises the residuals of", groups, variance_components
+            )
             pred = self.predict(X, groups=groups, variance_components=variance_components)
             resid = (np.asarray(y, dtype=float) - pred) / np.sqrt(self.residual_variance_)
         vc, random_terms = fitted.variance_table(alpha)
-        text = summary_text(
+        blocks = summary_blocks(
             reml=self.reml,
             log_likelihood=self.log_likelihood_,
             aic=self.aic_,
@@ -663,6 +703,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             df=self.n_params_,
             n_obs=fitted.model.n,
             random_terms=random_terms,
+            random_table=vc,
             sigma2=self.residual_variance_,
             fixed=fixed,
             fixed_cov=self.fixed_effects_cov_,
@@ -671,7 +712,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             converged=self.converged_,
             message="see fit_log_",
         )
-        return MixedLMSummary(text, fixed, vc)
+        return MixedLMSummary(blocks, fixed, vc)
 
     def __sklearn_is_fitted__(self):
         """Fitted once a fit completed (a fit that fails validation leaves it unfitted)."""

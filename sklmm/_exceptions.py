@@ -4,7 +4,12 @@ from sklearn.exceptions import ConvergenceWarning
 
 
 class NoGroupsWarning(UserWarning):
-    """``fit`` was called with ``groups=None``: the model has no random effects."""
+    """Labels are missing where they matter.
+
+    ``fit`` was called without ``groups`` (the model has no random effects), or a model
+    with random effects was scored without them (the score is that of the population
+    predictions).
+    """
 
 
 class SingularFitWarning(UserWarning):

@@ -262,13 +262,16 @@ class FittedModel:
     def _variance_cis(self, alpha, n_par):
         """Wald intervals of every term's sd's and correlations and of sigma."""
         m, objective = self.model, self.objective
-        if not m.terms or self.singular:
+        if not m.terms:
             return np.full((n_par, 2), np.nan)
-        theta_hat = self.opt.theta
+        theta_hat, singular = self.opt.theta, set(self.singular)
 
         def deviance(sigmas, s2):
             theta = np.empty_like(theta_hat)
             for k, (t, sl) in enumerate(zip(m.terms, m.slices, strict=True)):
+                if t.name in self.singular:  # held at its user-scale covariance
+                    theta[sl] = theta_hat[sl] * np.sqrt(self.sigma2 / s2)
+                    continue
                 s, A = m.scales[k], m.shifts[k]
                 A_inv = np.linalg.inv(A)
                 psi = A_inv @ sigmas[k] @ A_inv.T * np.outer(s, s) / s2
@@ -278,7 +281,10 @@ class FittedModel:
                 theta[sl] = th
             return objective.unprofiled_deviance(theta, s2)
 
-        terms = [(self.covs[t.name].to_numpy(), t.covariance == "unstructured") for t in m.terms]
+        terms = [
+            (self.covs[t.name].to_numpy(), t.covariance == "unstructured", t.name not in singular)
+            for t in m.terms
+        ]
         try:
             with objective.blas_limit():
                 return variance_parameter_cis(terms, self.sigma2, deviance, alpha)

@@ -15,6 +15,8 @@ Conventions (those of lme4 and statsmodels):
   (``log`` of the standard deviations, ``atanh`` of the correlations), from the
   observed information of the (REML) log-likelihood in those parameters, mapped back.
   They are not symmetric on the standard-deviation scale and never cross 0 or +/-1.
+  A term on the boundary (singular) has none (NaN); it is held at its estimate for the
+  intervals of the other parameters, the residual's included.
   lme4's default ``confint`` profiles the likelihood instead; the two agree to first
   order and the Wald form costs no refit.
 """
@@ -64,9 +66,12 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
 
     Parameters
     ----------
-    terms : list of (ndarray, bool)
-        Per random-effects term, its covariance ``Sigma_k`` (user scale) and whether it
-        is unstructured (its correlations are parameters).
+    terms : list of (ndarray, bool, bool)
+        Per random-effects term, its covariance ``Sigma_k`` (user scale), whether it
+        is unstructured (its correlations are parameters) and whether it is free. A
+        term on the boundary (a zero variance or a correlation of +/-1) has no Wald
+        interval: it is held at its estimate, and the intervals of the other
+        parameters are those given it.
     sigma2 : float
         Residual variance.
     deviance : callable
@@ -80,23 +85,28 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
     ndarray of shape (n_parameters, 2)
         Rows in the order of :func:`varcorr_table` per term (standard deviations, then
         correlations by column), then sigma: the interval from the observed information
-        of ``phi = (log sd, atanh corr, log sigma)`` by central differences, mapped back.
-        NaN when the information is singular.
+        of ``phi = (log sd, atanh corr, log sigma)`` of the free parameters by central
+        differences, mapped back. NaN for a term held fixed, and everywhere when the
+        information is singular.
     """
     blocks, phi0 = [], []
-    for sigma, unstructured in terms:
+    for sigma, unstructured, free in terms:
         q = len(sigma)
-        sd = np.sqrt(np.diag(sigma))
         pairs = [(i, j) for j in range(q) for i in range(j + 1, q)] if unstructured else []
-        corr = [sigma[i, j] / (sd[i] * sd[j]) for i, j in pairs]
-        blocks.append((q, pairs))
-        phi0 += [*np.log(sd), *np.arctanh(np.clip(corr, -0.999999, 0.999999))]
+        blocks.append((q, pairs, None if free else sigma))
+        if free:
+            sd = np.sqrt(np.diag(sigma))
+            corr = [sigma[i, j] / (sd[i] * sd[j]) for i, j in pairs]
+            phi0 += [*np.log(sd), *np.arctanh(np.clip(corr, -0.999999, 0.999999))]
     phi0 = np.array([*phi0, 0.5 * np.log(sigma2)])
     n_par = len(phi0)
 
     def at(phi):
         sigmas, k = [], 0
-        for q, pairs in blocks:
+        for q, pairs, fixed in blocks:
+            if fixed is not None:
+                sigmas.append(fixed)
+                continue
             s = np.exp(phi[k : k + q])
             R = np.eye(q)
             for (i, j), r in zip(pairs, np.tanh(phi[k + q : k + q + len(pairs)]), strict=True):
@@ -105,6 +115,7 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
             k += q + len(pairs)
         return deviance(sigmas, np.exp(2 * phi[-1]))
 
+    n_rows = sum(q + len(pairs) for q, pairs, _ in blocks) + 1
     h = 1e-3
     H = np.empty((n_par, n_par))
     E = np.eye(n_par) * h
@@ -124,18 +135,22 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
     try:
         cov_phi = 2.0 * np.linalg.inv(H)  # D = -2 log L: information = H / 2
     except np.linalg.LinAlgError:
-        return np.full((n_par, 2), np.nan)
+        return np.full((n_rows, 2), np.nan)
     if not np.all(np.isfinite(cov_phi)):
-        return np.full((n_par, 2), np.nan)
+        return np.full((n_rows, 2), np.nan)
     se = np.sqrt(np.clip(np.diag(cov_phi), 0.0, None))
     crit = stats.norm.ppf(1 - alpha / 2)
-    out = np.column_stack([phi0 - crit * se, phi0 + crit * se])
-    k = 0
-    for q, pairs in blocks:
-        out[k : k + q] = np.exp(out[k : k + q])
-        out[k + q : k + q + len(pairs)] = np.tanh(out[k + q : k + q + len(pairs)])
-        k += q + len(pairs)
-    out[-1] = np.exp(out[-1])
+    free_cis = np.column_stack([phi0 - crit * se, phi0 + crit * se])
+    out = np.full((n_rows, 2), np.nan)
+    k = row = 0
+    for q, pairs, fixed in blocks:
+        size = q + len(pairs)
+        if fixed is None:
+            out[row : row + q] = np.exp(free_cis[k : k + q])
+            out[row + q : row + size] = np.tanh(free_cis[k + q : k + size])
+            k += size
+        row += size
+    out[-1] = np.exp(free_cis[-1])
     return out
 
 
@@ -144,12 +159,98 @@ def information_criteria(log_likelihood, df, n):
     return -2 * log_likelihood + 2 * df, -2 * log_likelihood + np.log(n) * df
 
 
-def _format_table(frame, digits=4):
-    return frame.to_string(float_format=lambda v: f"{v:.{digits}g}", na_rep="")
+def r_format(values, digits=4):
+    """Format numbers as R's ``format(x, digits = digits)`` does: one common notation.
+
+    Every finite value gets at least ``digits`` significant digits in a fixed notation
+    with a common number of decimals, unless the scientific notation is narrower (R's
+    ``formatReal`` with ``scipen = 0``): lme4 prints the variances and standard
+    deviations of ``VarCorr`` this way (``612.10``, ``35.07``; ``0.000e+00``,
+    ``1.879e-18``). Non-finite values print as ``NaN``/``Inf``. Returns strings of one
+    width, right-justified.
+    """
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        out = ["NaN" if np.isnan(v) else ("Inf" if v > 0 else "-Inf") for v in values]
+    else:
+        neg = int(bool(np.any(finite < 0)))
+        rgt, mxsl, mxns, mxe, mnl = 0, 1, 1, 1, 0
+        lefts = []
+        for v in finite:
+            mantissa, exponent = f"{abs(v):.{digits - 1}e}".split("e")
+            kpower = int(exponent) if v != 0 else 0
+            nsig = len(mantissa.replace(".", "").rstrip("0")) or 1
+            left = kpower + 1
+            lefts.append(left)
+            rgt = max(rgt, nsig - left)
+            mxsl = max(mxsl, (v < 0) + max(left, 1))
+            mxns = max(mxns, nsig)
+        mxl, mnl = max(lefts), min(lefts)
+        mxe = 2 if mxl > 100 or mnl <= -99 else 1
+        width_fixed = mxsl + rgt + (rgt != 0)
+        d = mxns - 1
+        width_sci = neg + (d > 0) + d + 4 + mxe
+        if width_fixed <= width_sci:
+            fmt = lambda v: f"{v:.{rgt}f}"  # noqa: E731
+        else:
+
+            def fmt(v):
+                mantissa, exponent = f"{v:.{d}e}".split("e")
+                return f"{mantissa}e{exponent[0]}{abs(int(exponent)):02d}"
+
+        out = [
+            fmt(v) if np.isfinite(v) else ("NaN" if np.isnan(v) else ("Inf" if v > 0 else "-Inf"))
+            for v in values
+        ]
+    width = max(len(o) for o in out)
+    return [o.rjust(width) for o in out]
+
+
+def _format_p(p):
+    """R's ``format.pval``: ``<2e-16`` below the double-precision epsilon."""
+    if not np.isfinite(p):
+        return "NaN"
+    return "<2e-16" if p < 2.220446e-16 else f"{p:.3g}"
+
+
+def _varcorr_rows(random_terms, sigma2):
+    """lme4's printed ``VarCorr`` (``formatVC``): the rows of strings, header first."""
+    sds = [np.sqrt(np.diag(sigma)) for _, _, sigma, _ in random_terms]
+    sd_all = np.concatenate([*sds, [np.sqrt(sigma2)]])
+    variances = r_format(sd_all**2)
+    std_devs = r_format(sd_all)
+    max_q = max((len(names) for _, names, _, _ in random_terms), default=1)
+    n_corr = max_q - 1
+    rows, k = [], 0
+    for (group, names, sigma, _), sd in zip(random_terms, sds, strict=True):
+        q = len(names)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.round(sigma / np.outer(sd, sd), 2)
+        cells = [f"{v:.2f}" if np.isfinite(v) else "NaN" for v in corr.ravel()]
+        width = max(len(c) for c in cells)
+        cells = np.asarray([c.rjust(width) for c in cells]).reshape(q, q)
+        for i, name in enumerate(names):
+            row = [group if i == 0 else "", name, variances[k], std_devs[k]]
+            row += [cells[i, j] if j < i else "" for j in range(n_corr)]
+            rows.append(row)
+            k += 1
+    rows.append(["Residual", "", variances[k], std_devs[k], *[""] * n_corr])
+    header = ["Groups", "Name", "Variance", "Std.Dev."]
+    header += ["Corr", *[""] * (n_corr - 1)] if n_corr else []
+    return [header, *rows]
+
+
+def _print_matrix(rows):
+    """A character matrix as R prints it with ``quote = FALSE``: left-aligned columns."""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return [
+        " " + " ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
 
 
 class MixedLMSummary:
-    """What ``summary(lmer(...))`` prints, as text and as HTML.
+    """What ``summary(lmer(...))`` prints, as text and as HTML, with the same content.
 
     Attributes
     ----------
@@ -161,10 +262,11 @@ class MixedLMSummary:
         The lme4-shaped printout.
     """
 
-    def __init__(self, text, fixed_effects, random_effects):
-        self.text = text
+    def __init__(self, blocks, fixed_effects, random_effects):
+        self._blocks = blocks
         self.fixed_effects = fixed_effects
         self.random_effects = random_effects
+        self.text = "\n".join(text for text, _ in blocks)
 
     def __str__(self):
         return self.text
@@ -173,19 +275,23 @@ class MixedLMSummary:
         return self.text
 
     def _repr_html_(self):
+        """Every block of the text; its tables as HTML tables."""
         import html
 
-        head = html.escape(self.text.split("Random effects:")[0])
-        return (
-            f"<div class='sklmm-summary'><pre>{head}</pre>"
-            "<h4>Random effects</h4>"
-            f"{self.random_effects.to_html(na_rep='', float_format=lambda v: f'{v:.4g}')}"
-            "<h4>Fixed effects</h4>"
-            f"{self.fixed_effects.to_html(float_format=lambda v: f'{v:.4g}')}</div>"
-        )
+        parts = ["<div class='sklmm-summary'>"]
+        for text, table in self._blocks:
+            if table is None:
+                if text.strip():
+                    parts.append(f"<pre>{html.escape(text)}</pre>")
+                continue
+            title, frame = table
+            parts.append(f"<h4>{html.escape(title)}</h4>")
+            parts.append(frame.to_html(na_rep="", float_format=lambda v: f"{v:.4g}"))
+        parts.append("</div>")
+        return "".join(parts)
 
 
-def summary_text(
+def summary_blocks(
     *,
     reml,
     log_likelihood,
@@ -194,6 +300,7 @@ def summary_text(
     df,
     n_obs,
     random_terms,
+    random_table,
     sigma2,
     fixed,
     fixed_cov,
@@ -202,87 +309,76 @@ def summary_text(
     converged,
     message,
 ):
-    """The lme4-shaped text of :class:`MixedLMSummary`.
+    """The blocks of :class:`MixedLMSummary`: ``(text, table)`` pairs.
 
-    ``random_terms`` lists ``(group, names, sigma, n_levels)`` per random-effects term.
+    ``text`` is the block's part of the printout; ``table`` is ``None`` or a
+    ``(title, DataFrame)`` shown in its place in HTML. ``random_terms`` lists
+    ``(group, names, sigma, n_levels)`` per random-effects term.
     """
-    lines = [f"Linear mixed model fit by {'REML' if reml else 'maximum likelihood'} [sklmm]"]
+    blocks = []
+    head = [f"Linear mixed model fit by {'REML' if reml else 'maximum likelihood'} [sklmm]"]
     if reml:
-        lines.append(f"REML criterion at convergence: {-2 * log_likelihood:.4f}")
+        head.append(f"REML criterion at convergence: {-2 * log_likelihood:.4f}")
     else:
-        lines.append(
+        head.append(
             pd.DataFrame(
                 [[aic, bic, log_likelihood, -2 * log_likelihood, n_obs - df]],
                 columns=["AIC", "BIC", "logLik", "deviance", "df.resid"],
             ).to_string(index=False, float_format=lambda v: f"{v:.4f}")
         )
-    lines.append("")
+    head.append("")
     if scaled_residuals is not None:
-        lines.append("Scaled residuals:")
+        head.append("Scaled residuals:")
         q = np.quantile(scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
-        lines.append(
+        head.append(
             pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"]).to_string(
                 index=False, float_format=lambda v: f"{v:.4f}"
             )
         )
-        lines.append("")
-    lines.append("Random effects:")
-    rows = []
-    for group, re_names, sigma, _ in random_terms:
-        sd = np.sqrt(np.diag(sigma))
-        for i, name in enumerate(re_names):
-            corr = [
-                f"{sigma[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] * sd[j] > 0 else "NaN"
-                for j in range(i)
-            ]
-            rows.append(
-                [
-                    group if i == 0 else "",
-                    name,
-                    f"{sigma[i, i]:.4g}",
-                    f"{sd[i]:.4g}",
-                    " ".join(corr),
-                ]
-            )
-    rows.append(["Residual", "", f"{sigma2:.4g}", f"{np.sqrt(sigma2):.4g}", ""])
-    header = ["Groups", "Name", "Variance", "Std.Dev.", "Corr"]
-    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
-    for r in [header, *rows]:
-        cells = [
-            str(v).ljust(w) if c < 2 or c == 4 else str(v).rjust(w)
-            for c, (v, w) in enumerate(zip(r, widths, strict=True))
-        ]
-        lines.append(" " + " ".join(cells).rstrip())
+        head.append("")
+    blocks.append(("\n".join(head), None))
+    varcorr = "\n".join(["Random effects:", *_print_matrix(_varcorr_rows(random_terms, sigma2))])
+    blocks.append((varcorr, ("Random effects", random_table)))
     if random_terms:
         counts = "; ".join(f"{group}, {m}" for group, _, _, m in random_terms)
-        lines.append(f"Number of obs: {n_obs}, groups:  {counts}")
+        blocks.append((f"Number of obs: {n_obs}, groups:  {counts}\n", None))
     else:
-        lines.append(f"Number of obs: {n_obs}, no random effects")
-    lines.append("")
-    lines.append("Fixed effects:")
+        blocks.append((f"Number of obs: {n_obs}, no random effects\n", None))
     table = fixed[["estimate", "std_error", "z"]].copy()
     table.columns = ["Estimate", "Std. Error", "z value"]
     table.index.name = None
-    lines.append(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    text = table.to_string(float_format=lambda v: f"{v:.4f}")
+    pvals = [_format_p(p) for p in fixed["p_value"]]
+    width = max(len("Pr(>|z|)"), *(len(p) for p in pvals))
+    lines = text.split("\n")
+    lines[0] += " " + "Pr(>|z|)".rjust(width)
+    lines[1:] = [line + " " + p.rjust(width) for line, p in zip(lines[1:], pvals, strict=True)]
+    blocks.append(("\n".join(["Fixed effects:", *lines]), ("Fixed effects", fixed)))
     if len(fixed) > 1:
         se = np.sqrt(np.diag(fixed_cov))
         corr = fixed_cov / np.outer(se, se)
-        lines.append("")
-        lines.append("Correlation of Fixed Effects:")
         short = [str(n)[:6] for n in fixed.index]  # lme4 abbreviates the names too
         corr_rows = [
             [f"{(corr[i, j] if abs(corr[i, j]) >= 5e-4 else 0.0):.3f}" for j in range(i)]
             + [""] * (len(short) - 1 - i)
             for i in range(1, len(short))
         ]
-        lines.append(pd.DataFrame(corr_rows, index=short[1:], columns=short[:-1]).to_string())
+        frame = pd.DataFrame(corr_rows, index=short[1:], columns=short[:-1])
+        full = pd.DataFrame(corr, index=fixed.index, columns=fixed.index)
+        blocks.append(
+            (
+                "\nCorrelation of Fixed Effects:\n" + frame.to_string(),
+                ("Correlation of Fixed Effects", full.round(3)),
+            )
+        )
+    notes = []
     if singular:
-        lines.append("")
-        lines.append("boundary (singular) fit: a variance is zero or a correlation is +/-1")
+        notes.append("boundary (singular) fit: a variance is zero or a correlation is +/-1")
     if not converged:
-        lines.append("")
-        lines.append(f"the solver did not converge: {message}")
-    return "\n".join(lines)
+        notes.append(f"the solver did not converge: {message}")
+    if notes:
+        blocks.append(("\n" + "\n".join(notes), None))
+    return blocks
 
 
 def _lr_table(small, large):

@@ -107,6 +107,11 @@ class MixedModel:
         return out
 
     @property
+    def blocks(self):
+        """Each term's slice of ``theta`` and its covariance structure."""
+        return [(sl, t.structure) for t, sl in zip(self.terms, self.slices, strict=True)]
+
+    @property
     def T(self):
         """``beta = T beta_c`` (the intercept then gets the mean of ``y`` added)."""
         p = self.stats.p

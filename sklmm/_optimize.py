@@ -129,8 +129,54 @@ def resolve_solver(solver, em_max_iter, one_factor):
     return solver, DEFAULT_EM_MAX_ITER if em_max_iter is None else em_max_iter
 
 
-def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0):
-    """Minimise a criterion with a resolved solver; returns an :class:`OptSummary`."""
+BOUNDARY_SNAP = 1e-6
+"""Rows of a term's ``Lambda`` with every entry below this are tried at exactly zero."""
+
+
+def snap_to_boundary(objective, theta, evaluation, blocks):
+    """Put negligible rows of every ``Lambda`` exactly on the boundary, as lme4 lands there.
+
+    A solver that approaches a zero variance stops at a ``theta`` of, say, 1e-16 rather
+    than 0, which prints as a variance of 1e-32 and a meaningless correlation between two
+    such standard deviations. Every row of a term's ``Lambda`` whose entries are all below
+    :data:`BOUNDARY_SNAP` (relative standard deviations of the rescaled columns) is set
+    to zero, and the result kept if ``D`` does not rise by more than its rounding.
+
+    Parameters
+    ----------
+    blocks : list of (slice, CovarianceStructure)
+        Each term's slice of ``theta`` and its structure.
+
+    Returns
+    -------
+    theta, evaluation
+        The snapped point and its evaluation (with the gradient), or the inputs.
+    """
+    snapped = np.array(theta, dtype=float)
+    for sl, structure in blocks:
+        part = snapped[sl]
+        for r in range(structure.q):
+            row = structure.rows == r
+            if 0 < np.max(np.abs(part[row])) < BOUNDARY_SNAP:
+                part[row] = 0.0
+        snapped[sl] = part
+    if np.array_equal(snapped, theta):
+        return theta, evaluation
+    try:
+        ev = objective(snapped, 1)
+    except np.linalg.LinAlgError:
+        return theta, evaluation
+    if ev.deviance <= evaluation.deviance + 1e-10 * max(1.0, abs(evaluation.deviance)):
+        return snapped, ev
+    return theta, evaluation
+
+
+def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks=()):
+    """Minimise a criterion with a resolved solver; returns an :class:`OptSummary`.
+
+    ``blocks`` (each term's slice of ``theta`` and structure) lets the optimum be put
+    exactly on the boundary where it is within rounding of it (:func:`snap_to_boundary`).
+    """
     counted = _Counted(objective)
     if solver == "lbfgs" and hasattr(objective, "structures"):
         res = minimize_blocked(counted, tol=tol, max_iter=max_iter, verbose=verbose)
@@ -141,16 +187,17 @@ def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0):
             counted, solver, max_iter=max_iter, em_max_iter=em_max_iter, tol=tol, verbose=verbose
         )
     first = res.log[0] if res.log else {"theta": res.theta, "deviance": res.evaluation.deviance}
+    theta, evaluation = snap_to_boundary(counted, res.theta, res.evaluation, blocks)
     return OptSummary(
         solver=solver,
         theta0=np.asarray(first["theta"]),
-        theta=res.theta,
+        theta=theta,
         objective0=float(first["deviance"]),
-        objective=float(res.evaluation.deviance),
+        objective=float(evaluation.deviance),
         n_iter=int(res.n_iter),
         n_evaluations=counted.count,
         converged=bool(res.converged),
         message=res.message,
-        evaluation=res.evaluation,
+        evaluation=evaluation,
         log=res.log,
     )

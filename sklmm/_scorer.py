@@ -1,10 +1,9 @@
 """Scorers for conditional predictions: ``predict(X, groups=groups)`` under a named metric."""
 
-import warnings
-
+from sklearn.pipeline import Pipeline
 from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest
 
-from ._exceptions import NoGroupsWarning
+from ._exceptions import NoGroupsWarning, warn_user
 
 _SCORER_NO_GROUPS = (
     "The group scorer received groups=None, so every row gets the population prediction "
@@ -34,12 +33,9 @@ class _GroupScorer:
         self, estimator, X, y_true, groups=None, variance_components=None, sample_weight=None
     ):
         if groups is None and variance_components is None:
-            warnings.warn(_SCORER_NO_GROUPS, NoGroupsWarning, stacklevel=2)
-            y_pred = estimator.predict(X)
-        elif variance_components is None:
-            y_pred = estimator.predict(X, groups=groups)
-        else:
-            y_pred = estimator.predict(X, groups=groups, variance_components=variance_components)
+            warn_user(_SCORER_NO_GROUPS, NoGroupsWarning)
+        labels = {"groups": groups, "variance_components": variance_components}
+        y_pred = _predict(estimator, X, {k: v for k, v in labels.items() if v is not None})
         kwargs = dict(self._kwargs)
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
@@ -84,6 +80,21 @@ class _GroupScorer:
         return request
 
 
+def _predict(estimator, X, labels):
+    """``estimator.predict(X, **labels)``; a Pipeline's last step gets the labels directly.
+
+    A Pipeline routes ``groups`` to its last step's ``predict`` only when that step
+    requested it (``set_predict_request(groups=True)``); without the request every call
+    raises, and a search would score NaN on every fold. The scorer does not need the
+    request: it transforms ``X`` through the other steps and hands the labels to the
+    last one itself.
+    """
+    if labels and isinstance(estimator, Pipeline) and len(estimator) > 1:
+        Xt = estimator[:-1].transform(X)
+        return _predict(estimator[-1], Xt, labels)
+    return estimator.predict(X, **labels)
+
+
 def make_group_scorer(metric, *, greater_is_better=True, **kwargs):
     """Make a scorer that scores conditional predictions with a metric.
 
@@ -92,7 +103,11 @@ def make_group_scorer(metric, *, greater_is_better=True, **kwargs):
     made here calls ``estimator.predict(X, groups=groups)``: rows of groups seen in ``fit``
     get their conditional modes. With metadata routing enabled it requests ``groups``, so
     ``GridSearchCV``, ``cross_validate`` and ``cross_val_score`` pass it the validation
-    rows' labels. Called directly: ``scorer(estimator, X, y, groups=g)``.
+    rows' labels. Called directly: ``scorer(estimator, X, y, groups=g)``. For a
+    ``Pipeline`` it transforms ``X`` through the steps before the last and passes the
+    labels to the last step's ``predict`` itself, so the Pipeline needs no
+    ``set_predict_request``. ``permutation_importance`` routes no metadata: bind the
+    labels, ``functools.partial(scorer, groups=g)`` (rows in the order of ``X``).
 
     Parameters
     ----------

@@ -156,7 +156,10 @@ class LabelColumns(dict):
 
 def _dtype(values):
     dtype = getattr(values, "dtype", None)
-    return None if dtype is None or dtype == np.dtype(object) else dtype
+    if dtype is None or isinstance(dtype, pd.CategoricalDtype):
+        return dtype
+    # Strings stay strings, whatever their storage (object, pyarrow as Dask holds them).
+    return None if pd.api.types.is_string_dtype(dtype) or dtype.kind in "OSU" else dtype
 
 
 def label_columns(obj, what, n_rows, check=check_labels):

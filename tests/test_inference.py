@@ -1,12 +1,15 @@
 """Inference against lme4 (reference cases) and by simulation (coverage)."""
 
+import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
-from _reference import ONE_FACTOR, load_case
+from _reference import ONE_FACTOR, REFERENCE, load_case
 
 from sklmm import MixedLMRegressor, SingularFitWarning, likelihood_ratio_test
+from sklmm._inference import r_format
 from sklmm.datasets import load_sleepstudy
 
 CASES = {name: load_case(name) for name in ONE_FACTOR}
@@ -100,6 +103,16 @@ def test_lr_test_rejects_incomparable_models():
     assert likelihood_ratio_test(d, u).loc["large", "Df"] == 1
 
 
+PRINT = json.loads((REFERENCE / "summary_print" / "lme4_print.json").read_text())
+
+
+def _block(text):
+    lines = text.split("\n")
+    start = lines.index("Random effects:")
+    end = next(i for i, line in enumerate(lines) if line.startswith("Number of obs:"))
+    return lines[start : end + 1]
+
+
 def test_summary_text_sleepstudy():
     """The numbers of lme4's summary(lmer(Reaction ~ Days + (Days | Subject), sleepstudy))."""
     df = load_sleepstudy()
@@ -107,6 +120,9 @@ def test_summary_text_sleepstudy():
         df[["Days"]], df["Reaction"], groups=df["Subject"]
     )
     text = str(est.summary(df[["Days"]], df["Reaction"], df["Subject"]))
+    # The random-effects block, character for character as lme4 prints it at the optimum
+    # (lme4's default optimizer stops 1e-12 short of it and prints 612.10 for 612.09).
+    assert _block(text) == PRINT["sleepstudy"]["lines"]
     for expected in [
         "REML criterion at convergence: 1743.6",
         "-3.9536",
@@ -114,14 +130,6 @@ def test_summary_text_sleepstudy():
         "0.0231",
         "0.4634",
         "5.1793",  # scaled residuals
-        "612.1",
-        "24.74",
-        "35.07",
-        "5.922",
-        "0.07",
-        "654.9",
-        "25.59",
-        "Number of obs: 180, groups:  Subject, 18",
         "251.4051",
         "6.8246",
         "36.8383",
@@ -129,17 +137,75 @@ def test_summary_text_sleepstudy():
         "1.5458",
         "6.7715",
         "-0.138",
+        "Pr(>|z|)",
+        "<2e-16",
+        "1.27e-11",  # 2 * pnorm(-6.7715)
     ]:
         assert expected in text, expected
-    html = est.summary()._repr_html_()
-    assert "<table" in html and "Residual" in html
+
+
+def test_html_summary_has_the_content_of_the_text():
+    df = load_sleepstudy()
+    est = MixedLMRegressor(random_slopes=["Days"]).fit(
+        df[["Days"]], df["Reaction"], groups=df["Subject"]
+    )
+    summary = est.summary(df[["Days"]], df["Reaction"], df["Subject"])
+    html = summary._repr_html_()
+    for expected in [
+        "REML criterion at convergence: 1743.6283",
+        "Scaled residuals",
+        "Random effects",
+        "Number of obs: 180, groups:  Subject, 18",
+        "Fixed effects",
+        "p_value",
+        "Correlation of Fixed Effects",
+        "-0.138",
+    ]:
+        assert expected in html, expected
+    assert html.count("<table") == 3  # random effects, fixed effects, their correlations
+
+
+def test_singular_summary_prints_as_lme4():
+    """Zero variances print as zeros with a NaN correlation; the residual keeps its interval."""
+    data = pd.read_csv(REFERENCE / "summary_print" / "zero_variance.csv")
+    with pytest.warns(SingularFitWarning):
+        est = MixedLMRegressor(random_slopes=["x"]).fit(data[["x"]], data["y"], groups=data["g"])
+    assert est.log_likelihood_ == pytest.approx(-PRINT["zero_variance"]["reml_criterion"] / 2)
+    summary = est.summary()
+    ours, lme4 = _block(str(summary)), PRINT["zero_variance"]["lines"]
+    assert len(ours) == len(lme4)
+    for mine, theirs in zip(ours, lme4, strict=True):
+        # The same cells; lme4's optimizer leaves 1e-18 where the variance is zero, which
+        # turns its columns to scientific notation, so the numbers are compared as numbers.
+        a, b = mine.split(), theirs.split()
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            try:
+                assert float(x) == pytest.approx(float(y), rel=1e-3, abs=1e-8) or x == y
+            except ValueError:
+                assert x == y
+    assert "NaN" in ours[3]  # the correlation of two zero standard deviations
+    assert "0.9999" not in str(summary)
+    vc = summary.random_effects
+    assert vc.loc[vc["grp"] == "g", ["ci_0.025", "ci_0.975"]].isna().all().all()
+    residual = vc[vc["grp"] == "Residual"].iloc[0]
+    assert 0 < residual["ci_0.025"] < residual["sdcor"] < residual["ci_0.975"]
+
+
+def test_r_format_matches_r():
+    for case in PRINT["format"]:
+        got = [v.strip() for v in r_format(case["values"])]
+        assert got == [v.strip() for v in case["formatted"]], case
 
 
 def test_summary_states_boundary_and_ml():
     case = CASES["dyestuff2_reml"]
     est = fit(case)
     assert "boundary (singular) fit" in str(est.summary())
-    assert np.isnan(est.summary().random_effects["ci_0.025"]).all()
+    vc = est.summary().random_effects
+    # the term on the boundary has no Wald interval; the residual has its own
+    assert np.isnan(vc["ci_0.025"].iloc[:-1]).all()
+    assert np.isfinite(vc["ci_0.025"].iloc[-1])
     ml = fit(CASES["dyestuff_ml"])
     text = str(ml.summary())
     assert "AIC" in text and "333.3271" in text  # AIC(fit) in lme4: 333.327
