@@ -20,7 +20,7 @@ def _is_dask(obj):
 
 def _pandas_series(column, name):
     """A pandas Series from a narwhals Series (categories kept)."""
-    import narwhals as nw
+    import narwhals.stable.v1 as nw
 
     values = column.to_numpy()
     out = pd.Series(values, name=name)
@@ -44,7 +44,7 @@ def as_pandas(obj):
         or _is_dask(obj)
     ):
         return obj
-    import narwhals as nw
+    import narwhals.stable.v1 as nw
 
     native = nw.from_native(obj, pass_through=True, eager_only=True, allow_series=True)
     if isinstance(native, nw.DataFrame):
@@ -266,6 +266,26 @@ def collinear_columns(XtX, names):
     return dropped
 
 
+def _collinear_message(dropped, fixed_names):
+    """The error for collinear columns, with the usual causes and their fixes."""
+    message = (
+        f"the fixed-effect columns {dropped} are constant or linear combinations of other "
+        "columns (the intercept included); remove them from X."
+    )
+    if "(Intercept)" in fixed_names:
+        message += (
+            " One-hot encoded factors next to the intercept are collinear with it: use "
+            "OneHotEncoder(drop='first') (R's treatment contrasts), or fit_intercept=False."
+        )
+    names = [n for n in fixed_names if n != "(Intercept)"]
+    if names == [f"x{j}" for j in range(len(names))]:
+        message += (
+            " X has no column names (x0, x1, ... are positions): set_output(transform="
+            "'pandas') on a ColumnTransformer or Pipeline keeps them."
+        )
+    return message
+
+
 def check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept):
     """Errors for too few rows, constant or collinear columns and an exactly fitted y.
 
@@ -286,16 +306,11 @@ def check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept):
         constant = centred_ss <= 1e-18 * n * col_means**2
         if constant.any():
             raise ValueError(
-                f"the fixed-effect columns {[names[j] for j in np.flatnonzero(constant)]} "
-                "are constant or linear combinations of other columns (the intercept "
-                "included); remove them from X"
+                _collinear_message([names[j] for j in np.flatnonzero(constant)], fixed_names)
             )
     dropped = collinear_columns(cp[:p, :p], fixed_names)
     if dropped:
-        raise ValueError(
-            f"the fixed-effect columns {dropped} are constant or linear combinations of "
-            "other columns (the intercept included); remove them from X"
-        )
+        raise ValueError(_collinear_message(dropped, fixed_names))
     ols_r2 = cp[p, p] - cp[p, :p] @ np.linalg.solve(cp[:p, :p], cp[:p, p])
     if ols_r2 <= 1e-12 * max(cp[p, p], np.finfo(float).tiny):
         raise ValueError(
