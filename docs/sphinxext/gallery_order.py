@@ -1,4 +1,4 @@
-"""Gallery order: walkthrough, prediction, selection, nested and crossed terms, pipelines, scale."""
+"""Gallery order: walkthrough, prediction, selection, nested/crossed, pipelines, pitfalls, scale."""
 
 ORDER = [
     "plot_sleepstudy.py",
@@ -6,6 +6,7 @@ ORDER = [
     "plot_model_selection.py",
     "plot_nested_crossed.py",
     "plot_pipeline.py",
+    "plot_pitfalls.py",
     "plot_large_dataset.py",
     "plot_dask.py",
 ]
