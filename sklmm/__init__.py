@@ -4,7 +4,12 @@ The public surface is what this module exports; every other module is private.
 """
 
 from ._estimator import MixedLMRegressor
-from ._exceptions import MixedLMConvergenceWarning, NoGroupsWarning, SingularFitWarning
+from ._exceptions import (
+    MixedLMConvergenceWarning,
+    NoGroupsWarning,
+    SingularFitWarning,
+    ZeroWeightWarning,
+)
 from ._inference import likelihood_ratio_test
 from ._plotting import plot_caterpillar, plot_residuals
 from ._scorer import make_group_scorer
@@ -16,6 +21,7 @@ __all__ = [
     "NoGroupsWarning",
     "SingularFitWarning",
     "SplitByFactor",
+    "ZeroWeightWarning",
     "likelihood_ratio_test",
     "make_group_scorer",
     "plot_caterpillar",

@@ -428,7 +428,7 @@ class BlockedDeviance(FactorCache):
             S = S - K2.T @ K2
             logdet += 2.0 * np.log(np.diag(L22)).sum()
             f.update(lam_r=lam_r, W=W, GP=GP, L22=L22, K2=K2)
-        f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml))
+        f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml, self.stats.log_weights))
         return f
 
     def _solve_Q(self, f):
@@ -748,6 +748,7 @@ class BlockedDeviance(FactorCache):
         """``-2 log L`` at ``theta`` and a given ``sigma2`` (``beta`` still profiled)."""
         f = self._factor(np.asarray(theta, dtype=float))
         dev = f["logdet"] + f["r2"] / sigma2 + self.k * np.log(2 * np.pi * sigma2)
+        dev -= self.stats.log_weights
         if self.reml:
             dev += 2.0 * np.log(np.diag(f["L_C"])).sum()
         return float(dev)

@@ -35,6 +35,9 @@ class SufficientStats:
         Rows per group.
     n : int
         Number of rows.
+    log_weights : float
+        ``sum(log w)`` over the rows (0 without weights): the criterion subtracts it,
+        as lme4 does, since the residual covariance is ``sigma2 W^{-1}``.
     """
 
     ZtZ: np.ndarray
@@ -42,6 +45,7 @@ class SufficientStats:
     XytXy: np.ndarray
     counts: np.ndarray
     n: int
+    log_weights: float = 0.0
 
     @property
     def p(self):
@@ -63,8 +67,12 @@ def _row_reader(A):
     return A if callable(A) else (lambda start, stop: A[start:stop])
 
 
-def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS):
+def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None):
     """Reduce the rows to :class:`SufficientStats`.
+
+    With ``weights`` (precision weights ``w``, all positive), the cross-products are
+    weighted: ``Z'WZ``, ``Z'W[X y]``, ``[X y]'W[X y]``; ``counts`` and ``n`` still count
+    rows.
 
     Parameters
     ----------
@@ -82,6 +90,8 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS):
         Number of groups.
     chunk_rows : int, default=65536
         Rows per chunk.
+    weights : ndarray of shape (n,), default=None
+        Precision weights of the rows.
 
     Returns
     -------
@@ -102,7 +112,8 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS):
         W[:, :q] = Zc
         W[:, q : q + p] = x_rows(start, stop)
         W[:, -1] = y[start:stop]
-        XytXy += W[:, q:].T @ W[:, q:]
+        WW = W if weights is None else W * weights[start:stop, None]
+        XytXy += WW[:, q:].T @ W[:, q:]
         # Block-expanded Z' (n_groups * q by rows), built column by column: column r
         # holds Z[r, :] in rows codes[r] * q + (0..q-1). CSC needs no sorting.
         expanded = sp.csc_matrix(
@@ -113,7 +124,7 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS):
             ),
             shape=(n_groups * q, rows),
         )
-        blocks += expanded @ W
+        blocks += expanded @ WW
     blocks = blocks.reshape(n_groups, q, m)
     counts = np.bincount(codes, minlength=n_groups)
     return SufficientStats(
@@ -122,7 +133,12 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS):
         XytXy=XytXy,
         counts=counts,
         n=n,
+        log_weights=_log_weights(weights),
     )
+
+
+def _log_weights(weights):
+    return 0.0 if weights is None else float(np.sum(np.log(weights)))
 
 
 @dataclass(frozen=True)
@@ -154,6 +170,9 @@ class BlockedStats:
         number of levels, ties in the caller's order).
     level_counts : list of ndarray, optional
         Rows per level of every sorted term.
+    log_weights : float
+        ``sum(log w)`` over the rows of a weighted model (0 without weights); the
+        cross-products are then weighted (``Z'WZ``, ...).
     """
 
     ZtZ: list
@@ -163,6 +182,7 @@ class BlockedStats:
     n: int
     order: np.ndarray
     level_counts: list = None
+    log_weights: float = 0.0
 
     @property
     def p(self):
@@ -198,10 +218,12 @@ class BlockedStats:
     def term(self, i):
         """The :class:`SufficientStats` of sorted term ``i`` alone (the one-factor form)."""
         counts = self.ZtZ[i][:, 0, 0] if self.level_counts is None else self.level_counts[i]
-        return SufficientStats(self.ZtZ[i], self.ZtXy[i], self.XytXy, counts, self.n)
+        return SufficientStats(
+            self.ZtZ[i], self.ZtXy[i], self.XytXy, counts, self.n, self.log_weights
+        )
 
 
-def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS):
+def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS, weights=None):
     """Reduce the rows to :class:`BlockedStats` (any number of terms, zero included).
 
     Parameters
@@ -220,6 +242,8 @@ def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS):
         contingency tables between terms are formed from them).
     chunk_rows : int
         Rows per chunk of the per-term reduction.
+    weights : ndarray of shape (n,), default=None
+        Precision weights of the rows (all positive): every cross-product is weighted.
 
     Returns
     -------
@@ -234,15 +258,16 @@ def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS):
         for start in range(0, n, chunk_rows):
             stop = min(start + chunk_rows, n)
             W = np.column_stack([x_rows(start, stop), y[start:stop]])
-            XytXy += W.T @ W
-        return BlockedStats([], {}, [], XytXy, n, np.zeros(0, dtype=int), [])
+            WW = W if weights is None else W * weights[start:stop, None]
+            XytXy += WW.T @ W
+        return BlockedStats([], {}, [], XytXy, n, np.zeros(0, dtype=int), [], _log_weights(weights))
     order = np.argsort(-n_levels, kind="stable")
     codes = [np.asarray(codes_list[k], dtype=np.intp) for k in order]
     Zs = [Z_list[k] for k in order]
     levels = n_levels[order]
     ZtZ, ZtXy, XytXy, counts = [], [], None, []
     for c, m, Z in zip(codes, levels, Zs, strict=True):
-        st = compute_stats(X, Z, y, c, int(m), chunk_rows)
+        st = compute_stats(X, Z, y, c, int(m), chunk_rows, weights)
         ZtZ.append(st.ZtZ)
         ZtXy.append(st.ZtXy)
         counts.append(st.counts)
@@ -257,12 +282,21 @@ def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS):
             rows = (codes[i][:, None, None] * qi + np.arange(qi)[None, :, None]) + 0 * np.arange(qj)
             cols = (codes[j][:, None, None] * qj + np.arange(qj)[None, None, :]) + 0 * rows
             data = Zs[i][:, :, None] * Zs[j][:, None, :]
+            if weights is not None:
+                data = data * weights[:, None, None]
             cross[(i, j)] = sp.csr_matrix(
                 (data.ravel(), (rows.ravel(), cols.ravel())),
                 shape=(levels[i] * qi, levels[j] * qj),
             )  # duplicates are summed
     return BlockedStats(
-        ZtZ=ZtZ, cross=cross, ZtXy=ZtXy, XytXy=XytXy, n=n, order=order, level_counts=counts
+        ZtZ=ZtZ,
+        cross=cross,
+        ZtXy=ZtXy,
+        XytXy=XytXy,
+        n=n,
+        order=order,
+        level_counts=counts,
+        log_weights=_log_weights(weights),
     )
 
 
@@ -278,6 +312,7 @@ def sum_stats(*parts):
             n=sum(p.n for p in parts),
             order=first.order,
             level_counts=[sum(p.level_counts[i] for p in parts) for i in range(first.n_terms)],
+            log_weights=sum(p.log_weights for p in parts),
         )
 
 
@@ -321,6 +356,7 @@ def rescale_terms(stats):
         n=stats.n,
         order=stats.order,
         level_counts=stats.level_counts,
+        log_weights=stats.log_weights,
     )
     scales = [None] * stats.n_terms
     for i, k in enumerate(stats.order):

@@ -26,6 +26,7 @@ import pandas as pd
 from sklearn.utils.validation import _get_feature_names
 
 from ._crossprod import sum_stats
+from ._exceptions import ZeroWeightWarning, warn_user
 from ._fitted import predict_labels
 from ._model import centring, check_before_stats, model_from_stats, row_readers
 from ._terms import label_sources, match_terms, terms_from_labels
@@ -164,6 +165,17 @@ def _y_block(part):
         ) from None
 
 
+def _w_block(part):
+    """A partition of the weights as float64 (its checks are made in pass 1)."""
+    if part is None:
+        return None
+    values = part.to_numpy() if isinstance(part, pd.Series) else np.asarray(part)
+    try:
+        return np.asarray(values, dtype=np.float64).reshape(len(values))
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must be numbers, one per row of X") from None
+
+
 def _raw_labels(part, what):
     """A partition of labels as named raw columns (before any check)."""
     if part is None:
@@ -171,10 +183,12 @@ def _raw_labels(part, what):
     return label_columns(part, what, None, check=lambda values, n, name: values)
 
 
-def _check_lengths(i, X, y, labels):
+def _check_lengths(i, X, y, labels, w=None):
     sizes = {"X": len(X)}
     if y is not None:
         sizes["y"] = len(y)
+    if w is not None:
+        sizes["sample_weight"] = len(w)
     for what, cols in labels.items():
         for values in cols.values():
             sizes[what] = len(values)
@@ -186,40 +200,53 @@ def _check_lengths(i, X, y, labels):
 
 
 # -- pass 1: validation, means, levels --------------------------------------------------------
-def _label_summary(values):
+def _label_summary(values, keep=None):
+    """Checks of a partition's labels; its distinct labels (of the rows of positive weight)."""
     values = np.asarray(values.astype(object) if isinstance(values, pd.Series) else values)
     missing = pd.isna(values)
     bad = ~np.isfinite(values) if values.dtype.kind == "f" else np.zeros(len(values), bool)
+    valid = values[~missing] if missing.any() else values
+    kept = valid if keep is None else values[keep & ~missing]
     return {
         "missing": np.flatnonzero(missing)[:5].tolist(),
         "complex": values.dtype.kind == "c",
         "inf": np.flatnonzero(bad & ~missing)[:5].tolist(),
-        "distinct": pd.unique(values[~missing]) if missing.any() else pd.unique(values),
+        "distinct": pd.unique(kept),
+        "distinct_all": None if keep is None else pd.unique(valid),
     }
 
 
-def _summary(i, Xp, yp, gp, vp, interactions):
-    X, y = _x_block(Xp), _y_block(yp)
+def _summary(i, Xp, yp, gp, vp, wp, interactions):
+    X, y, w = _x_block(Xp), _y_block(yp), _w_block(wp)
     labels = {
         "groups": _raw_labels(gp, "groups"),
         "variance_components": _raw_labels(vp, _LABELS[1]),
     }
-    _check_lengths(i, X, y, labels)
+    _check_lengths(i, X, y, labels, w)
+    keep = None if w is None else w > 0
     with np.errstate(over="ignore", invalid="ignore"):
-        x_sum = np.ones(len(X)) @ X
+        weights = np.ones(len(X)) if w is None else np.where(keep, w, 0.0)
+        x_sum = weights @ X
         out = {
-            "n": len(X),
+            "n_rows": len(X),
+            "n": len(X) if w is None else int(keep.sum()),
+            "w_sum": float(weights.sum()),
             "x_sum": x_sum,
             # A NaN or an infinity in X makes its column sum NaN or infinite.
             "x_nan": bool(not np.isfinite(x_sum).all() and np.isnan(X).any()),
             "x_inf": bool(not np.isfinite(x_sum).all() and np.isinf(X).any()),
-            "y_sum": float(y.sum()),
+            "y_sum": float(weights @ y),
             "y_max": float(np.max(np.abs(y), initial=0.0)),
             "y_nan": bool(np.isnan(y).any()),
             "y_inf": bool(np.isinf(y).any()),
+            "w_bad": {},
         }
+    if w is not None:
+        for bad, what in ((np.isnan(w), "NaN"), (np.isinf(w), "infinite"), (w < 0, "negative")):
+            if bad.any():
+                out["w_bad"][what] = (int(bad.sum()), np.flatnonzero(bad)[:5].tolist())
     out["labels"] = {
-        (what, name): _label_summary(values)
+        (what, name): _label_summary(values, keep)
         for what, cols in labels.items()
         for name, values in cols.items()
     }
@@ -228,6 +255,8 @@ def _summary(i, Xp, yp, gp, vp, interactions):
     for name, sources in interactions.items():
         if all(src in columns for src in sources):
             frame = pd.DataFrame({j: np.asarray(columns[src]) for j, src in enumerate(sources)})
+            if keep is not None:
+                frame = frame[keep]
             out["rows"][name] = frame.drop_duplicates()
     return out
 
@@ -237,12 +266,18 @@ def _combine_summaries(*parts):
     out = dict(parts[0])
     out["labels"] = {k: dict(v) for k, v in out["labels"].items()}
     out["rows"] = dict(out["rows"])
+    out["w_bad"] = dict(out["w_bad"])
     for b in parts[1:]:
-        offset = out["n"]
-        out["n"] = offset + b["n"]
+        offset = out["n_rows"]
+        out["n_rows"] = offset + b["n_rows"]
+        out["n"] += b["n"]
+        out["w_sum"] += b["w_sum"]
         with np.errstate(over="ignore", invalid="ignore"):
             out["x_sum"] = out["x_sum"] + b["x_sum"]
         out["y_sum"] += b["y_sum"]
+        for what, (count, rows) in b["w_bad"].items():
+            c0, r0 = out["w_bad"].get(what, (0, []))
+            out["w_bad"][what] = (c0 + count, (r0 + [r + offset for r in rows])[:5])
         out["y_max"] = max(out["y_max"], b["y_max"])
         for key in ("x_nan", "x_inf", "y_nan", "y_inf"):
             out[key] = out[key] or b[key]
@@ -252,20 +287,28 @@ def _combine_summaries(*parts):
                 mine[field] = (mine[field] + [r + offset for r in s[field]])[:5]
             mine["complex"] = mine["complex"] or s["complex"]
             mine["distinct"] = pd.unique(np.concatenate([mine["distinct"], s["distinct"]]))
+            if mine["distinct_all"] is not None:
+                mine["distinct_all"] = pd.unique(
+                    np.concatenate([mine["distinct_all"], s["distinct_all"]])
+                )
         for name, frame in b["rows"].items():
             out["rows"][name] = pd.concat([out["rows"][name], frame]).drop_duplicates()
     return out
 
 
 # -- pass 2: statistics ------------------------------------------------------------------------
-def _partition_stats(Xp, yp, gp, vp, terms, centres, fit_intercept):
-    X, y = _x_block(Xp), _y_block(yp)
-    n = len(y)
+def _partition_stats(Xp, yp, gp, vp, wp, terms, centres, fit_intercept):
+    X, y, w = _x_block(Xp), _y_block(yp), _w_block(wp)
     labels = label_sources(_raw_labels(gp, "groups"), _raw_labels(vp, _LABELS[1]))
     labels = {
         k: np.asarray(v.astype(object) if isinstance(v, pd.Series) else v)
         for k, v in labels.items()
     }
+    if w is not None:  # rows of weight 0 are left out, as in memory
+        keep = w > 0
+        X, y, w = X[keep], y[keep], w[keep]
+        labels = {k: v[keep] for k, v in labels.items()}
+    n = len(y)
     codes = match_terms(terms, labels, n)
     if any((c < 0).any() for c in codes):  # cannot happen: the levels are this data's labels
         raise RuntimeError("a label was not found among the levels of the data")
@@ -274,7 +317,9 @@ def _partition_stats(Xp, yp, gp, vp, terms, centres, fit_intercept):
     from ._crossprod import model_stats
 
     with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked by model_from_stats
-        return model_stats(x_rows, y - y_centre, codes, [t.n_levels for t in terms], z_rows)
+        return model_stats(
+            x_rows, y - y_centre, codes, [t.n_levels for t in terms], z_rows, weights=w
+        )
 
 
 # -- fit ---------------------------------------------------------------------------------------
@@ -333,17 +378,25 @@ class DaskData:
         and their dtypes.
     """
 
-    def __init__(self, X, y, groups, variance_components):
+    def __init__(self, X, y, groups, variance_components, sample_weight=None):
         kx = _require_dask(X, "X", ("frame", "array"))
         ky = _require_dask(y, "y", ("series", "array"))
         if ky == "array" and y.ndim != 1:
             raise ValueError(f"y must be 1-D, got a Dask array of shape {y.shape}")
+        self.weighted = sample_weight is not None
         self.n_features, self.feature_names = _features(X, kx)
         if kx == "array" and X.numblocks[1] > 1:
             X = X.rechunk({1: -1})  # whole rows in each block
         parts = {"X": (X, kx), "y": (y, ky)}
         self.groups_names = _label_input(groups, "groups", parts)
         self.vc_names = _label_input(variance_components, "variance_components", parts)
+        if sample_weight is not None:
+            kw = _require_dask(sample_weight, "sample_weight", ("series", "array"))
+            if kw == "array" and sample_weight.ndim != 1:
+                raise ValueError(
+                    f"sample_weight must be 1-D, got a Dask array of shape {sample_weight.shape}"
+                )
+            parts["sample_weight"] = (sample_weight, kw)
         if kx == "array":
             parts = _align_arrays(X, parts)
         _check_partitions(parts)
@@ -354,6 +407,7 @@ class DaskData:
             blocks["y"],
             blocks.get("groups", none),
             blocks.get("variance_components", none),
+            blocks.get("sample_weight", none),
         ]
 
     def summarize(self, terms):
@@ -372,6 +426,13 @@ class DaskData:
             raise ValueError("Input y contains NaN.")
         if s["y_inf"]:
             raise ValueError("Input y contains infinity or a value too large for dtype('float64').")
+        for what, (count, rows) in s["w_bad"].items():
+            raise ValueError(
+                f"sample_weight has {count} {what} value(s), at rows {rows}; precision "
+                "weights must be finite and non-negative"
+            )
+        if self.weighted and s["n"] == 0:
+            raise ValueError("sample_weight is zero on every row: there is nothing to fit")
         n = s["n"]
         if n < 2:
             raise ValueError(
@@ -391,6 +452,18 @@ class DaskData:
                 raise ValueError(f"{label} contains complex numbers; use integer or string labels")
             if ls["inf"]:
                 raise ValueError(f"{label} contains infinite labels at rows {ls['inf']}")
+        gone = {}
+        for (_, name), ls in s["labels"].items():
+            if ls["distinct_all"] is not None:
+                lost = pd.Index(ls["distinct_all"]).difference(pd.Index(ls["distinct"]))
+                if len(lost):
+                    gone[name] = lost.tolist()[:10]
+        if gone:
+            warn_user(
+                "sample_weight is 0 on every row of some levels, which are left out of the "
+                f"fit: {gone}. predict treats them as new levels.",
+                ZeroWeightWarning,
+            )
         terms_from_labels(
             terms, {key: ls["distinct"] for key, ls in s["labels"].items()}, s["rows"]
         )
@@ -400,17 +473,20 @@ class DaskData:
         """Pass 2: the :class:`~sklmm._model.MixedModel` from the summed statistics."""
         import dask
 
-        n = summary["n"]
+        n, total = summary["n"], summary["w_sum"]
         check_before_stats(terms, n, summary["y_max"])
-        col_means = summary["x_sum"] / n
-        centres = centring(terms, col_means, summary["y_sum"] / n, fit_intercept)
+        col_means = summary["x_sum"] / total
+        centres = centring(terms, col_means, summary["y_sum"] / total, fit_intercept)
         shared = dask.delayed(terms, pure=True)
         task = dask.delayed(_partition_stats, pure=True)
         parts = [task(*b, shared, centres, fit_intercept) for b in zip(*self._blocks, strict=True)]
         (raw,) = dask.compute(_tree_reduce(parts, sum_stats))
         labels = {"groups": list(self.groups_names), "variance_components": list(self.vc_names)}
         options = {"fit_intercept": fit_intercept, "reml": reml, "feature_names": feature_names}
-        return model_from_stats(raw, terms, col_means, centres, labels, **options)
+        weight_total = total if self.weighted else None
+        return model_from_stats(
+            raw, terms, col_means, centres, labels, weight_total=weight_total, **options
+        )
 
 
 # -- predict -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ._exceptions import (
     MixedLMConvergenceWarning,
     NoGroupsWarning,
     SingularFitWarning,
+    ZeroWeightWarning,
     warn_user,
 )
 from ._fitted import FittedModel, predict_labels
@@ -28,7 +29,7 @@ from ._inference import MixedLMSummary, fixed_effects_table, summary_blocks
 from ._model import build_model
 from ._optimize import ALL_SOLVERS, optimize, resolve_solver
 from ._terms import encode_terms, label_sources, resolve_terms, slope_positions
-from ._validation import label_columns, prepare_X
+from ._validation import check_sample_weight, label_columns, prepare_X
 
 _SCORE_NO_GROUPS = (
     "{method}() received no groups, so it {what} the population predictions X beta "
@@ -325,7 +326,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     # -- fit ------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, groups=None, *, variance_components=None):
+    def fit(self, X, y, groups=None, *, sample_weight=None, variance_components=None):
         """Fit the model by REML or ML.
 
         Parameters
@@ -340,6 +341,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             factor it names (a single factor may also be given as one column).
             ``None`` (and no ``variance_components``) fits a model without
             random effects and warns with :class:`~sklmm.NoGroupsWarning`.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Precision weights, lme4's ``weights=``: the residual variance of row
+            ``i`` is ``sigma2 / w_i`` (a row that is the mean of ``k``
+            observations has weight ``k``). The log-likelihood is lme4's,
+            ``sum(log w) / 2`` included. Weights must be finite and
+            non-negative; rows of weight 0 are left out, as if absent (a level
+            whose rows all have weight 0 is left out too, with a
+            :class:`~sklmm.ZeroWeightWarning`). They are not frequency weights:
+            see the Notes.
         variance_components : array-like of shape (n_samples, n_components) \
                 or DataFrame, default=None
             Labels of the variance components, one column per component
@@ -360,7 +370,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         # The per-iteration work is on many small matrices: BLAS threads only spin
         # against each other there (the blocked criterion sets its own limit).
         with _blas_controller().limit(limits=1, user_api="blas"):
-            return self._fit(X, y, groups, variance_components)
+            return self._fit(X, y, groups, variance_components, sample_weight)
 
     def _reset(self):
         """Forget every fitted attribute (a refit may be of another kind of model)."""
@@ -396,13 +406,14 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             return [f"x{j}" for j in range(self.n_features_in_)]
         return [str(c) for c in names]
 
-    def _fit(self, X, y, groups, variance_components):
+    def _fit(self, X, y, groups, variance_components, sample_weight):
         self._reset()
         self._check_spec(groups, variance_components)
-        if any(_is_dask_collection(a) for a in (X, y, groups, variance_components)):
-            model = self._dask_model(X, y, groups, variance_components)
+        inputs = (X, y, groups, variance_components, sample_weight)
+        if any(_is_dask_collection(a) for a in inputs):
+            model = self._dask_model(*inputs)
         else:
-            model = self._memory_model(X, y, groups, variance_components)
+            model = self._memory_model(*inputs)
         if not model.terms:
             warn_user(_NO_GROUPS, NoGroupsWarning)
         solver, em_max_iter = resolve_solver(self.solver, self.em_max_iter, model.one_factor)
@@ -441,10 +452,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             vc_cols,
         )
 
-    def _dask_model(self, X, y, groups, variance_components):
+    def _dask_model(self, X, y, groups, variance_components, sample_weight):
         from ._dask import DaskData
 
-        data = DaskData(X, y, groups, variance_components)
+        data = DaskData(X, y, groups, variance_components, sample_weight)
         self.n_features_in_ = data.n_features
         if data.feature_names is not None:
             self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
@@ -458,7 +469,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             feature_names=self._feature_names(),
         )
 
-    def _memory_model(self, X, y, groups, variance_components):
+    def _memory_model(self, X, y, groups, variance_components, sample_weight):
         X, y = validate_data(
             self,
             prepare_X(X),
@@ -469,8 +480,22 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             dtype=np.float64,
         )
         n = X.shape[0]
+        weights = check_sample_weight(sample_weight, n)
         groups_cols = label_columns(groups, "groups", n)
         vc_cols = label_columns(variance_components, "variance_components", n)
+        if weights is not None and not (weights > 0).all():
+            keep = weights > 0
+            X, y, weights = X[keep], y[keep], weights[keep]
+            groups_cols, gone = groups_cols.subset(keep)
+            vc_cols, vc_gone = vc_cols.subset(keep)
+            gone.update(vc_gone)
+            if gone:
+                warn_user(
+                    "sample_weight is 0 on every row of some levels, which are left out of "
+                    f"the fit: {gone}. predict treats them as new levels.",
+                    ZeroWeightWarning,
+                )
+            n = X.shape[0]
         terms = self._terms_for(n, groups_cols, vc_cols)
         codes = encode_terms(terms, label_sources(groups_cols, vc_cols))
         return build_model(
@@ -482,6 +507,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             reml=self.reml,
             feature_names=self._feature_names(),
             label_columns={"groups": list(groups_cols), "variance_components": list(vc_cols)},
+            weights=weights,
         )
 
     def _set_fitted(self, fitted):
@@ -563,7 +589,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             return_std=True)``, then ``pipe.predict(X, groups=g, return_std=True)``.
         include_residual : bool, default=False
             With ``return_std``, add the residual variance: the standard
-            deviation of a new observation rather than of its mean.
+            deviation of a new observation rather than of its mean. A new row
+            gets ``residual_variance_``, the residual variance of a row of
+            weight 1 when the model was fitted with ``sample_weight`` (a new
+            row of weight ``w`` would have ``residual_variance_ / w``).
         variance_components : array-like or DataFrame, default=None
             Labels of the variance components, as in ``fit`` (ignored by a
             model fitted without them). ``None`` is allowed only together with
@@ -661,7 +690,16 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         if groups is None and variance_components is None and self._fitted.model.terms:
             warn_user(_SCORE_NO_GROUPS.format(method=method, what=what), NoGroupsWarning)
 
-    def summary(self, X=None, y=None, groups=None, alpha=0.05, *, variance_components=None):
+    def summary(
+        self,
+        X=None,
+        y=None,
+        groups=None,
+        alpha=0.05,
+        *,
+        sample_weight=None,
+        variance_components=None,
+    ):
         """lme4-shaped summary with tables of fixed effects and variance parameters.
 
         Parameters
@@ -671,6 +709,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             summarised too (lme4's "Scaled residuals").
         alpha : float, default=0.05
             One minus the confidence level of the intervals.
+        sample_weight : array-like of shape (n_samples,), default=None
+            The weights of ``fit``, required with ``X`` and ``y`` for a weighted
+            model: the scaled residuals are then lme4's Pearson residuals
+            ``sqrt(w) (y - fitted) / sigma`` (rows of weight 0 left out).
 
         Returns
         -------
@@ -679,8 +721,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             notebook it renders as HTML. Its ``fixed_effects`` table has Wald
             z statistics, p-values and intervals; its ``random_effects`` table is
             lme4's ``as.data.frame(VarCorr(fit))`` with Wald intervals of
-            ``sdcor`` on the log-sd / atanh-correlation scale (not available,
-            NaN, for a singular fit).
+            ``sdcor`` on the log-sd / atanh-correlation scale (NaN for the
+            terms on the boundary of a singular fit, which are held at their
+            estimates for the intervals of the other parameters and of the
+            residual).
         """
         check_is_fitted(self)
         fitted = self._fitted
@@ -694,6 +738,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             )
             pred = self.predict(X, groups=groups, variance_components=variance_components)
             resid = (np.asarray(y, dtype=float) - pred) / np.sqrt(self.residual_variance_)
+            weights = check_sample_weight(sample_weight, len(resid))
+            if fitted.model.weighted and weights is None:
+                raise ValueError(
+                    "the model was fitted with sample_weight: pass the same weights to "
+                    "summary(X, y, groups, sample_weight=w) for lme4's scaled (Pearson) "
+                    "residuals, sqrt(w) (y - fitted) / sigma"
+                )
+            if weights is not None:
+                resid = (resid * np.sqrt(weights))[weights > 0]
         vc, random_terms = fitted.variance_table(alpha)
         blocks = summary_blocks(
             reml=self.reml,

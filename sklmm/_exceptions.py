@@ -16,6 +16,10 @@ class SingularFitWarning(UserWarning):
     """The optimum lies on the boundary: a variance is zero or a correlation is +/-1."""
 
 
+class ZeroWeightWarning(UserWarning):
+    """Rows of zero ``sample_weight`` left some levels of a grouping factor without rows."""
+
+
 class MixedLMConvergenceWarning(ConvergenceWarning):
     """The solver stopped before its convergence rule held."""
 

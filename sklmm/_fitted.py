@@ -168,6 +168,7 @@ class FittedModel:
         means = np.r_[[1.0] if m.fit_intercept else [], m.x_mean]
         return {
             "n": m.n,
+            "weights": (m.weighted, m.stats.log_weights),
             "y": (m.y_mean, cp[p, p]),
             "factors": {
                 t.name: (tuple(t.index()), np.asarray(c))

@@ -436,6 +436,8 @@ def likelihood_ratio_test(model_a, model_b):
     shared = set(fa["factors"]) & set(fb["factors"])
     same = (
         fa["n"] == fb["n"]
+        and fa["weights"][0] == fb["weights"][0]
+        and np.isclose(fa["weights"][1], fb["weights"][1], rtol=1e-12, atol=1e-9)
         and np.allclose(fa["y"], fb["y"], rtol=1e-9, atol=0)
         and all(
             fa["factors"][k][0] == fb["factors"][k][0]
@@ -445,8 +447,8 @@ def likelihood_ratio_test(model_a, model_b):
     )
     if not same:
         raise ValueError(
-            "the two models were not fitted on the same data (rows, response and groups "
-            "must be identical for a likelihood-ratio test)"
+            "the two models were not fitted on the same data (rows, response, groups and "
+            "sample_weight must be identical for a likelihood-ratio test)"
         )
     (small, f_small), (large, f_large) = sorted(
         ((fitted_a, fa), (fitted_b, fb)), key=lambda pair: pair[0].n_params

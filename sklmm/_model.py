@@ -72,6 +72,8 @@ class MixedModel:
         Names of the label columns of ``groups`` and ``variance_components`` in fit.
     counts : list of ndarray
         Rows per level of every term.
+    weighted : bool
+        Whether the model was fitted with precision weights.
     """
 
     terms: list
@@ -85,6 +87,7 @@ class MixedModel:
     y_mean: float
     label_columns: dict
     counts: list
+    weighted: bool = False
 
     @property
     def one_factor(self):
@@ -127,7 +130,12 @@ class MixedModel:
         if not self.terms:
             p = st.p
             one = SufficientStats(
-                np.zeros((1, 0, 0)), np.zeros((1, 0, p + 1)), st.XytXy, np.array([st.n]), st.n
+                np.zeros((1, 0, 0)),
+                np.zeros((1, 0, p + 1)),
+                st.XytXy,
+                np.array([st.n]),
+                st.n,
+                st.log_weights,
             )
             return ProfiledDeviance(one, CovarianceStructure(0), reml)
         if self.one_factor and solver != "lbfgs":
@@ -209,7 +217,9 @@ def row_readers(X, terms, x_mean, z_means, fit_intercept):
     return x_rows, [z_reader(t, zm) for t, zm in zip(terms, z_means, strict=True)]
 
 
-def build_model(X, y, terms, codes, *, fit_intercept, reml, feature_names, label_columns):
+def build_model(
+    X, y, terms, codes, *, fit_intercept, reml, feature_names, label_columns, weights=None
+):
     """The model of in-memory data.
 
     Parameters
@@ -222,33 +232,58 @@ def build_model(X, y, terms, codes, *, fit_intercept, reml, feature_names, label
         Terms with their levels set.
     codes : list of ndarray
         Level of every row per term.
+    weights : ndarray of shape (n,), default=None
+        Precision weights, all positive (rows of zero weight already left out).
     """
     n = X.shape[0]
     check_before_stats(terms, n, float(np.max(np.abs(y))))
-    col_means = (np.ones(n) @ X) / n  # one matrix-vector product, not a strided reduce
-    x_mean, y_centre, z_means = centring(terms, col_means, float(y.mean()), fit_intercept)
+    if weights is None:
+        col_means = (np.ones(n) @ X) / n  # one matrix-vector product, not a strided reduce
+        y_mean = float(y.mean())
+    else:  # weighted means: the weighted cross-products are then centred
+        total = float(weights.sum())
+        col_means, y_mean = (weights @ X) / total, float(weights @ y) / total
+    x_mean, y_centre, z_means = centring(terms, col_means, y_mean, fit_intercept)
     x_rows, z_rows = row_readers(X, terms, x_mean, z_means, fit_intercept)
     with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked after
-        raw = model_stats(x_rows, y - y_centre, codes, [t.n_levels for t in terms], z_rows)
+        raw = model_stats(
+            x_rows, y - y_centre, codes, [t.n_levels for t in terms], z_rows, weights=weights
+        )
     options = {"fit_intercept": fit_intercept, "reml": reml, "feature_names": feature_names}
     return model_from_stats(
-        raw, terms, col_means, (x_mean, y_centre, z_means), label_columns, **options
+        raw,
+        terms,
+        col_means,
+        (x_mean, y_centre, z_means),
+        label_columns,
+        weight_total=None if weights is None else total,
+        **options,
     )
 
 
 def model_from_stats(
-    raw, terms, col_means, centres, label_columns, *, fit_intercept, reml, feature_names
+    raw,
+    terms,
+    col_means,
+    centres,
+    label_columns,
+    *,
+    fit_intercept,
+    reml,
+    feature_names,
+    weight_total=None,
 ):
     """Check the raw statistics, reparameterize and return the :class:`MixedModel`.
 
-    ``centres`` is what :func:`centring` returned for the data.
+    ``centres`` is what :func:`centring` returned for the data; ``weight_total`` the
+    sum of the weights of a weighted model (``None`` without weights).
     """
     _, y_centre, z_means = centres
     n = raw.n
     if not (np.isfinite(raw.XytXy).all() and all(np.isfinite(z).all() for z in raw.ZtXy)):
         raise ValueError("X has values too large to square and sum in float64; rescale its columns")
     fixed_names = (["(Intercept)"] if fit_intercept else []) + list(feature_names)
-    check_fixed_effects(raw.XytXy, n, col_means, fixed_names, fit_intercept)
+    check_fixed_effects(raw.XytXy, n, col_means, fixed_names, fit_intercept, weight_total)
     counts = [None] * len(terms)
     for i, k in enumerate(raw.order):
         t, ZtZ = terms[k], raw.ZtZ[i]
@@ -283,4 +318,5 @@ def model_from_stats(
         y_mean=float(y_centre),
         label_columns=label_columns,
         counts=counts,
+        weighted=weight_total is not None,
     )

@@ -143,17 +143,19 @@ def _cho_solve(L_inv, B):
     return L_inv.T @ (L_inv @ B)
 
 
-def profile_fixed_effects(S, logdet, p, k, reml):
+def profile_fixed_effects(S, logdet, p, k, reml, log_weights=0.0):
     """``beta``, ``r2`` and ``D`` from ``S = [X y]' V^{-1} [X y]`` and ``log|M|``.
 
     The part of the criterion shared by every random-effects engine: with
     ``chol(S) = [[L_C, 0], [l', s]]``, ``beta = L_C^{-T} l`` and ``r2 = s^2``;
-    ``k`` is ``n`` (ML) or ``n - p`` (REML).
+    ``k`` is ``n`` (ML) or ``n - p`` (REML). With precision weights ``w`` (the
+    cross-products weighted), ``D`` also has lme4's ``-sum(log w)``: the residual
+    covariance is ``sigma2 W^{-1}``.
     """
     R = np.linalg.cholesky(S)
     L_C, s = R[:p, :p], R[p, p]
     r2 = s * s
-    dev = logdet + k * (1.0 + np.log(2.0 * np.pi * r2 / k))
+    dev = logdet + k * (1.0 + np.log(2.0 * np.pi * r2 / k)) - log_weights
     if reml:
         dev += 2.0 * np.log(np.diag(L_C)).sum()
     return {
@@ -223,7 +225,7 @@ class ProfiledDeviance(FactorCache):
             f.update(L=L, K_Z=K_Z, K_Xy=K_Xy)
         else:
             S, logdet = st.XytXy.copy(), 0.0
-        f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml))
+        f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml, self.stats.log_weights))
         f["L_C_inv"] = np.linalg.solve(f["L_C"], np.eye(p))
         return f
 
@@ -319,6 +321,7 @@ class ProfiledDeviance(FactorCache):
         """
         f = self._factor(np.asarray(theta, dtype=float))
         dev = f["logdet"] + f["r2"] / sigma2 + self.k * np.log(2 * np.pi * sigma2)
+        dev -= self.stats.log_weights
         if self.reml:
             dev += 2.0 * np.log(np.diag(f["L_C"])).sum()
         return float(dev)

@@ -85,6 +85,9 @@ def prepare_X(X):
                     f"{_ONE_HOT})"
                 ) from None
     if isinstance(X, pd.DataFrame):
+        duplicated = X.columns[X.columns.duplicated()].unique().tolist()
+        if duplicated:
+            raise ValueError(f"X has duplicate column names {duplicated}; name every column once")
         dates = [
             c
             for c in X.columns
@@ -153,6 +156,26 @@ class LabelColumns(dict):
     named = False
     dtypes = None
 
+    def subset(self, keep):
+        """The columns on the rows ``keep``, and the labels of each column left with no row.
+
+        Returns
+        -------
+        LabelColumns, dict
+            The subset (same names, ``named`` and dtypes) and ``{name: [labels]}`` of
+            the columns that lost every row of some labels.
+        """
+        out = LabelColumns({name: np.asarray(v)[keep] for name, v in self.items()})
+        out.named, out.dtypes = self.named, self.dtypes
+        gone = {}
+        for name, values in self.items():
+            lost = pd.Index(pd.unique(np.asarray(values)[~keep])).difference(
+                pd.Index(pd.unique(out[name]))
+            )
+            if len(lost):
+                gone[name] = lost.tolist()[:10]
+        return out, gone
+
 
 def _dtype(values):
     dtype = getattr(values, "dtype", None)
@@ -205,6 +228,47 @@ def label_columns(obj, what, n_rows, check=check_labels):
         out.dtypes[name] = _dtype(values)
         out[name] = check(values, n_rows, what if single else f"{what} column {name!r}")
     return out
+
+
+def check_sample_weight(sample_weight, n_rows):
+    """Precision weights as a float array: 1-D, one per row, finite and non-negative.
+
+    Returns ``None`` for ``None``. Errors name the rows at fault; all-zero weights are an
+    error (nothing left to fit).
+    """
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, str):
+        raise ValueError(
+            f"sample_weight={sample_weight!r} is a string; pass the weights themselves, one "
+            "per row of X"
+        )
+    w = as_pandas(sample_weight)
+    try:
+        w = np.asarray(w, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must be numbers, one per row of X") from None
+    if w.ndim == 0:
+        raise ValueError(
+            "sample_weight must be an array of shape (n_samples,), got a scalar; for equal "
+            "weights pass none (they do not change the estimates, only sigma2)"
+        )
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D, got an array of shape {w.shape}")
+    if n_rows is not None and len(w) != n_rows:
+        raise ValueError(f"sample_weight has {len(w)} entries but X has {n_rows} rows")
+    for bad, what in ((np.isnan(w), "NaN"), (np.isinf(w), "infinite"), (w < 0, "negative")):
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            raise ValueError(
+                f"sample_weight has {int(bad.sum())} {what} value(s), at rows {rows}; "
+                "precision weights must be finite and non-negative"
+            )
+    if not (w > 0).any():
+        raise ValueError("sample_weight is zero on every row: there is nothing to fit")
+    return w
 
 
 def factorize(values):
@@ -286,12 +350,14 @@ def _collinear_message(dropped, fixed_names):
     return message
 
 
-def check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept):
+def check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept, weight_total=None):
     """Errors for too few rows, constant or collinear columns and an exactly fitted y.
 
-    ``cp`` is ``[X y]'[X y]`` of the centred design (intercept column first when
-    fitted); ``fixed_names`` names its first ``p`` columns.
+    ``cp`` is ``[X y]'W[X y]`` of the centred design (intercept column first when
+    fitted); ``fixed_names`` names its first ``p`` columns; ``weight_total`` is the sum
+    of the weights (``n`` without weights).
     """
+    weight_total = n if weight_total is None else weight_total
     p = cp.shape[0] - 1
     if n <= p:
         raise ValueError(
@@ -303,7 +369,7 @@ def check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept):
         # A constant column is all zeros once centred, up to the rounding of its mean
         # (relative 1e-10 at worst): far below 1e-18 of its uncentred square.
         centred_ss = np.diag(cp)[1:p]
-        constant = centred_ss <= 1e-18 * n * col_means**2
+        constant = centred_ss <= 1e-18 * weight_total * col_means**2
         if constant.any():
             raise ValueError(
                 _collinear_message([names[j] for j in np.flatnonzero(constant)], fixed_names)

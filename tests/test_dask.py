@@ -343,3 +343,52 @@ def test_predict_rejects_non_finite_x_as_in_memory(client, data):
     dbad = dd.from_pandas(bad, npartitions=3, sort=False)
     with pytest.raises(ValueError, match="Input X contains NaN"):
         est.predict(dbad[cols], groups=dbad["subject"]).compute()
+
+
+# -- weights ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "factors"),
+    [(None, ["a"]), ("(1 + x | a) + (1 | b)", ["a", "b"])],
+    ids=["one-factor", "crossed"],
+)
+def test_weighted_fit_equals_in_memory(client, spec, factors):
+    df = simulate_crossed()
+    rng = np.random.default_rng(5)
+    df["w"] = rng.uniform(0.2, 3.0, len(df))
+    df.loc[rng.random(len(df)) < 0.05, "w"] = 0.0  # some rows left out
+    ddf = dd.from_pandas(df, npartitions=N_PARTITIONS, sort=False)
+    params = {"random_effects": spec} if spec else {"random_slopes": ["x"]}
+    groups = df[factors] if spec else df["a"]
+    dgroups = ddf[factors] if spec else ddf["a"]
+    mem = MixedLMRegressor(**params).fit(
+        df[["x", "x2"]], df["y"], groups=groups, sample_weight=df["w"]
+    )
+    dsk = MixedLMRegressor(**params).fit(
+        ddf[["x", "x2"]], ddf["y"], groups=dgroups, sample_weight=ddf["w"]
+    )
+    assert_same_fit(mem, dsk, rtol=1e-10)
+    unweighted = MixedLMRegressor(**params).fit(df[["x", "x2"]], df["y"], groups=groups)
+    assert abs(unweighted.log_likelihood_ - mem.log_likelihood_) > 1.0
+    if spec is None:  # Dask Arrays, the weights aligned with X by rechunking
+        arrays = MixedLMRegressor(random_slopes=[0]).fit(
+            da.from_array(df[["x", "x2"]].to_numpy(), chunks=(700, 2)),
+            da.from_array(df["y"].to_numpy(), chunks=700),
+            groups=da.from_array(df["a"].to_numpy(), chunks=500),
+            sample_weight=da.from_array(df["w"].to_numpy(), chunks=600),
+        )
+        gap = abs(arrays.log_likelihood_ - mem.log_likelihood_)
+        assert gap <= 1e-10 * abs(mem.log_likelihood_)
+
+
+def test_weights_errors_as_in_memory(client, data):
+    df, ddf = data
+    w = np.ones(len(df))
+    w[[7, 2900]] = [-1.0, np.nan]
+    dw = dd.from_pandas(pd.Series(w), npartitions=N_PARTITIONS, sort=False)
+    with pytest.raises(ValueError, match=r"1 negative value\(s\), at rows \[7\]"):
+        MixedLMRegressor().fit(ddf[["x0"]], ddf["y"], groups=ddf["subject"], sample_weight=dw)
+    with pytest.raises(TypeError, match="sample_weight must be a Dask Series or a Dask Array"):
+        MixedLMRegressor().fit(ddf[["x0"]], ddf["y"], groups=ddf["subject"], sample_weight=w)
+    zero = dd.from_pandas(pd.Series(np.zeros(len(df))), npartitions=N_PARTITIONS, sort=False)
+    with pytest.raises(ValueError, match="zero on every row"):
+        MixedLMRegressor().fit(ddf[["x0"]], ddf["y"], groups=ddf["subject"], sample_weight=zero)

@@ -224,6 +224,20 @@ def expected_failed_checks(estimator):
             "The checks fit without groups, so the model has no variance parameters: beta "
             "and sigma2 are closed-form and n_iter_ truthfully reports 0 iterations."
         ),
+        "check_sample_weights_shape": (
+            "The check's y is 2.5 - 0.5 X[:, 1] exactly, a fit fit refuses (no residual "
+            "variance). tests/test_weights.py checks the same errors on data with noise."
+        ),
+        "check_sample_weights_not_overwritten": (
+            "The check's y is fitted exactly, which fit refuses. tests/test_weights.py "
+            "checks that the weights are not modified on data with noise."
+        ),
+        "check_sample_weight_equivalence_on_dense_data": (
+            "The check fits 30 columns to at most 15 distinct rows, more fixed effects than "
+            "rows, which fit refuses. tests/test_weights.py checks that a zero weight equals "
+            "removing the row, and how integer weights relate to repeated rows (the same "
+            "beta and BLUPs at given variance parameters; precision, not frequency, weights)."
+        ),
     }
     if estimator.random_slopes is None:
         failures["check_estimators_empty_data_messages"] = (
@@ -542,7 +556,8 @@ def test_group_scorer_in_pipeline(routing):
 def test_group_scorer_routes_sample_weight_on_request(routing):
     X, y, g = sleep()
     w = np.random.default_rng(1).uniform(0.5, 2.0, len(y))
-    est = MixedLMRegressor(random_slopes=["Days"]).set_fit_request(groups=True)
+    # The weights weigh the score only, not the fit.
+    est = MixedLMRegressor(random_slopes=["Days"]).set_fit_request(groups=True, sample_weight=False)
     scorer = make_group_scorer(mean_squared_error, greater_is_better=False)
     # Like scikit-learn's scorers, sample_weight must be requested before it is routed.
     with pytest.raises(UnsetMetadataPassedError, match="sample_weight"):
@@ -803,14 +818,15 @@ def test_refit_with_groups_after_fit_without(no_routing):
     assert_same_fitted_state(est, MixedLMRegressor().fit(X, y, groups=g))
 
 
-def test_fit_rejects_sample_weight(no_routing):
-    """fit has no sample_weight: meta-estimators see that, and the docstring says so."""
+def test_fit_takes_sample_weight(no_routing):
+    """fit has sample_weight: meta-estimators see it, and it changes the fit."""
     X, y, g = sleep()
     est = MixedLMRegressor()
-    assert not has_fit_parameter(est, "sample_weight")
-    with pytest.raises(TypeError, match="sample_weight"):
-        est.fit(X, y, groups=g, sample_weight=np.ones(len(y)))
-    assert "sample_weight" in MixedLMRegressor.__doc__
+    assert has_fit_parameter(est, "sample_weight")
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    weighted = est.fit(X, y, groups=g, sample_weight=w).log_likelihood_
+    assert weighted != MixedLMRegressor().fit(X, y, groups=g).log_likelihood_
+    assert "precision weights" in MixedLMRegressor.fit.__doc__.lower()
 
 
 def test_score_sample_weight(no_routing):
@@ -830,7 +846,7 @@ def test_score_sample_weight(no_routing):
 def test_score_sample_weight_routed_to_default_scorer(routing):
     X, y, g = sleep()
     w = np.random.default_rng(3).uniform(0.5, 2.0, len(y))
-    est = MixedLMRegressor().set_fit_request(groups=True)
+    est = MixedLMRegressor().set_fit_request(groups=True, sample_weight=False)
     est.set_score_request(groups=True, sample_weight=True)
     scores = cross_validate(est, X, y, cv=KFOLD, params={"groups": g, "sample_weight": w})
     train, test = next(KFOLD.split(X))
