@@ -1,10 +1,12 @@
-"""Gallery order: walkthrough, prediction, selection, nested/crossed, pipelines, pitfalls, scale."""
+"""Gallery order: walkthrough, prediction, selection, nested/crossed, weights, pipelines, pitfalls,
+scale."""
 
 ORDER = [
     "plot_sleepstudy.py",
     "plot_new_groups.py",
     "plot_model_selection.py",
     "plot_nested_crossed.py",
+    "plot_aggregated.py",
     "plot_pipeline.py",
     "plot_pitfalls.py",
     "plot_large_dataset.py",
