@@ -244,7 +244,7 @@ def test_a_level_with_only_zero_weights_is_left_out_and_said_so():
     )
 
 
-def _stats(X, y, groups, weights):
+def _stats(X, y, groups, weights, reml=True):
     n = len(y)
     cols = label_columns(groups, "groups", n)
     terms = resolve_terms(
@@ -257,7 +257,7 @@ def _stats(X, y, groups, weights):
         terms,
         codes,
         fit_intercept=True,
-        reml=True,
+        reml=reml,
         feature_names=["x"],
         label_columns={"groups": list(cols), "variance_components": []},
         weights=weights,
@@ -265,20 +265,23 @@ def _stats(X, y, groups, weights):
     return model
 
 
-def test_integer_weights_and_repeated_rows():
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+def test_integer_weights_and_repeated_rows(reml):
     """Integer weights are precision weights, not frequencies.
 
     Weight k and k copies of a row give the same cross-products, so the same beta and
-    BLUPs at given variance parameters; the likelihoods differ in the count of
-    residuals (n rows against sum(w) copies), so the variance estimates differ. Without
-    random effects (ordinary least squares) beta is the same, and the ML residual
-    variances are in the ratio of the counts.
+    BLUPs at given variance parameters. The two profiled criteria differ only in the
+    number of residuals they count, n rows against N = sum(w) copies (n - p against
+    N - p for REML), and in lme4's constant -sum(log w): so the variance estimates
+    differ. Without random effects, beta is the same and n sigma2_w = N sigma2_rep (ML),
+    (n - p) sigma2_w = (N - p) sigma2_rep (REML).
     """
     X, y, G, rng = _design(1, 10, 5, 0.5)
     k = rng.integers(1, 4, len(y))
     rep = np.repeat(np.arange(len(y)), k)
-    weighted = _stats(X, y, G["a"], k.astype(float))
-    repeated = _stats(X.iloc[rep], y[rep], G["a"].iloc[rep], None)
+    n, N, p = len(y), int(k.sum()), 2
+    weighted = _stats(X, y, G["a"], k.astype(float), reml)
+    repeated = _stats(X.iloc[rep], y[rep], G["a"].iloc[rep], None, reml)
     # the same cross-products (each model rescales its columns by their root mean square
     # over its own rows: undone here)
     s_w, s_r = weighted.scales[0], repeated.scales[0]
@@ -289,29 +292,45 @@ def test_integer_weights_and_repeated_rows():
         weighted.stats.ZtXy[0] * s_w[:, None], repeated.stats.ZtXy[0] * s_r[:, None]
     )
     np.testing.assert_allclose(weighted.stats.XytXy, repeated.stats.XytXy, rtol=1e-10, atol=1e-10)
-    assert (weighted.n, repeated.n) == (len(y), int(k.sum()))
-    # the same beta and BLUPs at the same relative covariance Sigma / sigma2
+    assert (weighted.n, repeated.n) == (n, N)
+    # the same beta, BLUPs and penalized residual sum of squares at the same relative
+    # covariance Sigma / sigma2, and criteria that differ only in the count
     psi = np.array([[0.6, 0.1], [0.1, 0.2]])
     results = []
     for model, scale in ((weighted, s_w), (repeated, s_r)):
         crit = model.criterion()
         theta = model.terms[0].structure.theta_from_psi(psi * np.outer(scale, scale))
         b, _ = crit.conditional_modes(theta)
-        results.append((crit(theta).beta, b / scale))
-    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-10)
-    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-9, atol=1e-12)
-    # the fits differ: precision weights are not frequencies
-    fit_w = MixedLMRegressor(random_slopes=["x"]).fit(X, y, groups=G["a"], sample_weight=k)
-    fit_r = MixedLMRegressor(random_slopes=["x"]).fit(X.iloc[rep], y[rep], groups=G["a"].iloc[rep])
+        ev = crit(theta)
+        results.append((ev.beta, b / scale, ev.sigma2 * crit.k, ev.deviance))
+    (beta_w, b_w, r2_w, d_w), (beta_r, b_r, r2_r, d_r) = results
+    np.testing.assert_allclose(beta_w, beta_r, rtol=1e-10)
+    np.testing.assert_allclose(b_w, b_r, rtol=1e-9, atol=1e-12)
+    assert r2_w == pytest.approx(r2_r, rel=1e-10)
+    k_w, k_r = (n - p, N - p) if reml else (n, N)
+
+    def count_part(k):
+        return k * (1.0 + np.log(2.0 * np.pi * r2_w / k))
+
+    assert d_r == pytest.approx(
+        d_w + np.log(k).sum() - count_part(k_w) + count_part(k_r), rel=1e-12
+    )
+    # so the fits differ: precision weights are not frequencies
+    fit_w = MixedLMRegressor(random_slopes=["x"], reml=reml).fit(
+        X, y, groups=G["a"], sample_weight=k
+    )
+    fit_r = MixedLMRegressor(random_slopes=["x"], reml=reml).fit(
+        X.iloc[rep], y[rep], groups=G["a"].iloc[rep]
+    )
     assert fit_w.residual_variance_ != pytest.approx(fit_r.residual_variance_, rel=1e-3)
-    # without random effects: the same beta, sigma2 in the ratio of the counts (ML)
+    # without random effects: the same beta, sigma2 in the ratio of the counts
     with pytest.warns(NoGroupsWarning):
-        ols_w = MixedLMRegressor(reml=False).fit(X, y, sample_weight=k)
+        ols_w = MixedLMRegressor(reml=reml).fit(X, y, sample_weight=k)
     with pytest.warns(NoGroupsWarning):
-        ols_r = MixedLMRegressor(reml=False).fit(X.iloc[rep], y[rep])
+        ols_r = MixedLMRegressor(reml=reml).fit(X.iloc[rep], y[rep])
     np.testing.assert_allclose(ols_w.coef_, ols_r.coef_, rtol=1e-10)
-    assert ols_w.residual_variance_ * len(y) == pytest.approx(
-        ols_r.residual_variance_ * k.sum(), rel=1e-10
+    assert ols_w.residual_variance_ * k_w == pytest.approx(
+        ols_r.residual_variance_ * k_r, rel=1e-10
     )
 
 
