@@ -21,15 +21,17 @@ Dask is an optional dependency: this module is imported only when ``fit`` or
 ``predict`` receives a Dask collection. Nothing here knows of the estimator.
 """
 
+import copy
+
 import numpy as np
 import pandas as pd
 from sklearn.utils.validation import _get_feature_names
 
 from ._crossprod import sum_stats
-from ._exceptions import ZeroWeightWarning, warn_user
+from ._exceptions import warn_lost_levels
 from ._fitted import predict_labels
 from ._model import centring, check_before_stats, model_from_stats, row_readers
-from ._terms import label_sources, match_terms, terms_from_labels
+from ._terms import label_sources, lost_levels, match_terms, terms_from_labels
 from ._validation import LabelColumns, check_labels, label_columns, prepare_X
 
 #: Partial results combined per node of the tree reductions.
@@ -252,10 +254,12 @@ def _summary(i, Xp, yp, gp, vp, wp, interactions):
     }
     columns = label_sources(labels["groups"], labels["variance_components"])
     out["rows"] = {}
+    out["rows_all"] = {}
     for name, sources in interactions.items():
         if all(src in columns for src in sources):
             frame = pd.DataFrame({j: np.asarray(columns[src]) for j, src in enumerate(sources)})
             if keep is not None:
+                out["rows_all"][name] = frame.drop_duplicates()
                 frame = frame[keep]
             out["rows"][name] = frame.drop_duplicates()
     return out
@@ -266,6 +270,7 @@ def _combine_summaries(*parts):
     out = dict(parts[0])
     out["labels"] = {k: dict(v) for k, v in out["labels"].items()}
     out["rows"] = dict(out["rows"])
+    out["rows_all"] = dict(out["rows_all"])
     out["w_bad"] = dict(out["w_bad"])
     for b in parts[1:]:
         offset = out["n_rows"]
@@ -291,8 +296,9 @@ def _combine_summaries(*parts):
                 mine["distinct_all"] = pd.unique(
                     np.concatenate([mine["distinct_all"], s["distinct_all"]])
                 )
-        for name, frame in b["rows"].items():
-            out["rows"][name] = pd.concat([out["rows"][name], frame]).drop_duplicates()
+        for key in ("rows", "rows_all"):
+            for name, frame in b[key].items():
+                out[key][name] = pd.concat([out[key][name], frame]).drop_duplicates()
     return out
 
 
@@ -452,21 +458,17 @@ class DaskData:
                 raise ValueError(f"{label} contains complex numbers; use integer or string labels")
             if ls["inf"]:
                 raise ValueError(f"{label} contains infinite labels at rows {ls['inf']}")
-        gone = {}
-        for (_, name), ls in s["labels"].items():
-            if ls["distinct_all"] is not None:
-                lost = pd.Index(ls["distinct_all"]).difference(pd.Index(ls["distinct"]))
-                if len(lost):
-                    gone[name] = lost.tolist()[:10]
-        if gone:
-            warn_user(
-                "sample_weight is 0 on every row of some levels, which are left out of the "
-                f"fit: {gone}. predict treats them as new levels.",
-                ZeroWeightWarning,
-            )
         terms_from_labels(
             terms, {key: ls["distinct"] for key, ls in s["labels"].items()}, s["rows"]
         )
+        if self.weighted:  # the levels of the rows of weight 0 alone are left out
+            all_terms = copy.deepcopy(terms)
+            terms_from_labels(
+                all_terms,
+                {key: ls["distinct_all"] for key, ls in s["labels"].items()},
+                s["rows_all"],
+            )
+            warn_lost_levels(lost_levels(all_terms, terms))
         return s
 
     def model(self, terms, summary, *, fit_intercept, reml, feature_names):
@@ -481,11 +483,18 @@ class DaskData:
         task = dask.delayed(_partition_stats, pure=True)
         parts = [task(*b, shared, centres, fit_intercept) for b in zip(*self._blocks, strict=True)]
         (raw,) = dask.compute(_tree_reduce(parts, sum_stats))
-        labels = {"groups": list(self.groups_names), "variance_components": list(self.vc_names)}
+        labels = {"groups": self.groups_names.names(), "variance_components": self.vc_names.names()}
         options = {"fit_intercept": fit_intercept, "reml": reml, "feature_names": feature_names}
         weight_total = total if self.weighted else None
         return model_from_stats(
-            raw, terms, col_means, centres, labels, weight_total=weight_total, **options
+            raw,
+            terms,
+            col_means,
+            centres,
+            labels,
+            weight_total=weight_total,
+            names_given=self.feature_names is not None,
+            **options,
         )
 
 

@@ -21,23 +21,30 @@ from ._exceptions import (
     MixedLMConvergenceWarning,
     NoGroupsWarning,
     SingularFitWarning,
-    ZeroWeightWarning,
+    warn_lost_levels,
     warn_user,
 )
 from ._fitted import FittedModel, predict_labels
 from ._inference import MixedLMSummary, fixed_effects_table, summary_blocks
 from ._model import build_model
 from ._optimize import ALL_SOLVERS, optimize, resolve_solver
-from ._terms import encode_terms, label_sources, resolve_terms, slope_positions
+from ._terms import encode_terms, label_sources, lost_levels, resolve_terms, slope_positions
 from ._validation import check_sample_weight, label_columns, prepare_X
 
-_SCORE_NO_GROUPS = (
-    "{method}() received no groups, so it {what} the population predictions X beta "
-    "(lme4's re.form = NA), not the conditional ones. Pass {method}(X, y, groups=g); in "
-    "GridSearchCV or cross_validate route groups to score with metadata routing and "
-    "set_score_request(groups=True), or use scoring=make_group_scorer(...). See "
-    "'Pitfalls' in the documentation's scikit-learn page."
-)
+_POPULATION = {
+    "score": (
+        "score() received no groups, so it scores the population predictions X beta "
+        "(lme4's re.form = NA), not the conditional ones. Pass score(X, y, groups=g); in "
+        "GridSearchCV or cross_validate route groups to score with metadata routing and "
+        "set_score_request(groups=True), or use scoring=make_group_scorer(...). See "
+        "'Pitfalls' in the documentation's scikit-learn page."
+    ),
+    "summary": (
+        "summary() received X and y but no groups, so its scaled residuals are those of "
+        "the population predictions X beta, not lme4's conditional residuals. Pass "
+        "summary(X, y, groups=g)."
+    ),
+}
 
 _NO_GROUPS = (
     "fit() received groups=None, so the model has no random effects: this is "
@@ -243,8 +250,13 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     Per-level cross-products of ``[Z X y]``, blocked by term, are formed
     once; every iteration afterwards costs nothing in the number of rows.
 
-    ``fit`` does not accept ``sample_weight``; ``score`` does (for the
-    weighted R^2 only), in scikit-learn's positional order
+    ``fit(..., sample_weight=w)`` takes lme4's precision weights
+    (``weights = w``): the residual variance of row ``i`` is ``sigma2 / w_i``.
+    They are not frequency weights: weight ``k`` and ``k`` copies of a row give
+    the same cross-products, but the likelihood counts one residual of variance
+    ``sigma2 / k`` instead of ``k`` residuals of variance ``sigma2``, so the
+    variance estimates differ (see the documentation's weights page). ``score``
+    takes weights for a weighted R^2, in scikit-learn's positional order
     ``score(X, y, sample_weight=None, *, groups=None, variance_components=None)``:
     pass the labels by keyword.
 
@@ -349,7 +361,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             non-negative; rows of weight 0 are left out, as if absent (a level
             whose rows all have weight 0 is left out too, with a
             :class:`~sklmm.ZeroWeightWarning`). They are not frequency weights:
-            see the Notes.
+            see the Notes of the class.
         variance_components : array-like of shape (n_samples, n_components) \
                 or DataFrame, default=None
             Labels of the variance components, one column per component
@@ -450,6 +462,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             self._feature_names(),
             groups_cols,
             vc_cols,
+            names_given=hasattr(self, "feature_names_in_"),
         )
 
     def _dask_model(self, X, y, groups, variance_components, sample_weight):
@@ -483,21 +496,19 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         weights = check_sample_weight(sample_weight, n)
         groups_cols = label_columns(groups, "groups", n)
         vc_cols = label_columns(variance_components, "variance_components", n)
+        all_terms = None
         if weights is not None and not (weights > 0).all():
+            # Rows of weight 0 are left out, as if absent: the levels they alone had too.
+            all_terms = self._terms_for(n, groups_cols, vc_cols)
+            encode_terms(all_terms, label_sources(groups_cols, vc_cols))
             keep = weights > 0
             X, y, weights = X[keep], y[keep], weights[keep]
-            groups_cols, gone = groups_cols.subset(keep)
-            vc_cols, vc_gone = vc_cols.subset(keep)
-            gone.update(vc_gone)
-            if gone:
-                warn_user(
-                    "sample_weight is 0 on every row of some levels, which are left out of "
-                    f"the fit: {gone}. predict treats them as new levels.",
-                    ZeroWeightWarning,
-                )
+            groups_cols, vc_cols = groups_cols.subset(keep), vc_cols.subset(keep)
             n = X.shape[0]
         terms = self._terms_for(n, groups_cols, vc_cols)
         codes = encode_terms(terms, label_sources(groups_cols, vc_cols))
+        if all_terms is not None:
+            warn_lost_levels(lost_levels(all_terms, terms))
         return build_model(
             X,
             y,
@@ -506,8 +517,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             fit_intercept=self.fit_intercept,
             reml=self.reml,
             feature_names=self._feature_names(),
-            label_columns={"groups": list(groups_cols), "variance_components": list(vc_cols)},
+            label_columns={"groups": groups_cols.names(), "variance_components": vc_cols.names()},
             weights=weights,
+            names_given=hasattr(self, "feature_names_in_"),
         )
 
     def _set_fitted(self, fitted):
@@ -680,15 +692,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             ``scoring="r2"`` call :meth:`predict` without groups and cannot be
             warned about: use :func:`sklmm.make_group_scorer` instead.
         """
-        self._warn_population("score", "scores", groups, variance_components)
+        self._warn_population("score", groups, variance_components)
         pred = self.predict(X, groups=groups, variance_components=variance_components)
         return r2_score(y, pred, sample_weight=sample_weight)
 
-    def _warn_population(self, method, what, groups, variance_components):
+    def _warn_population(self, method, groups, variance_components):
         """Warn when a model with random effects is scored without any labels."""
         check_is_fitted(self)
         if groups is None and variance_components is None and self._fitted.model.terms:
-            warn_user(_SCORE_NO_GROUPS.format(method=method, what=what), NoGroupsWarning)
+            warn_user(_POPULATION[method], NoGroupsWarning)
 
     def summary(
         self,
@@ -727,15 +739,18 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             residual).
         """
         check_is_fitted(self)
+        if sample_weight is not None and (X is None or y is None):
+            raise ValueError(
+                "summary() uses sample_weight for the scaled residuals only: pass it "
+                "with X, y and groups"
+            )
         fitted = self._fitted
         fixed = fixed_effects_table(
             fitted.model.fixed_names, fitted.beta, self.fixed_effects_cov_, alpha
         )
         resid = None
         if X is not None and y is not None:
-            self._warn_population(
-                "summary", "summarises the residuals of", groups, variance_components
-            )
+            self._warn_population("summary", groups, variance_components)
             pred = self.predict(X, groups=groups, variance_components=variance_components)
             resid = (np.asarray(y, dtype=float) - pred) / np.sqrt(self.residual_variance_)
             weights = check_sample_weight(sample_weight, len(resid))
@@ -744,6 +759,11 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                     "the model was fitted with sample_weight: pass the same weights to "
                     "summary(X, y, groups, sample_weight=w) for lme4's scaled (Pearson) "
                     "residuals, sqrt(w) (y - fitted) / sigma"
+                )
+            if weights is not None and not fitted.model.weighted:
+                raise ValueError(
+                    "summary() received sample_weight, but the model was fitted without "
+                    "weights: pass the weights to fit, or none to summary"
                 )
             if weights is not None:
                 resid = (resid * np.sqrt(weights))[weights > 0]

@@ -24,21 +24,25 @@ class MixedLMConvergenceWarning(ConvergenceWarning):
     """The solver stopped before its convergence rule held."""
 
 
+#: Packages whose frames a warning skips on its way to the user's line: sklmm, the
+#: libraries that call it (scikit-learn, joblib, Dask), and the standard library.
+_SKIPPED = frozenset({"sklmm", "sklearn", "joblib", "dask", "distributed", "threadpoolctl"})
+
+
 def _outside_frame_depth():
-    """Stack level of the first frame outside sklmm, scikit-learn and the standard library."""
-    import os
+    """Stack level of the first frame outside sklmm, its callers' libraries and the stdlib.
+
+    Frames are told by their module's package name (not by file paths, which differ
+    between virtual environments and installations).
+    """
     import sys
-    import sysconfig
 
-    import sklearn
-
-    skip = (
-        os.path.dirname(os.path.abspath(__file__)),
-        os.path.dirname(os.path.abspath(sklearn.__file__)),
-        sysconfig.get_paths()["stdlib"],
-    )
+    skip = _SKIPPED | set(getattr(sys, "stdlib_module_names", ()))
     frame, level = sys._getframe(2), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
+    while frame is not None:
+        module = frame.f_globals.get("__name__") or ""
+        if module.partition(".")[0] not in skip:
+            break
         frame, level = frame.f_back, level + 1
     return level if frame is not None else 1
 
@@ -48,3 +52,13 @@ def warn_user(message, category):
     import warnings
 
     warnings.warn(message, category, stacklevel=_outside_frame_depth())
+
+
+def warn_lost_levels(lost):
+    """The :class:`ZeroWeightWarning` for levels whose rows all have weight 0 (if any)."""
+    if lost:
+        warn_user(
+            "sample_weight is 0 on every row of some levels, which are left out of the fit "
+            f"(by term: {lost}); predict treats them as new levels.",
+            ZeroWeightWarning,
+        )

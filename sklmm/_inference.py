@@ -182,6 +182,8 @@ def r_format(values, digits=4):
             kpower = int(exponent) if v != 0 else 0
             nsig = len(mantissa.replace(".", "").rstrip("0")) or 1
             left = kpower + 1
+            if kpower > 0 and abs(v) < 10.0**kpower:  # R's "roundingwidens": 99999 -> 1e+05
+                left -= 1
             lefts.append(left)
             rgt = max(rgt, nsig - left)
             mxsl = max(mxsl, (v < 0) + max(left, 1))
@@ -207,11 +209,21 @@ def r_format(values, digits=4):
     return [o.rjust(width) for o in out]
 
 
-def _format_p(p):
-    """R's ``format.pval``: ``<2e-16`` below the double-precision epsilon."""
-    if not np.isfinite(p):
-        return "NaN"
-    return "<2e-16" if p < 2.220446e-16 else f"{p:.3g}"
+def format_pvalues(pvalues, digits=3):
+    """R's ``format.pval(p, digits = 3)``: ``<2e-16`` below the double-precision epsilon;
+    the p-values from 1e-3 up in one common format, the smaller ones in another."""
+    pvalues = np.asarray(pvalues, dtype=float)
+    out = np.array(["<2e-16"] * len(pvalues), dtype=object)
+    out[np.isnan(pvalues)] = "NaN"
+    rest = ~(pvalues < 2.220446e-16) & ~np.isnan(pvalues)
+    with np.errstate(divide="ignore"):
+        fixed = rest & (
+            (np.floor(np.log10(np.where(pvalues > 0, pvalues, 1e-50))) >= -3) | (pvalues == 0)
+        )
+    for part in (fixed, rest & ~fixed):
+        if part.any():
+            out[part] = [v.strip() for v in r_format(pvalues[part], digits=digits)]
+    return list(out)
 
 
 def _varcorr_rows(random_terms, sigma2):
@@ -226,7 +238,7 @@ def _varcorr_rows(random_terms, sigma2):
     for (group, names, sigma, _), sd in zip(random_terms, sds, strict=True):
         q = len(names)
         with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.round(sigma / np.outer(sd, sd), 2)
+            corr = np.round(sigma / np.outer(sd, sd), 2) + 0.0  # -0.00 prints as 0.00
         cells = [f"{v:.2f}" if np.isfinite(v) else "NaN" for v in corr.ravel()]
         width = max(len(c) for c in cells)
         cells = np.asarray([c.rjust(width) for c in cells]).reshape(q, q)
@@ -348,7 +360,7 @@ def summary_blocks(
     table.columns = ["Estimate", "Std. Error", "z value"]
     table.index.name = None
     text = table.to_string(float_format=lambda v: f"{v:.4f}")
-    pvals = [_format_p(p) for p in fixed["p_value"]]
+    pvals = format_pvalues(fixed["p_value"].to_numpy())
     width = max(len("Pr(>|z|)"), *(len(p) for p in pvals))
     lines = text.split("\n")
     lines[0] += " " + "Pr(>|z|)".rjust(width)

@@ -218,7 +218,17 @@ def row_readers(X, terms, x_mean, z_means, fit_intercept):
 
 
 def build_model(
-    X, y, terms, codes, *, fit_intercept, reml, feature_names, label_columns, weights=None
+    X,
+    y,
+    terms,
+    codes,
+    *,
+    fit_intercept,
+    reml,
+    feature_names,
+    label_columns,
+    weights=None,
+    names_given=True,
 ):
     """The model of in-memory data.
 
@@ -234,6 +244,8 @@ def build_model(
         Level of every row per term.
     weights : ndarray of shape (n,), default=None
         Precision weights, all positive (rows of zero weight already left out).
+    names_given : bool, default=True
+        Whether ``X`` named its columns (for the messages of the checks).
     """
     n = X.shape[0]
     check_before_stats(terms, n, float(np.max(np.abs(y))))
@@ -257,6 +269,7 @@ def build_model(
         (x_mean, y_centre, z_means),
         label_columns,
         weight_total=None if weights is None else total,
+        names_given=names_given,
         **options,
     )
 
@@ -272,6 +285,7 @@ def model_from_stats(
     reml,
     feature_names,
     weight_total=None,
+    names_given=True,
 ):
     """Check the raw statistics, reparameterize and return the :class:`MixedModel`.
 
@@ -283,7 +297,9 @@ def model_from_stats(
     if not (np.isfinite(raw.XytXy).all() and all(np.isfinite(z).all() for z in raw.ZtXy)):
         raise ValueError("X has values too large to square and sum in float64; rescale its columns")
     fixed_names = (["(Intercept)"] if fit_intercept else []) + list(feature_names)
-    check_fixed_effects(raw.XytXy, n, col_means, fixed_names, fit_intercept, weight_total)
+    check_fixed_effects(
+        raw.XytXy, n, col_means, fixed_names, fit_intercept, weight_total, names_given
+    )
     counts = [None] * len(terms)
     for i, k in enumerate(raw.order):
         t, ZtZ = terms[k], raw.ZtZ[i]

@@ -134,11 +134,13 @@ BOUNDARY_SNAP = 1e-6
 
 
 def snap_to_boundary(objective, theta, evaluation, blocks):
-    """Put negligible rows of every ``Lambda`` exactly on the boundary, as lme4 lands there.
+    """Put negligible rows of every ``Lambda`` exactly on the boundary.
 
     A solver that approaches a zero variance stops at a ``theta`` of, say, 1e-16 rather
     than 0, which prints as a variance of 1e-32 and a meaningless correlation between two
-    such standard deviations. Every row of a term's ``Lambda`` whose entries are all below
+    such standard deviations. (lme4's bounded optimizer lands on the bound for the
+    diagonal of ``Lambda`` but can leave 1e-9 in the entries below it, which it prints as
+    a variance of 1e-18; sklmm prints the exact zero.) Every row of a term's ``Lambda`` whose entries are all below
     :data:`BOUNDARY_SNAP` (relative standard deviations of the rescaled columns) is set
     to zero, and the result kept if ``D`` does not rise by more than its rounding.
 

@@ -1,7 +1,8 @@
 """Scorers for conditional predictions: ``predict(X, groups=groups)`` under a named metric."""
 
+from sklearn.exceptions import UnsetMetadataPassedError
 from sklearn.pipeline import Pipeline
-from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest
+from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest, get_routing_for_object
 
 from ._exceptions import NoGroupsWarning, warn_user
 
@@ -83,16 +84,36 @@ class _GroupScorer:
 def _predict(estimator, X, labels):
     """``estimator.predict(X, **labels)``; a Pipeline's last step gets the labels directly.
 
-    A Pipeline routes ``groups`` to its last step's ``predict`` only when that step
-    requested it (``set_predict_request(groups=True)``); without the request every call
-    raises, and a search would score NaN on every fold. The scorer does not need the
-    request: it transforms ``X`` through the other steps and hands the labels to the
-    last one itself.
+    With metadata routing, a Pipeline passes ``groups`` to its last step's ``predict``
+    only when that step requested it (``set_predict_request(groups=True)``); without the
+    request the call raises, and a search would score NaN on every fold. Then, if no
+    step before the last asks for metadata in ``transform``, the scorer transforms ``X``
+    through those steps and hands the labels to the last one itself. Any other failure
+    is raised as it is.
     """
-    if labels and isinstance(estimator, Pipeline) and len(estimator) > 1:
-        Xt = estimator[:-1].transform(X)
-        return _predict(estimator[-1], Xt, labels)
-    return estimator.predict(X, **labels)
+    if not labels:
+        return estimator.predict(X)
+    try:
+        return estimator.predict(X, **labels)
+    except UnsetMetadataPassedError:
+        if not isinstance(estimator, Pipeline) or _transform_requests(estimator):
+            raise
+    Xt = X
+    for _, step in estimator.steps[:-1]:
+        if step is not None and not (isinstance(step, str) and step == "passthrough"):
+            Xt = step.transform(Xt)
+    return _predict(estimator.steps[-1][1], Xt, labels)
+
+
+def _transform_requests(pipeline):
+    """Whether a step before the last requests metadata for ``transform``."""
+    for _, step in pipeline.steps[:-1]:
+        if step is None or isinstance(step, str):
+            continue
+        routing = get_routing_for_object(step)
+        if routing.consumes("transform", ["groups", "variance_components", "sample_weight"]):
+            return True
+    return False
 
 
 def make_group_scorer(metric, *, greater_is_better=True, **kwargs):

@@ -200,20 +200,21 @@ _KEEP_NAMES = (
 )
 
 
-def _slope_positions(term, feature_names):
+def _slope_positions(term, feature_names, names_given=True):
     out = []
-    unnamed = feature_names == [f"x{j}" for j in range(len(feature_names))]
     for s in term.slopes:
         if s not in feature_names:
             raise ValueError(
                 f"random_effects term {term} names the slope {s!r}, which is not a column of X "
-                f"(columns: {feature_names})" + (f". {_KEEP_NAMES}" if unnamed else "")
+                f"(columns: {feature_names})" + ("" if names_given else f". {_KEEP_NAMES}")
             )
         out.append(feature_names.index(s))
     return np.asarray(out, dtype=int)
 
 
-def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups, vc):
+def resolve_terms(
+    random_effects, slopes, covariance_type, feature_names, groups, vc, names_given=True
+):
     """The terms of the model, from whichever form it was given in.
 
     Parameters
@@ -229,13 +230,17 @@ def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups
     groups, vc : LabelColumns
         The label columns of ``groups`` and ``variance_components`` (their names,
         whether the names came from the input, and their dtypes).
+    names_given : bool, default=True
+        Whether ``X`` named its columns (for the message of an unknown slope).
 
     Returns
     -------
     list of RandomTerm
         Levels not yet set (see :func:`encode_terms`).
     """
-    terms = _resolve(random_effects, slopes, covariance_type, feature_names, groups, list(vc))
+    terms = _resolve(
+        random_effects, slopes, covariance_type, feature_names, groups, list(vc), names_given
+    )
     dtypes = {("groups", k): v for k, v in (getattr(groups, "dtypes", None) or {}).items()} | {
         ("variance_components", k): v for k, v in (getattr(vc, "dtypes", None) or {}).items()
     }
@@ -244,7 +249,7 @@ def resolve_terms(random_effects, slopes, covariance_type, feature_names, groups
     return terms
 
 
-def _resolve(random_effects, slopes, covariance_type, feature_names, groups, vc_names):
+def _resolve(random_effects, slopes, covariance_type, feature_names, groups, vc_names, names_given):
     groups_names = list(groups)
     if random_effects is None:
         if len(groups_names) > 1:
@@ -304,7 +309,7 @@ def _resolve(random_effects, slopes, covariance_type, feature_names, groups, vc_
                     "DataFrame with one column per factor"
                 )
             sources.append(("groups", col))
-        terms.append(RandomTerm(name, t, sources, _slope_positions(t, feature_names)))
+        terms.append(RandomTerm(name, t, sources, _slope_positions(t, feature_names, names_given)))
     return terms
 
 
@@ -415,8 +420,9 @@ def label_sources(groups_cols, vc_cols):
 def align_labels(given, terms, kind, fitted_columns):
     """The label columns given at prediction, under the names the terms use.
 
-    Columns are matched by name. Where no name matches (an unnamed array, a renamed
-    Series), they are matched by position, in the order of ``fit``'s columns, if there
+    Named columns (a DataFrame, a named Series) are matched by name to the named columns
+    of ``fit``. Unnamed labels (an array, a list), or any labels for a model fitted on
+    unnamed ones, are matched by position, in the order of ``fit``'s columns, if there
     are as many as in ``fit``. A column the model needs that cannot be matched is an
     error, and so is ``None`` for a kind of labels the model needs when the other kind
     is given: treating those labels as unseen would silently drop terms from every
@@ -433,14 +439,36 @@ def align_labels(given, terms, kind, fitted_columns):
         )
     if set(wanted) <= set(given):
         return given
+    named = getattr(given, "named", False) and getattr(fitted_columns, "named", False)
     if len(given) == len(fitted_columns) and not set(given) & set(fitted_columns):
-        return dict(zip(fitted_columns, given.values(), strict=True))
+        if not named:
+            return dict(zip(fitted_columns, given.values(), strict=True))
+        raise ValueError(
+            f"{kind} at prediction is named {list(given)}, but the model was fitted with "
+            f"{fitted_columns}: named labels are matched by name. Pass the columns of fit "
+            "(rename them), or unnamed labels (.to_numpy()) to match them by position"
+        )
     missing = [c for c in wanted if c not in given]
     raise ValueError(
         f"{kind} at prediction has the columns {list(given)} but the model was fitted with "
         f"{fitted_columns}: {missing} are missing. Pass the same columns as in fit (or "
         "every label argument None for population predictions)"
     )
+
+
+def lost_levels(all_rows, kept_rows):
+    """Levels of each term seen on all rows but not on the kept ones (rows of weight 0).
+
+    ``all_rows`` and ``kept_rows`` are the same terms, their levels set from all the rows
+    and from the kept rows. Returns ``{term name: [levels]}`` (at most 10 per term) for
+    the terms that lost levels.
+    """
+    out = {}
+    for full, kept in zip(all_rows, kept_rows, strict=True):
+        lost = full.index().difference(kept.index())
+        if len(lost):
+            out[full.name] = lost.tolist()[:10]
+    return out
 
 
 def check_term_sizes(terms, n):

@@ -139,6 +139,12 @@ def check_labels(values, n_rows, name="groups"):
     return out
 
 
+class LabelNames(list):
+    """Names of the label columns of ``fit``, and whether the input named them."""
+
+    named = False
+
+
 class LabelColumns(dict):
     """Named label columns (a dict ``name -> labels``) and what the input said of them.
 
@@ -156,25 +162,17 @@ class LabelColumns(dict):
     named = False
     dtypes = None
 
-    def subset(self, keep):
-        """The columns on the rows ``keep``, and the labels of each column left with no row.
+    def names(self):
+        """The column names, as a :class:`LabelNames` list that remembers ``named``."""
+        out = LabelNames(self)
+        out.named = self.named
+        return out
 
-        Returns
-        -------
-        LabelColumns, dict
-            The subset (same names, ``named`` and dtypes) and ``{name: [labels]}`` of
-            the columns that lost every row of some labels.
-        """
+    def subset(self, keep):
+        """The columns on the rows ``keep`` (same names, ``named`` and dtypes)."""
         out = LabelColumns({name: np.asarray(v)[keep] for name, v in self.items()})
         out.named, out.dtypes = self.named, self.dtypes
-        gone = {}
-        for name, values in self.items():
-            lost = pd.Index(pd.unique(np.asarray(values)[~keep])).difference(
-                pd.Index(pd.unique(out[name]))
-            )
-            if len(lost):
-                gone[name] = lost.tolist()[:10]
-        return out, gone
+        return out
 
 
 def _dtype(values):
@@ -310,39 +308,51 @@ def check_y_range(y_max_abs, n):
 
 
 def collinear_columns(XtX, names):
-    """Names of columns that are constant zero or linear combinations of earlier ones."""
+    """Columns that are zero or linear combinations of earlier ones, and how.
+
+    Returns
+    -------
+    dropped : list of str
+        Their names.
+    sums : bool
+        Whether some combination is a sum of columns with equal coefficients, as a full
+        set of one-hot dummies is (their sum is the constant 1).
+    """
     d = np.sqrt(np.diag(XtX))
     zero = d <= 0
     d[zero] = 1.0
     corr = XtX / np.outer(d, d)
-    dropped = []
-    kept = []
+    dropped, kept, sums = [], [], False
     for j in range(len(names)):
         if zero[j]:
             dropped.append(names[j])
             continue
         trial = [*kept, j]
-        w = np.linalg.eigvalsh(corr[np.ix_(trial, trial)])
+        w, v = np.linalg.eigh(corr[np.ix_(trial, trial)])
         if w[0] <= 1e-10 * max(1.0, w[-1]):
             dropped.append(names[j])
+            raw = v[:, 0] / d[trial]  # the combination on the columns' own scale
+            raw = raw[[names[i] != "(Intercept)" for i in trial]]
+            big = raw[np.abs(raw) > 1e-6 * np.abs(raw).max()]
+            sums |= len(big) >= 2 and bool(np.allclose(big, big[0], rtol=1e-6))
         else:
             kept.append(j)
-    return dropped
+    return dropped, sums
 
 
-def _collinear_message(dropped, fixed_names):
-    """The error for collinear columns, with the usual causes and their fixes."""
+def _collinear_message(dropped, fixed_names, names_given, one_hot):
+    """The error for collinear columns, with the likely cause and its fix."""
     message = (
         f"the fixed-effect columns {dropped} are constant or linear combinations of other "
         "columns (the intercept included); remove them from X."
     )
-    if "(Intercept)" in fixed_names:
+    if one_hot and "(Intercept)" in fixed_names:
         message += (
-            " One-hot encoded factors next to the intercept are collinear with it: use "
-            "OneHotEncoder(drop='first') (R's treatment contrasts), or fit_intercept=False."
+            " Columns that sum to a constant, as a full set of one-hot dummies does, are "
+            "collinear with the intercept: use OneHotEncoder(drop='first') (R's treatment "
+            "contrasts), or fit_intercept=False."
         )
-    names = [n for n in fixed_names if n != "(Intercept)"]
-    if names == [f"x{j}" for j in range(len(names))]:
+    if not names_given:
         message += (
             " X has no column names (x0, x1, ... are positions): set_output(transform="
             "'pandas') on a ColumnTransformer or Pipeline keeps them."
@@ -350,12 +360,15 @@ def _collinear_message(dropped, fixed_names):
     return message
 
 
-def check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept, weight_total=None):
+def check_fixed_effects(
+    cp, n, col_means, fixed_names, fit_intercept, weight_total=None, names_given=True
+):
     """Errors for too few rows, constant or collinear columns and an exactly fitted y.
 
     ``cp`` is ``[X y]'W[X y]`` of the centred design (intercept column first when
     fitted); ``fixed_names`` names its first ``p`` columns; ``weight_total`` is the sum
-    of the weights (``n`` without weights).
+    of the weights (``n`` without weights); ``names_given`` whether ``X`` named its
+    columns (else the messages say how to keep the names).
     """
     weight_total = n if weight_total is None else weight_total
     p = cp.shape[0] - 1
@@ -372,11 +385,16 @@ def check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept, weight_tot
         constant = centred_ss <= 1e-18 * weight_total * col_means**2
         if constant.any():
             raise ValueError(
-                _collinear_message([names[j] for j in np.flatnonzero(constant)], fixed_names)
+                _collinear_message(
+                    [names[j] for j in np.flatnonzero(constant)],
+                    fixed_names,
+                    names_given,
+                    one_hot=False,
+                )
             )
-    dropped = collinear_columns(cp[:p, :p], fixed_names)
+    dropped, sums = collinear_columns(cp[:p, :p], fixed_names)
     if dropped:
-        raise ValueError(_collinear_message(dropped, fixed_names))
+        raise ValueError(_collinear_message(dropped, fixed_names, names_given, one_hot=sums))
     ols_r2 = cp[p, p] - cp[p, :p] @ np.linalg.solve(cp[:p, :p], cp[:p, p])
     if ols_r2 <= 1e-12 * max(cp[p, p], np.finfo(float).tiny):
         raise ValueError(

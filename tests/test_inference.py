@@ -9,7 +9,7 @@ import pytest
 from _reference import ONE_FACTOR, REFERENCE, load_case
 
 from sklmm import MixedLMRegressor, SingularFitWarning, likelihood_ratio_test
-from sklmm._inference import r_format
+from sklmm._inference import format_pvalues, r_format
 from sklmm.datasets import load_sleepstudy
 
 CASES = {name: load_case(name) for name in ONE_FACTOR}
@@ -196,6 +196,8 @@ def test_r_format_matches_r():
     for case in PRINT["format"]:
         got = [v.strip() for v in r_format(case["values"])]
         assert got == [v.strip() for v in case["formatted"]], case
+    for case in PRINT["pvalues"]:
+        assert format_pvalues(case["values"]) == case["formatted"], case
 
 
 def test_summary_states_boundary_and_ml():

@@ -220,7 +220,7 @@ def test_unseen_labels_and_missing_components_at_predict():
     np.testing.assert_allclose(as_int, both)
 
 
-def test_nested_groups_given_as_a_list_or_renamed_series():
+def test_nested_groups_given_as_a_list_but_not_as_a_renamed_series():
     df = load_pastes()
     est = MixedLMRegressor().fit(
         df[[]], df["strength"], groups=df["batch"], variance_components=df[["cask"]]
@@ -228,9 +228,12 @@ def test_nested_groups_given_as_a_list_or_renamed_series():
     new = pd.DataFrame({"batch": ["A", "A", "K"], "cask": ["a", "d", "a"]})
     want = est.predict(new[[]], groups=new["batch"], variance_components=new[["cask"]])
     assert want[0] > want[1] > want[2] == pytest.approx(est.intercept_)
-    for groups in (list(new["batch"]), new["batch"].rename("b"), new["batch"].to_numpy()):
+    for groups in (list(new["batch"]), new["batch"].to_numpy()):
         got = est.predict(new[[]], groups=groups, variance_components=new[["cask"]])
         np.testing.assert_array_equal(got, want)
+    # a renamed Series is not matched by position: named labels are matched by name
+    with pytest.raises(ValueError, match=r"named \['b'\].*matched by name"):
+        est.predict(new[[]], groups=new["batch"].rename("b"), variance_components=new[["cask"]])
     got = est.predict(new[[]], groups=new["batch"], variance_components=list(new["cask"]))
     np.testing.assert_array_equal(got, want)
     spec = MixedLMRegressor(random_effects="(1 | batch/cask)").fit(

@@ -225,7 +225,7 @@ def expected_failed_checks(estimator):
             "and sigma2 are closed-form and n_iter_ truthfully reports 0 iterations."
         ),
         "check_sample_weights_shape": (
-            "The check's y is 2.5 - 0.5 X[:, 1] exactly, a fit fit refuses (no residual "
+            "The check's y is 2.5 - 0.5 X[:, 1] exactly, a fit that fit refuses (no residual "
             "variance). tests/test_weights.py checks the same errors on data with noise."
         ),
         "check_sample_weights_not_overwritten": (

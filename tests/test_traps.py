@@ -400,3 +400,60 @@ def test_fitted_levels_keep_the_labels_dtype(sleep, convert, dtype):
     assert condvar.index.levels[0].dtype == blups.index.dtype
     # the fitted levels still match the labels at prediction
     np.testing.assert_allclose(est.predict(X, groups=convert(g)), est.predict(X, groups=g))
+
+
+def test_named_groups_at_prediction_are_matched_by_name(sleep):
+    X, y, g = sleep
+    est = MixedLMRegressor().fit(X, y, groups=g)
+    wrong = pd.Series(np.roll(g.to_numpy(), 10), name="item")
+    with pytest.raises(ValueError, match=r"named \['item'\].*fitted with \['Subject'\]"):
+        est.predict(X, groups=wrong)
+    with pytest.raises(ValueError, match="matched by name"):
+        est.score(X, y, groups=wrong)
+    # unnamed labels are matched by position; so is anything for a model fitted unnamed
+    np.testing.assert_array_equal(est.predict(X, groups=g.to_numpy()), est.predict(X, groups=g))
+    unnamed = MixedLMRegressor().fit(X, y, groups=g.to_numpy())
+    np.testing.assert_array_equal(unnamed.predict(X, groups=g), est.predict(X, groups=g))
+
+
+class _Select(sklearn.base.TransformerMixin, sklearn.base.BaseEstimator):
+    """A stateless column selector (no fitted attribute)."""
+
+    def __init__(self, columns=None):
+        self.columns = columns
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X[self.columns]
+
+
+def test_group_scorer_keeps_working_pipelines_working(sleep):
+    X, y, g = sleep
+    scorer = make_group_scorer(r2_score)
+    data = X.assign(other=1.0)
+    pipe = make_pipeline(_Select(["Days"]), MixedLMRegressor())
+    pipe.fit(data, y, mixedlmregressor__groups=g)
+    expected = r2_score(y, pipe.predict(data, groups=g))
+    assert scorer(pipe, data, y, groups=g) == pytest.approx(expected)
+    with sklearn.config_context(enable_metadata_routing=True):
+        # a stateless step, and a one-step Pipeline, without set_predict_request
+        est = MixedLMRegressor().set_fit_request(groups=True)
+        pipe = make_pipeline(_Select(["Days"]), est).fit(data, y, groups=g)
+        assert scorer(pipe, data, y, groups=g) == pytest.approx(expected)
+        one = make_pipeline(MixedLMRegressor().set_fit_request(groups=True)).fit(X, y, groups=g)
+        assert scorer(one, X, y, groups=g) == pytest.approx(expected)
+
+
+def test_collinearity_messages_name_the_likely_cause(sleep):
+    X, y, g = sleep
+    named = X.assign(x0=X["Days"], x1=2.0 * X["Days"])[["x0", "x1"]]
+    with pytest.raises(ValueError, match=r"\['x1'\]") as info:
+        MixedLMRegressor().fit(named, y, groups=g)
+    # named columns: no hint about names, and not a sum of dummies: no one-hot hint
+    assert "no column names" not in str(info.value)
+    assert "OneHotEncoder" not in str(info.value)
+    dummies = pd.get_dummies(np.where(X["Days"] < 5, "early", "late")).astype(float)
+    with pytest.raises(ValueError, match=r"sum to a constant.*drop='first'"):
+        MixedLMRegressor().fit(dummies, y, groups=g)

@@ -422,3 +422,62 @@ def test_likelihood_ratio_test_needs_the_same_weights():
     unweighted = MixedLMRegressor(reml=False).fit(X, y, groups=g)
     with pytest.raises(ValueError, match="sample_weight must be identical"):
         likelihood_ratio_test(unweighted, large)
+
+
+def test_an_interaction_level_with_only_zero_weights_is_said_so():
+    X, y, G, rng = _design(2, 12, 4, 0.0)
+    w = rng.uniform(0.5, 2.0, len(y))
+    a0, b0 = int(G["a"].iloc[0]), int(G["b"].iloc[0])
+    cell = (G["a"] == a0) & (G["b"] == b0)
+    assert (G["a"] == a0).sum() > cell.sum()  # the level of a keeps rows
+    w[cell.to_numpy()] = 0.0
+    spec = "(1 | a) + (1 | a:b)"
+    lost = rf"\{{'a:b': \[\({a0}, {b0}\)\]\}}"
+    with pytest.warns(ZeroWeightWarning, match=lost):
+        est = MixedLMRegressor(random_effects=spec).fit(X, y, groups=G, sample_weight=w)
+    assert (a0, b0) not in est.random_effects_["a:b"].index
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+
+    frame = pd.concat([X, G], axis=1).assign(y=y, w=w)
+    ddf = dd.from_pandas(frame, npartitions=3, sort=False)
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.warns(ZeroWeightWarning, match=lost):
+            dsk = MixedLMRegressor(random_effects=spec).fit(
+                ddf[["x"]], ddf["y"], groups=ddf[["a", "b"]], sample_weight=ddf["w"]
+            )
+    assert dsk.log_likelihood_ == pytest.approx(est.log_likelihood_, rel=1e-10)
+
+
+def test_sample_weight_through_a_pipeline_in_a_grid_search():
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    case = CASES["sleepstudy_w_reml"]
+    df = case.train
+    X, y, g, w = case.X(df), case.y(df), df["Subject"], df["w"].to_numpy()
+    cv = KFold(3, shuffle=True, random_state=0)
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = MixedLMRegressor().set_fit_request(groups=True, sample_weight=True)
+        est.set_score_request(groups=True, sample_weight=True)
+        scaler = StandardScaler().set_fit_request(sample_weight=False)
+        pipe = make_pipeline(scaler.set_output(transform="pandas"), est)
+        search = GridSearchCV(pipe, {"mixedlmregressor__reml": [True, False]}, cv=cv)
+        search.fit(X, y, groups=g, sample_weight=w)
+    best = search.best_estimator_[-1]
+    direct = MixedLMRegressor(reml=best.reml).fit(
+        StandardScaler().fit_transform(X), y, groups=g, sample_weight=w
+    )
+    assert best.log_likelihood_ == pytest.approx(direct.log_likelihood_, rel=1e-10)
+
+
+def test_summary_weights_must_match_the_fit():
+    case = CASES["sleepstudy_w_reml"]
+    train = case.train
+    args = (case.X(train), case.y(train), train["Subject"])
+    plain = MixedLMRegressor().fit(*args)
+    with pytest.raises(ValueError, match="fitted without weights"):
+        plain.summary(*args, sample_weight=train["w"])
+    with pytest.raises(ValueError, match="pass it with X, y and groups"):
+        plain.summary(sample_weight=train["w"])
