@@ -140,9 +140,10 @@ def snap_to_boundary(objective, theta, evaluation, blocks):
     than 0, which prints as a variance of 1e-32 and a meaningless correlation between two
     such standard deviations. (lme4's bounded optimizer lands on the bound for the
     diagonal of ``Lambda`` but can leave 1e-9 in the entries below it, which it prints as
-    a variance of 1e-18; sklmm prints the exact zero.) Every row of a term's ``Lambda`` whose entries are all below
-    :data:`BOUNDARY_SNAP` (relative standard deviations of the rescaled columns) is set
-    to zero, and the result kept if ``D`` does not rise by more than its rounding.
+    a variance of 1e-18; sklmm prints the exact zero.) Every row of a term's ``Lambda``
+    whose entries are all below :data:`BOUNDARY_SNAP` (relative standard deviations of
+    the rescaled columns) is set to zero, and the result kept if ``D`` does not rise by
+    more than its rounding.
 
     Parameters
     ----------
