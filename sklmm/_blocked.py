@@ -209,7 +209,7 @@ class BlockedDeviance(FactorCache):
 
     def __init__(self, stats, reml, structures=None):
         self.stats = stats
-        self.reml = bool(reml)
+        self.reml = bool(reml) and stats.p > 0  # no fixed effects: REML is ML
         p, K = stats.p, stats.n_terms
         q_sorted = stats.q
         q_caller = np.empty(K, dtype=int)

@@ -29,7 +29,7 @@ from ._inference import MixedLMSummary, fixed_effects_table, summary_blocks
 from ._model import build_model
 from ._optimize import ALL_SOLVERS, optimize, resolve_solver
 from ._terms import encode_terms, label_sources, lost_levels, resolve_terms, slope_positions
-from ._validation import check_sample_weight, label_columns, prepare_X
+from ._validation import check_sample_weight, check_slope_labels, label_columns, prepare_X
 
 _POPULATION = {
     "score": (
@@ -483,9 +483,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         )
 
     def _memory_model(self, X, y, groups, variance_components, sample_weight):
+        X = prepare_X(X)
+        if self.random_effects is None:
+            check_slope_labels(X, self.random_slopes)
         X, y = validate_data(
             self,
-            prepare_X(X),
+            X,
             y,
             y_numeric=True,
             ensure_min_samples=2,

@@ -119,22 +119,10 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
     h = 1e-3
     H = np.empty((n_par, n_par))
     E = np.eye(n_par) * h
-    d0 = at(phi0)
-    for a in range(n_par):
-        for b in range(a, n_par):
-            if a == b:
-                val = (at(phi0 + E[a]) - 2 * d0 + at(phi0 - E[a])) / h**2
-            else:
-                val = (
-                    at(phi0 + E[a] + E[b])
-                    - at(phi0 + E[a] - E[b])
-                    - at(phi0 - E[a] + E[b])
-                    + at(phi0 - E[a] - E[b])
-                ) / (4 * h**2)
-            H[a, b] = H[b, a] = val
     try:
+        _information(at, phi0, E, h, H)
         cov_phi = 2.0 * np.linalg.inv(H)  # D = -2 log L: information = H / 2
-    except np.linalg.LinAlgError:
+    except np.linalg.LinAlgError:  # a singular information, or a neighbour that fails
         return np.full((n_rows, 2), np.nan)
     if not np.all(np.isfinite(cov_phi)):
         return np.full((n_rows, 2), np.nan)
@@ -152,6 +140,23 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
         row += size
     out[-1] = np.exp(free_cis[-1])
     return out
+
+
+def _information(at, phi0, E, h, H):
+    """Fill ``H`` with the central-difference Hessian of ``at`` at ``phi0`` (steps ``E``)."""
+    d0 = at(phi0)
+    for a in range(len(phi0)):
+        for b in range(a, len(phi0)):
+            if a == b:
+                val = (at(phi0 + E[a]) - 2 * d0 + at(phi0 - E[a])) / h**2
+            else:
+                val = (
+                    at(phi0 + E[a] + E[b])
+                    - at(phi0 + E[a] - E[b])
+                    - at(phi0 - E[a] + E[b])
+                    + at(phi0 - E[a] - E[b])
+                ) / (4 * h**2)
+            H[a, b] = H[b, a] = val
 
 
 def information_criteria(log_likelihood, df, n):

@@ -197,6 +197,48 @@ def centring(terms, col_means, y_mean, fit_intercept):
     return x_mean, y_centre, z_means
 
 
+def _projected(ZtZ, ZtXy):
+    """``sum_l ZtXy_l' ZtZ_l^+ ZtXy_l``: a batched Cholesky, or eigenvalues if singular."""
+    try:
+        U = np.linalg.solve(np.linalg.cholesky(ZtZ), ZtXy)  # L_l^{-1} Z_l'[X y]
+    except np.linalg.LinAlgError:  # a singular block (a slope constant in some level)
+        w, V = np.linalg.eigh(ZtZ)
+        keep = w > 1e-12 * np.maximum(w[:, -1:], np.finfo(float).tiny)
+        U = (
+            np.matmul(np.swapaxes(V, 1, 2), ZtXy)
+            * np.where(keep, 1.0 / np.sqrt(np.where(keep, w, 1.0)), 0.0)[:, :, None]
+        )
+    return np.einsum("lqa,lqb->ab", U, U, optimize=True)
+
+
+def check_exact_fit(raw, terms):
+    """Error when the fixed effects and one term's random effects fit ``y`` exactly.
+
+    For example ``y`` constant within every level of a factor: its random intercepts can
+    reproduce ``y`` with a residual variance of 0, where the likelihood has no maximum
+    (it grows without bound as ``sigma2`` goes to 0). The residual sum of squares of ``y``
+    on ``[X Z_k]`` (``Z_k`` as fixed dummies and slopes) comes from the statistics: the
+    within-level cross-products ``[X y]'[X y] - sum_l Z_l'[X y]' (Z_l'Z_l)^+ Z_l'[X y]``.
+    """
+    cp, p = raw.XytXy, raw.p
+    total = cp[p, p]
+    if p:
+        total = total - cp[p, :p] @ np.linalg.lstsq(cp[:p, :p], cp[:p, p], rcond=None)[0]
+    for i, k in enumerate(raw.order):
+        W = cp - _projected(raw.ZtZ[i], raw.ZtXy[i])
+        rss = W[p, p]
+        if p:
+            rss = rss - W[p, :p] @ np.linalg.lstsq(W[:p, :p], W[:p, p], rcond=None)[0]
+        if rss <= 1e-13 * max(total, np.finfo(float).tiny):
+            t = terms[k]
+            raise ValueError(
+                f"y is fitted exactly by the fixed effects and the random effects of the "
+                f"term {t.spec} (for example, y constant within every level of "
+                f"{t.name!r}): the residual variance would be 0, where the likelihood has "
+                "no maximum. Remove the term, or model y at another level"
+            )
+
+
 def check_before_stats(terms, n, y_max_abs):
     """The checks that need no statistics: term sizes, the dense block, the range of y."""
     check_term_sizes(terms, n)
@@ -209,7 +251,7 @@ def row_readers(X, terms, x_mean, z_means, fit_intercept):
 
     def x_rows(a, b):
         Xc = X[a:b] - x_mean
-        return np.column_stack([np.ones(b - a), Xc]) if fit_intercept else Xc
+        return np.column_stack([np.ones(len(Xc)), Xc]) if fit_intercept else Xc
 
     def z_reader(t, zm):
         return lambda a, b: t.z(X[a:b]) - zm
@@ -300,6 +342,7 @@ def model_from_stats(
     check_fixed_effects(
         raw.XytXy, n, col_means, fixed_names, fit_intercept, weight_total, names_given
     )
+    check_exact_fit(raw, terms)
     counts = [None] * len(terms)
     for i, k in enumerate(raw.order):
         t, ZtZ = terms[k], raw.ZtZ[i]

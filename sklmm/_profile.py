@@ -201,7 +201,7 @@ class ProfiledDeviance(FactorCache):
     def __init__(self, stats, cov, reml):
         self.stats = stats
         self.cov = cov
-        self.reml = bool(reml)
+        self.reml = bool(reml) and stats.p > 0  # no fixed effects: REML is ML
         self._basis = cov.basis()
         p = stats.p
         self.k = stats.n - p if self.reml else stats.n
@@ -270,11 +270,13 @@ class ProfiledDeviance(FactorCache):
             return grad, None
         # Second derivative as a bilinear form H4[m,j,k,l] E[m,j] F[k,l].
         H4 = -np.einsum("gjk,glm->mjkl", A, A, optimize=True)
-        H4 -= (k / r2**2) * np.einsum("mj,kl->mjkl", Su, Su)
+        Sn = Su / r2  # scaled before the product: r2**2 overflows for |y| ~ 1e80
+        H4 -= k * np.einsum("mj,kl->mjkl", Sn, Sn)
         H4 += (2.0 * k / r2) * np.einsum("gm,gjk,gl->mjkl", u, A, u, optimize=True)
-        Rw = np.einsum("gma,gj->mja", W, u)
-        CiR = _cho_solve(f["L_C_inv"], Rw.reshape(-1, p).T)
-        H4 -= (2.0 * k / r2) * (Rw.reshape(-1, p) @ CiR).reshape(H4.shape)
+        if p:
+            Rw = np.einsum("gma,gj->mja", W, u)
+            CiR = _cho_solve(f["L_C_inv"], Rw.reshape(-1, p).T)
+            H4 -= (2.0 * k / r2) * (Rw.reshape(-1, p) @ CiR).reshape(H4.shape)
         if self.reml:
             H4 += 2.0 * np.einsum("gjk,glm->mjkl", A, B, optimize=True)
             Wf = W.reshape(st.n_groups, -1)  # [g, (m, a)]

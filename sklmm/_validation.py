@@ -104,6 +104,18 @@ def prepare_X(X):
             for c in X.columns
             if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))
         ]
+        numbers = {}
+        for c in bad:  # object columns holding numbers, as an object ndarray is accepted
+            if X[c].dtype == object:
+                try:
+                    numbers[c] = pd.to_numeric(X[c], errors="raise")
+                except (TypeError, ValueError):
+                    continue
+        if numbers:
+            X = X.copy()  # never modify the input
+            for c, v in numbers.items():
+                X[c] = v
+            bad = [c for c in bad if c not in numbers]
         if bad:
             raise ValueError(
                 f"X has non-numeric columns {bad}; encode them first (for example with {_ONE_HOT})"
@@ -228,6 +240,23 @@ def label_columns(obj, what, n_rows, check=check_labels):
     return out
 
 
+def check_slope_labels(X, random_slopes):
+    """Error for integer ``random_slopes`` on a DataFrame whose integer labels are not
+    the positions (``{1: ..., 0: ...}``): ``0`` could mean either column."""
+    if random_slopes is None or not isinstance(X, pd.DataFrame):
+        return
+    columns = list(X.columns)
+    if all(isinstance(c, str) for c in columns) or columns == list(range(len(columns))):
+        return
+    slopes = [random_slopes] if isinstance(random_slopes, (int, np.integer)) else random_slopes
+    if any(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in slopes):
+        raise ValueError(
+            f"random_slopes={random_slopes!r} gives positions, but X's columns are labelled "
+            f"{columns}, which are not their positions: name the columns with strings "
+            "(X.columns = X.columns.astype(str)) and give random_slopes by name"
+        )
+
+
 def check_sample_weight(sample_weight, n_rows):
     """Precision weights as a float array: 1-D, one per row, finite and non-negative.
 
@@ -282,7 +311,8 @@ def match_labels(levels, values):
 
     Labels are matched as they are; when the kinds differ (numbers in fit, strings at
     predict, or the reverse), they are matched by their string forms, so that ``308``
-    and ``"308"`` name the same group.
+    and ``"308"`` name the same group, and else by value, so that ``1.0`` and ``"1"``
+    do too.
     """
     idx = pd.Index(levels).get_indexer(values)
     numeric = [
@@ -295,6 +325,17 @@ def match_labels(levels, values):
             np.asarray(values).astype(str)
         )
         idx = np.where(idx >= 0, idx, as_str)
+        # numbers written as text ("1" for the level 1.0, or the reverse): by value
+        numbers, texts = (levels, values) if numeric[0] else (values, levels)
+        parsed = pd.to_numeric(pd.Series(np.asarray(texts, dtype=object)), errors="coerce")
+        if numeric[0]:
+            by_value = pd.Index(np.asarray(numbers, dtype=float)).get_indexer(parsed)
+        else:
+            lookup = pd.Index(parsed.to_numpy(dtype=float))
+            by_value = lookup.get_indexer(np.asarray(numbers, dtype=float))
+            if not lookup.is_unique:  # "1" and "1.0" both fitted: leave it to the text
+                by_value = np.full(len(values), -1)
+        idx = np.where(idx >= 0, idx, by_value)
     return idx
 
 
@@ -379,10 +420,11 @@ def check_fixed_effects(
         )
     names = fixed_names[1:] if fit_intercept else fixed_names
     if fit_intercept and p > 1:
-        # A constant column is all zeros once centred, up to the rounding of its mean
-        # (relative 1e-10 at worst): far below 1e-18 of its uncentred square.
+        # A constant column is all zeros once centred, up to the rounding of its values
+        # and of its mean (a few eps relative): far below (1e-12)^2 of its uncentred
+        # square. A column 1e10 + N(0, 1) varies well above that and is kept.
         centred_ss = np.diag(cp)[1:p]
-        constant = centred_ss <= 1e-18 * weight_total * col_means**2
+        constant = centred_ss <= 1e-24 * weight_total * col_means**2
         if constant.any():
             raise ValueError(
                 _collinear_message(
@@ -391,6 +433,8 @@ def check_fixed_effects(
                     names_given,
                     one_hot=False,
                 )
+                + " (A column that varies only in its last digits, relative to its size, "
+                "is constant to float64: centre or rescale it.)"
             )
     dropped, sums = collinear_columns(cp[:p, :p], fixed_names)
     if dropped:

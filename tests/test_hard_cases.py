@@ -1,0 +1,149 @@
+"""Inputs that used to crash inside numpy or fit a likelihood without a maximum.
+
+Each reaches lme4's log-likelihood (``tests/reference/hard_cases/make.R``) or is refused
+with an error that names the cause.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from _reference import REFERENCE
+
+from sklmm import MixedLMRegressor
+from sklmm._inference import variance_parameter_cis
+
+LME4 = json.loads((REFERENCE / "hard_cases" / "lme4.json").read_text())
+SMALL = pd.read_csv(REFERENCE / "hard_cases" / "small.csv")
+
+
+@pytest.mark.parametrize("solver", ["auto", "lbfgs"])
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+def test_no_fixed_effects_at_all(solver, reml):
+    # lme4: y ~ 0 + (1 | g); with no fixed effects REML is ML
+    est = MixedLMRegressor(fit_intercept=False, solver=solver, reml=reml)
+    est.fit(np.zeros((len(SMALL), 0)), SMALL["y"], groups=SMALL["g"])
+    assert est.log_likelihood_ == pytest.approx(LME4["no_fixed_ml"], abs=1e-6)
+    assert est.coef_.shape == (0,)
+    assert est.fixed_effects_cov_.shape == (0, 0)
+    np.testing.assert_allclose(
+        est.predict(np.zeros((3, 0)), groups=SMALL["g"][:3]),
+        est.random_effects_["g"]["(Intercept)"].loc[SMALL["g"][:3]].to_numpy(),
+    )
+
+
+@pytest.mark.parametrize("scale", [1e80, 1e-80, 1.0])
+def test_response_at_extreme_scales(scale):
+    # lme4: y ~ x + (x | g) on y; y * scale has the same fit, in its units
+    est = MixedLMRegressor(random_slopes=["x"]).fit(
+        SMALL[["x"]], SMALL["y"] * scale, groups=SMALL["g"]
+    )
+    shift = LME4["slope_reml_df_resid"] * np.log(scale)
+    assert est.converged_
+    assert est.log_likelihood_ + shift == pytest.approx(LME4["slope_reml"], abs=1e-6)
+    unit = MixedLMRegressor(random_slopes=["x"]).fit(SMALL[["x"]], SMALL["y"], groups=SMALL["g"])
+    np.testing.assert_allclose(
+        est.random_effects_cov_["g"].to_numpy() / scale**2,
+        unit.random_effects_cov_["g"].to_numpy(),
+        rtol=1e-6,
+    )
+
+
+def test_y_fitted_exactly_by_a_random_intercept_is_refused():
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(10), 5)
+    y = rng.normal(size=10)[g]  # constant within every group
+    x = rng.normal(size=(50, 1))
+    with pytest.raises(ValueError, match=r"fitted exactly .* term \(1 \| group\)"):
+        MixedLMRegressor().fit(x, y, groups=g)
+    # binary y constant within the cells of a:b
+    G = pd.DataFrame({"a": np.repeat(np.arange(6), 20), "b": np.tile(np.arange(4), 30)})
+    cell = rng.integers(0, 2, size=(6, 4))
+    y = cell[G["a"], G["b"]].astype(float)
+    with pytest.raises(ValueError, match=r"term \(1 \| a:b\)"):
+        MixedLMRegressor(random_effects="(1 | a) + (1 | a:b)").fit(
+            np.zeros((len(G), 0)), y, groups=G
+        )
+
+
+def test_a_large_variance_ratio_is_not_an_exact_fit():
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 8, 200)
+    y = 1e5 * rng.normal(size=8)[g] + rng.normal(size=200)
+    est = MixedLMRegressor().fit(rng.normal(size=(200, 1)), y, groups=g)
+    assert 0.5 < est.residual_variance_ < 2.0
+
+
+def test_intervals_of_a_criterion_that_fails_near_the_estimate_are_nan():
+    def deviance(sigmas, sigma2):
+        raise np.linalg.LinAlgError("not positive definite")
+
+    cis = variance_parameter_cis([(np.eye(2), True, True)], 1.0, deviance, 0.05)
+    assert cis.shape == (4, 2) and np.isnan(cis).all()
+
+
+def test_dask_partitions_left_empty_by_a_filter():
+    dask = pytest.importorskip("dask")
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(0)
+    n = 600
+    g = rng.integers(0, 20, n)
+    x = rng.normal(size=n)
+    df = pd.DataFrame(
+        {"x": x, "y": x + rng.normal(size=20)[g] + rng.normal(size=n), "g": g, "k": np.arange(n)}
+    )
+    ddf = dd.from_pandas(df, npartitions=6, sort=False)
+    filtered, rows = ddf[ddf["k"] >= 250], df[df["k"] >= 250]
+    with dask.config.set(scheduler="synchronous"):
+        assert 0 in filtered.map_partitions(len).compute().tolist()
+        for slopes in (None, ["x"]):
+            dsk = MixedLMRegressor(random_slopes=slopes).fit(
+                filtered[["x"]], filtered["y"], groups=filtered["g"]
+            )
+            mem = MixedLMRegressor(random_slopes=slopes).fit(
+                rows[["x"]], rows["y"], groups=rows["g"]
+            )
+            assert dsk.log_likelihood_ == pytest.approx(mem.log_likelihood_, rel=1e-12)
+            pred = dsk.predict(filtered[["x"]], groups=filtered["g"]).compute()
+            np.testing.assert_allclose(pred, mem.predict(rows[["x"]], groups=rows["g"]))
+
+
+def test_numbers_written_as_text_name_the_same_group():
+    est = MixedLMRegressor().fit(SMALL[["x"]], SMALL["y"], groups=SMALL["g"].astype(float))
+    rows = SMALL.iloc[:10]
+    want = est.predict(rows[["x"]], groups=rows["g"].astype(float))
+    for labels in (rows["g"].astype(str), rows["g"].map(lambda v: f"{v}.0")):
+        np.testing.assert_array_equal(est.predict(rows[["x"]], groups=labels), want)
+    assert not np.allclose(want, est.predict(rows[["x"]]))
+
+
+def test_integer_column_labels_that_are_not_positions():
+    X = pd.DataFrame({1: SMALL["x"], 0: np.random.default_rng(0).normal(size=len(SMALL))})
+    with pytest.raises(ValueError, match=r"labelled \[1, 0\], which are not their positions"):
+        MixedLMRegressor(random_slopes=[0]).fit(X, SMALL["y"], groups=SMALL["g"])
+    # labels equal to the positions are unambiguous
+    X = pd.DataFrame(SMALL[["x"]].to_numpy())
+    est = MixedLMRegressor(random_slopes=[0]).fit(X, SMALL["y"], groups=SMALL["g"])
+    assert list(est.random_effects_["g"].columns) == ["(Intercept)", "x0"]
+
+
+def test_object_columns_of_numbers_are_numbers():
+    X = SMALL[["x"]].astype(object)
+    before = X.copy()
+    est = MixedLMRegressor().fit(X, SMALL["y"], groups=SMALL["g"])
+    ref = MixedLMRegressor().fit(SMALL[["x"]], SMALL["y"], groups=SMALL["g"])
+    assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, rel=1e-12)
+    pd.testing.assert_frame_equal(X, before)  # not modified
+    with pytest.raises(ValueError, match="non-numeric columns"):
+        MixedLMRegressor().fit(X.assign(x=["a"] * len(X)), SMALL["y"], groups=SMALL["g"])
+
+
+def test_a_column_far_from_zero_is_not_constant():
+    shifted = SMALL[["x"]] + 1e10
+    est = MixedLMRegressor().fit(shifted, SMALL["y"], groups=SMALL["g"])
+    ref = MixedLMRegressor().fit(SMALL[["x"]], SMALL["y"], groups=SMALL["g"])
+    assert est.coef_[0] == pytest.approx(ref.coef_[0], rel=1e-5)
+    assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, abs=1e-6)
+    with pytest.raises(ValueError, match="centre or rescale"):
+        MixedLMRegressor().fit(SMALL[["x"]] * 0 + 1e10, SMALL["y"], groups=SMALL["g"])
