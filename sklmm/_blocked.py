@@ -126,7 +126,7 @@ from ._profile import (
     _upper_solve_t,
     profile_fixed_effects,
 )
-from ._solvers import SolverResult
+from ._solvers import SolverResult, scaled_gradient
 
 #: Rows of the dense (rest) block from which ``minimize_blocked`` uses two BLAS threads.
 THREADED_REST = 2000
@@ -892,6 +892,14 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
     theta0_used = theta.copy()
     polish_steps = 0
 
+    # L-BFGS-B works on u = theta / D, D = max(1, |theta|) at the start, so that its own
+    # gradient test is on the scale of the convergence rule (large theta: relative).
+    D = np.maximum(1.0, np.abs(theta))
+
+    def fun_scaled(u):
+        f, g = fun(u * D)
+        return f, g * D
+
     def fun(t):
         try:
             ev = objective(t, 1)
@@ -914,11 +922,13 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
         if remaining <= 0:  # max_iter=0: the start is the result
             break
         res = scipy.optimize.minimize(
-            fun,
-            theta,
+            fun_scaled,
+            theta / D,
             jac=True,
             method="L-BFGS-B",
-            bounds=bounds,
+            bounds=[
+                (None if b is None else b / d, None) for (b, _), d in zip(bounds, D, strict=True)
+            ],
             options={
                 "maxiter": remaining,
                 "maxfun": 10 * remaining,
@@ -1050,4 +1060,6 @@ def _leave_boundary_saddle(objective, theta, ev, lower, h=1e-3):
 
 
 def _projected(theta, gradient, lower):
-    return np.where((theta <= lower) & (gradient > 0), 0.0, gradient)
+    """The projected gradient in the units of the convergence rule (see
+    :func:`~sklmm._solvers.scaled_gradient`)."""
+    return scaled_gradient(theta, gradient, lower)

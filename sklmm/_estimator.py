@@ -142,12 +142,14 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     tol : float, default=1e-7
         Convergence rule, the same for every solver: every entry of the
         projected gradient of ``-2 log L`` in ``theta`` (the square-root-scale
-        parameters) is at most ``tol * n`` in absolute value (``n`` rows; a
-        rule free of the units of ``y``). ``"em-newton"``, ``"em"`` and
-        ``"newton"`` also require that the Hessian on the free parameters
-        have no negative eigenvalue (no saddle point); ``"lbfgs"`` accepts up
-        to ``10 * tol * n`` (L-BFGS-B may stop on a negligible decrease) and
-        checks the curvature on the boundary only (see the algorithm page).
+        parameters), times ``max(1, |theta_i|)`` (a relative change where
+        ``theta_i`` is large), is at most ``tol * n`` in absolute value (``n``
+        rows; a rule free of the units of ``y`` and of the scale of
+        ``theta``). ``"em-newton"``, ``"em"`` and ``"newton"`` also require
+        that the Hessian on the free parameters have no negative eigenvalue
+        (no saddle point); ``"lbfgs"`` accepts up to ``10 * tol * n``
+        (L-BFGS-B may stop on a negligible decrease) and checks the curvature
+        on the boundary only (see the algorithm page).
     verbose : int, default=0
         Print one line per iteration when positive (per evaluation of the
         criterion with its gradient requested by L-BFGS-B), for every

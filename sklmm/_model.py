@@ -144,11 +144,30 @@ class MixedModel:
 
 
 def _memory_bytes():
-    """Physical memory of the machine, or None where the OS does not say."""
+    """Memory the process may use: the least of physical memory, the address-space limit
+    (``RLIMIT_AS``) and the cgroup limit (containers), or None where none is known."""
+    limits = []
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux/macOS
-        return None
+        pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+            limits.append(soft)
+    except (ImportError, ValueError, OSError):  # pragma: no cover - Windows
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # "max", or a huge "no limit" value
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
 def check_dense_block(terms):
@@ -165,7 +184,7 @@ def check_dense_block(terms):
     rest = np.argsort(-levels, kind="stable")[1:]
     m_r = sum(terms[k].n_levels * terms[k].q for k in rest)
     need = DENSE_COPIES * 8 * m_r * m_r
-    have = _memory_bytes()
+    have = _memory_bytes()  # physical memory, or the process's limit if lower
     if have is not None and need > 0.8 * have:
         names = [str(terms[k].spec) for k in sorted(rest)]
         raise ValueError(
@@ -229,13 +248,13 @@ def check_exact_fit(raw, terms):
         rss = W[p, p]
         if p:
             rss = rss - W[p, :p] @ np.linalg.lstsq(W[:p, :p], W[:p, p], rcond=None)[0]
-        if rss <= 1e-13 * max(total, np.finfo(float).tiny):
+        if rss <= 5e-15 * max(total, np.finfo(float).tiny):  # float64 rounding: ~1e-15
             t = terms[k]
             raise ValueError(
-                f"y is fitted exactly by the fixed effects and the random effects of the "
-                f"term {t.spec} (for example, y constant within every level of "
-                f"{t.name!r}): the residual variance would be 0, where the likelihood has "
-                "no maximum. Remove the term, or model y at another level"
+                "y is fitted exactly (to float64 rounding) by the fixed effects and the "
+                f"random effects of the term {t.spec} (for example, y constant within "
+                f"every level of {t.name!r}): the residual variance would be 0, where the "
+                "likelihood has no maximum. Remove the term, or model y at another level"
             )
 
 

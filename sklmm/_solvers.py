@@ -92,6 +92,19 @@ def projected_gradient(theta, gradient, lower):
     return np.where(blocked, 0.0, gradient)
 
 
+def scaled_gradient(theta, gradient, lower):
+    """The projected gradient, each entry times ``max(1, |theta_i|)``: the convergence rule.
+
+    Where ``|theta_i| > 1`` this is the derivative with respect to ``log theta_i``, a
+    relative change: the criterion depends on the ratio of a random-effect standard
+    deviation to the residual one through ``log theta`` once that ratio is large (``D``
+    goes like ``2 m log theta``), so an absolute gradient becomes tiny long before the
+    optimum (a ratio of 1e5 stopped 2.4 log-likelihood units short). Where ``|theta_i|
+    <= 1`` it is the plain gradient, which stays informative down to the boundary.
+    """
+    return projected_gradient(theta, gradient, lower) * np.maximum(1.0, np.abs(theta))
+
+
 class _Run:
     """State shared by the phases of one solver run."""
 
@@ -107,7 +120,7 @@ class _Run:
 
     def gnorm(self, ev):
         return float(
-            np.max(np.abs(projected_gradient(ev.theta, ev.gradient, self.lower)), initial=0.0)
+            np.max(np.abs(scaled_gradient(ev.theta, ev.gradient, self.lower)), initial=0.0)
         )
 
     def free(self, ev):
