@@ -214,10 +214,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         for every model: ``phase``
         (``"em"``, ``"newton"``, ``"restart"`` for the Newton pass from the
         start of ``"em-newton"``; ``"lbfgs"``, ``"polish"`` for the Newton
-        steps after L-BFGS-B; ``"none"`` for a model without variance
-        parameters), ``iteration``, ``objective`` (``-2 log L``),
-        ``log_likelihood``, ``gradient_norm`` (the largest entry of the
-        projected gradient), ``step_size``, ``residual_variance``, then the
+        steps after L-BFGS-B; ``"multistart"`` for the fits from the starts
+        ``Lambda = c I`` tried when the first optimum is on the boundary;
+        ``"none"`` for a model without variance parameters), ``iteration``,
+        ``objective`` (``-2 log L``), ``log_likelihood``, ``gradient_norm``
+        (the largest entry of the projected gradient), ``step_size``,
+        ``residual_variance``, then the
         variance parameters of every term on the user scale at that iterate:
         ``"<term>: Var[<effect>]"`` and, for correlated effects,
         ``"<term>: Cov[<a>,<b>]"`` (for example ``"Subject: Var[(Intercept)]"``,

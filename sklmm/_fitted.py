@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 from ._inference import information_criteria, varcorr_table, variance_parameter_cis
-from ._optimize import optimize
+from ._optimize import BOUNDARY_TOL, optimize
 from ._terms import align_labels, label_sources, match_terms
 
 #: A diagonal entry of Lambda below this marks a singular (boundary) fit: lme4's isSingular
 #: threshold, applied here to the Lambda of the centred random-effect columns rescaled to unit
 #: root mean square (so the flag does not depend on the units or offsets of the columns).
-SINGULAR_TOL = 1e-4
+SINGULAR_TOL = BOUNDARY_TOL  # lme4's isSingular tolerance on the diagonal of Lambda
 
 
 def _theta_from_psi(psi, structure):

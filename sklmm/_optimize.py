@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._blocked import minimize_blocked
-from ._solvers import SOLVERS, minimize_deviance
+from ._solvers import SOLVERS, SolverResult, minimize_deviance
 
 #: Every solver name; ``"auto"`` resolves per model.
 ALL_SOLVERS = ("auto", *SOLVERS, "lbfgs")
@@ -129,6 +129,59 @@ def resolve_solver(solver, em_max_iter, one_factor):
     return solver, DEFAULT_EM_MAX_ITER if em_max_iter is None else em_max_iter
 
 
+#: A fit on the boundary is also started from ``Lambda = c I`` for each of these ``c``.
+OTHER_STARTS = (0.1, 3.0, 10.0)
+
+#: The smallest diagonal entry of a term's ``Lambda`` below which it is on the boundary
+#: (lme4's ``isSingular`` tolerance).
+BOUNDARY_TOL = 1e-4
+
+
+def on_boundary(theta, blocks):
+    """Whether some term's ``Lambda`` has a diagonal entry below :data:`BOUNDARY_TOL`."""
+    return any(
+        np.min(np.diag(structure.lam(theta[sl])), initial=np.inf) < BOUNDARY_TOL
+        for sl, structure in blocks
+    )
+
+
+def _other_starts(objective, res, blocks, blocked, max_iter, tol, verbose):
+    """The best converged optimum from the main run and from ``Lambda = c I`` starts.
+
+    An optimum on the boundary (a zero variance, a rank-deficient covariance) can be a
+    local one that EM, Newton and L-BFGS-B all end in from their usual starts: two large
+    groups and many singletons, say, where the better optimum lay 2 to 6 units of
+    ``-2 log L`` lower. The other starts cost a fit each, only for such fits.
+    """
+    identity = np.concatenate([structure.initial_theta() for _, structure in blocks])
+    best, extra_iter, log = res, 0, list(res.log)
+    for c in OTHER_STARTS:
+        try:
+            if blocked:
+                alt = minimize_blocked(objective, c * identity, tol=tol, max_iter=max_iter)
+            else:
+                alt = minimize_deviance(
+                    objective, "newton", c * identity, max_iter=max_iter, tol=tol
+                )
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+            continue
+        extra_iter += alt.n_iter
+        for rec in alt.log:
+            log.append({**rec, "phase": "multistart", "iteration": len(log)})
+            if verbose:
+                print(f"multistart {len(log) - 1:4d}  D={rec['deviance']:.10g}")
+        gap = best.evaluation.deviance - alt.evaluation.deviance
+        if alt.converged and gap > 1e-8 * max(1.0, abs(best.evaluation.deviance)):
+            best = alt
+    message = best.message
+    if best is not res:
+        gain = res.evaluation.deviance - best.evaluation.deviance
+        message += f" (from a start Lambda = c I, {gain:.4g} lower in -2 log L than the first)"
+    return SolverResult(
+        best.theta, best.evaluation, best.converged, res.n_iter + extra_iter, message, log
+    )
+
+
 BOUNDARY_SNAP = 1e-6
 """Rows of a term's ``Lambda`` with every entry below this are tried at exactly zero."""
 
@@ -181,7 +234,8 @@ def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks
     exactly on the boundary where it is within rounding of it (:func:`snap_to_boundary`).
     """
     counted = _Counted(objective)
-    if solver == "lbfgs" and hasattr(objective, "structures"):
+    blocked = solver == "lbfgs" and hasattr(objective, "structures")
+    if blocked:
         res = minimize_blocked(counted, tol=tol, max_iter=max_iter, verbose=verbose)
     elif solver == "lbfgs":  # a model without random effects: nothing to iterate on
         res = minimize_deviance(counted, "newton", max_iter=max_iter, tol=tol, verbose=verbose)
@@ -190,6 +244,8 @@ def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks
             counted, solver, max_iter=max_iter, em_max_iter=em_max_iter, tol=tol, verbose=verbose
         )
     first = res.log[0] if res.log else {"theta": res.theta, "deviance": res.evaluation.deviance}
+    if blocks and max_iter > 0 and res.converged and on_boundary(res.theta, blocks):
+        res = _other_starts(counted, res, blocks, blocked, max_iter, tol, verbose)
     theta, evaluation = snap_to_boundary(counted, res.theta, res.evaluation, blocks)
     return OptSummary(
         solver=solver,

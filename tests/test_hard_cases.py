@@ -112,6 +112,32 @@ def test_a_large_offset_absorbed_by_a_random_intercept_reaches_lme4_or_says_so()
     )
 
 
+@pytest.mark.parametrize(
+    ("file", "model", "key"),
+    [
+        ("local_diag.csv", "diagonal", "local2_diag_ml"),
+        ("local_unstructured.csv", "unstructured", "local2_unstructured_ml"),
+    ],
+)
+def test_a_local_optimum_on_the_boundary_is_left_for_the_best(file, model, key):
+    # The usual starts all ended 2.5 (diagonal) and 6.1 (unstructured) units of -2 log L
+    # above lme4's optimum, on the boundary, and reported converged: the starts
+    # Lambda = c I find the optimum.
+    data = pd.read_csv(REFERENCE / "hard_cases" / file)
+    if model == "diagonal":
+        est = MixedLMRegressor(random_effects="(1 + x0 + x1 || a) + (1 | b)", reml=False)
+        groups = data[["a", "b"]]
+    else:
+        est = MixedLMRegressor(random_slopes=["x0", "x1"], reml=False)
+        groups = data["a"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        est.fit(data[["x0", "x1"]], data["y"], groups=groups)
+    assert est.converged_
+    assert est.log_likelihood_ >= LME4[key] - 1e-6
+    assert "multistart" in set(est.fit_log_["phase"])
+
+
 @pytest.mark.parametrize("model", ["diagonal", "unstructured"])
 def test_two_large_groups_and_singletons_reach_lme4(model):
     if model == "diagonal":

@@ -29,7 +29,19 @@ local_diag <- lmer(y ~ x0 + x1 + (1 + x0 + x1 || a) + (1 | b), l, REML = FALSE,
                    control = lmerControl(optimizer = "bobyqa"))
 local_unstr <- lmer(y ~ x0 + x1 + (1 + x0 + x1 | a), l, REML = FALSE,
                     control = lmerControl(optimizer = "bobyqa"))
+# local_diag.csv (seed 5) and local_unstructured.csv (seed 17): the same layout with y drawn by
+#   rng = default_rng(seed); b = rng.integers(0, 6, n); X = rng.normal(5, 1, size=(n, 2));
+#   sc = rng.choice([0.1, 0.5, 1, 2], size=3); ua = rng.normal(size=(44, 3)) * sc;
+#   y = X @ [0.5, -0.5] + ua[a, 0] + ua[a, 1] x0 + ua[a, 2] x1
+#       + rng.choice([0, 0.5]) rng.normal(size=6)[b] + rng.normal(size=n).
+#   sklmm's first optimum from its usual starts was a local one on the boundary.
+ld <- read.csv("local_diag.csv"); ld$a <- factor(ld$a); ld$b <- factor(ld$b)
+lu <- read.csv("local_unstructured.csv"); lu$a <- factor(lu$a)
+local2_diag <- lmer(y ~ x0 + x1 + (1 + x0 + x1 || a) + (1 | b), ld, REML = FALSE)
+local2_unstr <- lmer(y ~ x0 + x1 + (1 + x0 + x1 | a), lu, REML = FALSE)
 out <- list(
+  local2_diag_ml = as.numeric(logLik(local2_diag)),
+  local2_unstructured_ml = as.numeric(logLik(local2_unstr)),
   ratio_crossed_reml = as.numeric(logLik(ratio_crossed)),
   ratio_one_reml = as.numeric(logLik(ratio_one)),
   offset_ml = as.numeric(logLik(offset)),
