@@ -129,7 +129,8 @@ def resolve_solver(solver, em_max_iter, one_factor):
     return solver, DEFAULT_EM_MAX_ITER if em_max_iter is None else em_max_iter
 
 
-#: A fit on the boundary is also started from ``Lambda = c I`` for each of these ``c``.
+#: A fit on the boundary is also started from ``Lambda = c I`` for each of these ``c``
+#: (and from lower-rank and random points, see :func:`_starts`).
 OTHER_STARTS = (0.1, 3.0, 10.0)
 
 #: The smallest diagonal entry of a term's ``Lambda`` below which it is on the boundary
@@ -145,24 +146,41 @@ def on_boundary(theta, blocks):
     )
 
 
+def _starts(theta, blocks):
+    """The other starts: ``Lambda = c I``; the first optimum with its trailing rows of
+    ``Lambda`` zeroed (a lower rank); two random points (a fixed seed)."""
+    lower = np.concatenate([structure.lower_bounds for _, structure in blocks])
+    identity = np.concatenate([structure.initial_theta() for _, structure in blocks])
+    starts = [c * identity for c in OTHER_STARTS]
+    for r in range(1, max(structure.q for _, structure in blocks)):
+        reduced = theta.copy()
+        for sl, structure in blocks:
+            part = reduced[sl]
+            part[structure.rows >= r] = 0.0
+            reduced[sl] = part
+        # a zero diagonal entry is a stationary point of D in it: start just inside
+        starts.append(np.where((lower == 0) & (reduced <= 0), 1e-3, reduced))
+    rng = np.random.default_rng(0)
+    starts += [np.maximum(rng.uniform(-1.0, 3.0, len(theta)), lower) for _ in range(2)]
+    return starts
+
+
 def _other_starts(objective, res, blocks, blocked, max_iter, tol, verbose):
-    """The best converged optimum from the main run and from ``Lambda = c I`` starts.
+    """The best converged optimum from the main run and from other starts (:func:`_starts`).
 
     An optimum on the boundary (a zero variance, a rank-deficient covariance) can be a
     local one that EM, Newton and L-BFGS-B all end in from their usual starts: two large
     groups and many singletons, say, where the better optimum lay 2 to 6 units of
-    ``-2 log L`` lower. The other starts cost a fit each, only for such fits.
+    ``-2 log L`` lower, or a rank-2 one whose better optimum was of rank 1. The other
+    starts cost a fit each, only for such fits.
     """
-    identity = np.concatenate([structure.initial_theta() for _, structure in blocks])
     best, extra_iter, log = res, 0, list(res.log)
-    for c in OTHER_STARTS:
+    for start in _starts(res.theta, blocks):
         try:
             if blocked:
-                alt = minimize_blocked(objective, c * identity, tol=tol, max_iter=max_iter)
+                alt = minimize_blocked(objective, start, tol=tol, max_iter=max_iter)
             else:
-                alt = minimize_deviance(
-                    objective, "newton", c * identity, max_iter=max_iter, tol=tol
-                )
+                alt = minimize_deviance(objective, "newton", start, max_iter=max_iter, tol=tol)
         except (np.linalg.LinAlgError, ValueError, FloatingPointError):
             continue
         extra_iter += alt.n_iter
@@ -176,7 +194,7 @@ def _other_starts(objective, res, blocks, blocked, max_iter, tol, verbose):
     message = best.message
     if best is not res:
         gain = res.evaluation.deviance - best.evaluation.deviance
-        message += f" (from a start Lambda = c I, {gain:.4g} lower in -2 log L than the first)"
+        message += f" (from another start, {gain:.4g} lower in -2 log L than the first)"
     return SolverResult(
         best.theta, best.evaluation, best.converged, res.n_iter + extra_iter, message, log
     )

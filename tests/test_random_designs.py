@@ -1,7 +1,8 @@
 """Random designs: every converged fit is the best optimum found, at its true likelihood.
 
-For seeded random designs (one factor with random slopes, crossed factors; REML and ML;
-variances from zero to large) each converged fit is checked twice:
+For seeded random designs (one factor with random slopes, crossed factors, two large
+groups with many singletons; REML and ML; variances from zero to large) each converged
+fit is checked twice:
 
 * its ``log_likelihood_`` against the dense likelihood of ``y ~ N(X beta, Z Sigma Z' +
   sigma2 I)`` at its estimates, formed directly from ``V`` (no cross-products);
@@ -23,10 +24,39 @@ from sklmm._blocked import minimize_blocked
 from sklmm._solvers import minimize_deviance
 
 
+def _unbalanced(rng):
+    """Two large groups and many singletons, two slopes, ML: local optima on the boundary."""
+    a = np.r_[np.zeros(135, int), np.ones(135, int), np.arange(2, 44)]
+    n = len(a)
+    b = rng.integers(0, 6, n)
+    X = rng.normal(5, 1, size=(n, 2))
+    ua = rng.normal(size=(44, 3)) * rng.choice([0.1, 0.5, 1.0, 2.0], size=3)
+    y = (
+        X @ [0.5, -0.5]
+        + ua[a, 0]
+        + ua[a, 1] * X[:, 0]
+        + ua[a, 2] * X[:, 1]
+        + rng.choice([0.0, 0.5]) * rng.normal(size=6)[b]
+        + rng.normal(size=n)
+    )
+    X = pd.DataFrame(X, columns=["x0", "x1"])
+    if rng.integers(0, 2):
+        return (
+            MixedLMRegressor(random_slopes=["x0", "x1"], reml=False),
+            X,
+            y,
+            pd.Series(a, name="a"),
+        )
+    spec = "(1 + x0 + x1 || a) + (1 | b)"
+    return MixedLMRegressor(random_effects=spec, reml=False), X, y, pd.DataFrame({"a": a, "b": b})
+
+
 def _design(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(40, 160))
-    kind = rng.choice(["one", "slope", "crossed"])
+    kind = rng.choice(["one", "slope", "crossed", "unbalanced"])
+    if kind == "unbalanced":
+        return _unbalanced(rng)
     m_a = int(rng.integers(3, 12))
     a = np.r_[np.arange(m_a), rng.integers(0, m_a, n - m_a)]
     b = rng.integers(0, int(rng.integers(3, 8)), n)
