@@ -123,6 +123,17 @@ def prepare_X(X):
     return X
 
 
+def _one_column(values, n_rows, name):
+    """A 1-D array of ``n_rows`` entries (a one-column 2-D array is taken as 1-D)."""
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got an array of shape {values.shape}")
+    if n_rows is not None and len(values) != n_rows:
+        raise ValueError(f"{name} has {len(values)} entries but X has {n_rows} rows")
+    return values
+
+
 def check_labels(values, n_rows, name="groups"):
     """One column of labels as a 1-D numpy array, with clear errors for bad input."""
     if isinstance(values, pd.DataFrame):
@@ -133,12 +144,7 @@ def check_labels(values, n_rows, name="groups"):
             )
         values = values.iloc[:, 0]
     out = np.asarray(values.astype(object) if isinstance(values, pd.Series) else values)
-    if out.ndim == 2 and out.shape[1] == 1:
-        out = out[:, 0]
-    if out.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got an array of shape {out.shape}")
-    if n_rows is not None and len(out) != n_rows:
-        raise ValueError(f"{name} has {len(out)} entries but X has {n_rows} rows")
+    out = _one_column(out, n_rows, name)
     missing = pd.isna(out)
     if missing.any():
         rows = np.flatnonzero(missing)[:5].tolist()
@@ -280,12 +286,7 @@ def check_sample_weight(sample_weight, n_rows):
             "sample_weight must be an array of shape (n_samples,), got a scalar; for equal "
             "weights pass none (they do not change the estimates, only sigma2)"
         )
-    if w.ndim == 2 and w.shape[1] == 1:
-        w = w[:, 0]
-    if w.ndim != 1:
-        raise ValueError(f"sample_weight must be 1-D, got an array of shape {w.shape}")
-    if n_rows is not None and len(w) != n_rows:
-        raise ValueError(f"sample_weight has {len(w)} entries but X has {n_rows} rows")
+    w = _one_column(w, n_rows, "sample_weight")
     for bad, what in ((np.isnan(w), "NaN"), (np.isinf(w), "infinite"), (w < 0, "negative")):
         if bad.any():
             rows = np.flatnonzero(bad)[:5].tolist()
