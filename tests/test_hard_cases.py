@@ -249,3 +249,40 @@ def test_memory_check_uses_the_process_limit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "refused:" in out.stdout and "GB" in out.stdout, out.stdout + out.stderr
+
+
+def test_dask_predict_with_several_terms_computes_nothing():
+    dask = pytest.importorskip("dask")
+    dd = pytest.importorskip("dask.dataframe")
+    from dask.callbacks import Callback
+
+    class Count(Callback):
+        def __init__(self):
+            super().__init__()
+            self.computes = 0
+
+        def _start(self, dsk):
+            self.computes += 1
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    df = pd.DataFrame({"x": rng.normal(size=n), "a": rng.integers(0, 30, n)})
+    df["b"] = rng.integers(0, 20, n)
+    df["y"] = df["x"] + rng.normal(size=30)[df["a"]] + rng.normal(size=20)[df["b"]]
+    df["y"] += rng.normal(size=n)
+    ddf = dd.from_pandas(df, npartitions=4)
+    with dask.config.set(scheduler="synchronous"):
+        est = MixedLMRegressor(random_effects="(1 | a) + (1 | b)").fit(
+            ddf[["x"]], ddf["y"], groups=ddf[["a", "b"]]
+        )
+        count = Count()
+        with count:
+            mean, _std = est.predict(ddf[["x"]], groups=ddf[["a", "b"]], return_std=True)
+        assert count.computes == 0  # lazy: nothing computed in the client
+        with count:
+            got = mean.compute()
+        assert count.computes == 1
+    mem = MixedLMRegressor(random_effects="(1 | a) + (1 | b)").fit(
+        df[["x"]], df["y"], groups=df[["a", "b"]]
+    )
+    np.testing.assert_allclose(got.to_numpy(), mem.predict(df[["x"]], groups=df[["a", "b"]]))
