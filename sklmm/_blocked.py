@@ -86,9 +86,9 @@ dense: forming it is the (all levels)^2 object this engine avoids. So
 :func:`minimize_blocked` uses L-BFGS-B (the limited-memory BFGS update, with
 the bounds ``diag(Lambda_k) >= 0`` handled by its projection) on the analytic
 gradient, from the one-factor fits of every term alone
-(:func:`initial_theta`). Convergence: every entry of the projected gradient
-at most ``tol * n`` (unit-free: ``D`` shifts with the units of ``y``, its
-gradient does not), and no descent off the boundary where a diagonal entry
+(:func:`initial_theta`). Convergence: every entry of the projected gradient,
+times ``max(1, |theta_i|)``, at most ``tol * n`` (unit-free: ``D`` shifts with
+the units of ``y``, its gradient does not), and no descent off the boundary where a diagonal entry
 of ``Lambda_k`` is 0 (a saddle point there is left and the search
 restarted). The Hessian is not checked in the interior: that would cost
 ``2 x n_theta`` gradients (10 s on the MovieLens-shaped benchmark), and
@@ -786,12 +786,13 @@ def minimize_blocked(
         evaluations instead of 13 on the MovieLens-shaped benchmark, 15 instead
         of 18 on the InstEval-shaped one).
     tol : float
-        L-BFGS-B stops when every entry of the projected gradient is at most
-        ``tol * n`` (``n`` rows; unit-free, unlike ``|D|``, which shifts with the
-        units of ``y``); the result is converged when it is at most
-        ``10 * tol * n`` (L-BFGS-B may also stop on a negligible decrease) and
-        there is no descent off the boundary where a diagonal entry of
-        ``Lambda_k`` is 0 (see :func:`_leave_boundary_saddle`).
+        L-BFGS-B stops when every entry of the projected gradient, times
+        ``max(1, |theta_i|)``, is at most ``tol * n`` (``n`` rows; unit-free,
+        unlike ``|D|``, which shifts with the units of ``y``); the result is
+        converged when it is at most ``10 * tol * n`` (L-BFGS-B may also stop
+        on a negligible decrease) and there is no descent off the boundary
+        where a diagonal entry of ``Lambda_k`` is 0 (see
+        :func:`_leave_boundary_saddle`).
     max_iter : int
         Cap on L-BFGS-B iterations over all restarts (and on evaluations, at ten
         per iteration).

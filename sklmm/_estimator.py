@@ -205,8 +205,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     n_iter_ : int
         Iterations of the optimizer: EM and Newton iterations (of both
         Newton passes of ``"em-newton"``), or L-BFGS-B iterations and the
-        Newton steps that finish them (``"lbfgs"``). 0 for a model without
-        random effects.
+        Newton steps that finish them (``"lbfgs"``), plus those of the fits
+        from other starts when the first optimum is on the boundary (so it can
+        exceed ``max_iter``, which caps each fit). 0 for a model without random
+        effects.
     fit_log_ : pandas.DataFrame
         One row per iteration (per evaluation of the criterion with its
         gradient requested by L-BFGS-B; ``"lbfgs"`` starts from one-term fits
@@ -214,11 +216,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         for every model: ``phase``
         (``"em"``, ``"newton"``, ``"restart"`` for the Newton pass from the
         start of ``"em-newton"``; ``"lbfgs"``, ``"polish"`` for the Newton
-        steps after L-BFGS-B; ``"multistart"`` for the fits from the starts
-        ``Lambda = c I`` tried when the first optimum is on the boundary;
+        steps after L-BFGS-B; ``"multistart"`` for the fits from the other
+        starts tried when the first optimum is on the boundary;
         ``"none"`` for a model without variance parameters), ``iteration``,
         ``objective`` (``-2 log L``), ``log_likelihood``, ``gradient_norm``
-        (the largest entry of the projected gradient), ``step_size``,
+        (the largest entry of the projected gradient times
+        ``max(1, |theta_i|)``, as in the rule of ``tol``), ``step_size``,
         ``residual_variance``, then the
         variance parameters of every term on the user scale at that iterate:
         ``"<term>: Var[<effect>]"`` and, for correlated effects,
@@ -472,6 +475,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     def _dask_model(self, X, y, groups, variance_components, sample_weight):
         from ._dask import DaskData
 
+        if self.random_effects is None and _is_dask_collection(X) and hasattr(X, "columns"):
+            check_slope_labels(X._meta, self.random_slopes)
         data = DaskData(X, y, groups, variance_components, sample_weight)
         self.n_features_in_ = data.n_features
         if data.feature_names is not None:

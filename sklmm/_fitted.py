@@ -303,6 +303,7 @@ class FittedModel:
             max_iter=self.max_iter,
             em_max_iter=self.em_max_iter,
             tol=self.tol,
+            blocks=self.model.blocks,
         )
         objective.release()
         return -0.5 * opt.objective

@@ -251,9 +251,11 @@ def check_exact_fit(raw, terms):
         if rss <= 5e-15 * max(total, np.finfo(float).tiny):  # float64 rounding: ~1e-15
             t = terms[k]
             raise ValueError(
-                "y is fitted exactly (to float64 rounding) by the fixed effects and the "
-                f"random effects of the term {t.spec} (for example, y constant within "
-                f"every level of {t.name!r}): the residual variance would be 0, where the "
+                "y is fitted exactly, to float64 rounding, by the fixed effects and the "
+                f"random effects of the term {t.spec}: for example y constant within every "
+                f"level of {t.name!r}, or a variation within its levels below 1e-7 of y's "
+                "size (then centre or rescale y, or fit an intercept). The residual "
+                "variance would be 0, where the "
                 "likelihood has no maximum. Remove the term, or model y at another level"
             )
 

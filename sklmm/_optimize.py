@@ -21,7 +21,8 @@ solver         what it does                               criteria
 =============  =========================================  =============================
 
 Every solver stops on the same rule: every entry of the projected gradient of
-``D = -2 log L`` in ``theta`` at most ``tol * n`` (``n`` rows), L-BFGS-B accepting
+``D = -2 log L`` in ``theta``, times ``max(1, |theta_i|)``, at most ``tol * n`` (``n``
+rows), L-BFGS-B accepting
 up to ten times that when it stops on a negligible decrease. ``max_iter`` caps the
 iterations of the main phase (each Newton pass; EM for ``"em"``; L-BFGS-B over its
 restarts); ``em_max_iter`` the EM iterations of ``"em-newton"``.
@@ -129,8 +130,9 @@ def resolve_solver(solver, em_max_iter, one_factor):
     return solver, DEFAULT_EM_MAX_ITER if em_max_iter is None else em_max_iter
 
 
-#: A fit on the boundary is also started from ``Lambda = c I`` for each of these ``c``
-#: (and from lower-rank and random points, see :func:`_starts`).
+#: A fit with a term of several random effects on the boundary is also started from
+#: ``Lambda = c I`` for each of these ``c`` (and from lower-rank and random points, see
+#: :func:`_starts`).
 OTHER_STARTS = (0.1, 3.0, 10.0)
 
 #: The smallest diagonal entry of a term's ``Lambda`` below which it is on the boundary
@@ -138,19 +140,31 @@ OTHER_STARTS = (0.1, 3.0, 10.0)
 BOUNDARY_TOL = 1e-4
 
 
-def on_boundary(theta, blocks):
-    """Whether some term's ``Lambda`` has a diagonal entry below :data:`BOUNDARY_TOL`."""
+def on_boundary(theta, blocks, min_q=1):
+    """Whether some term (of at least ``min_q`` random effects) has a diagonal entry of
+    its ``Lambda`` below :data:`BOUNDARY_TOL`."""
     return any(
         np.min(np.diag(structure.lam(theta[sl])), initial=np.inf) < BOUNDARY_TOL
         for sl, structure in blocks
+        if structure.q >= min_q
     )
 
 
-def _starts(theta, blocks):
-    """The other starts: ``Lambda = c I``; the first optimum with its trailing rows of
-    ``Lambda`` zeroed (a lower rank); two random points (a fixed seed)."""
+def _starts(theta, blocks, full):
+    """The other starts of a fit on the boundary.
+
+    ``full`` (a term of several random effects on the boundary): ``Lambda = c I``; the
+    first optimum with its trailing rows of ``Lambda`` zeroed (a lower rank); two random
+    points (a fixed seed). Otherwise (only zero variances of intercept-only terms, the
+    common case of variance components): lme4's start, ``Lambda = I``, and the two
+    random points.
+    """
     lower = np.concatenate([structure.lower_bounds for _, structure in blocks])
     identity = np.concatenate([structure.initial_theta() for _, structure in blocks])
+    rng = np.random.default_rng(0)
+    random = [np.maximum(rng.uniform(-1.0, 3.0, len(theta)), lower) for _ in range(2)]
+    if not full:
+        return [identity, *random]
     starts = [c * identity for c in OTHER_STARTS]
     for r in range(1, max(structure.q for _, structure in blocks)):
         reduced = theta.copy()
@@ -160,22 +174,21 @@ def _starts(theta, blocks):
             reduced[sl] = part
         # a zero diagonal entry is a stationary point of D in it: start just inside
         starts.append(np.where((lower == 0) & (reduced <= 0), 1e-3, reduced))
-    rng = np.random.default_rng(0)
-    starts += [np.maximum(rng.uniform(-1.0, 3.0, len(theta)), lower) for _ in range(2)]
-    return starts
+    return [*starts, *random]
 
 
-def _other_starts(objective, res, blocks, blocked, max_iter, tol, verbose):
+def _other_starts(objective, res, starts, blocked, max_iter, tol, verbose):
     """The best converged optimum from the main run and from other starts (:func:`_starts`).
 
     An optimum on the boundary (a zero variance, a rank-deficient covariance) can be a
-    local one that EM, Newton and L-BFGS-B all end in from their usual starts: two large
-    groups and many singletons, say, where the better optimum lay 2 to 6 units of
-    ``-2 log L`` lower, or a rank-2 one whose better optimum was of rank 1. The other
-    starts cost a fit each, only for such fits.
+    local one that EM, Newton and L-BFGS-B all end in from their usual starts. Random
+    designs with two large groups and many singletons found such optima 2.5 to 7 units
+    of ``-2 log L`` short, reported converged: one with a zero variance of an
+    intercept-only term (lme4's start finds the better one), others of a lower rank than
+    the optimum. Each start costs a fit, only for fits on the boundary.
     """
     best, extra_iter, log = res, 0, list(res.log)
-    for start in _starts(res.theta, blocks):
+    for start in starts:
         try:
             if blocked:
                 alt = minimize_blocked(objective, start, tol=tol, max_iter=max_iter)
@@ -189,7 +202,7 @@ def _other_starts(objective, res, blocks, blocked, max_iter, tol, verbose):
             if verbose:
                 print(f"multistart {len(log) - 1:4d}  D={rec['deviance']:.10g}")
         gap = best.evaluation.deviance - alt.evaluation.deviance
-        if alt.converged and gap > 1e-8 * max(1.0, abs(best.evaluation.deviance)):
+        if alt.converged and gap > 1e-10 * max(1.0, abs(best.evaluation.deviance)):
             best = alt
     message = best.message
     if best is not res:
@@ -263,7 +276,8 @@ def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks
         )
     first = res.log[0] if res.log else {"theta": res.theta, "deviance": res.evaluation.deviance}
     if blocks and max_iter > 0 and res.converged and on_boundary(res.theta, blocks):
-        res = _other_starts(counted, res, blocks, blocked, max_iter, tol, verbose)
+        starts = _starts(res.theta, blocks, full=on_boundary(res.theta, blocks, min_q=2))
+        res = _other_starts(counted, res, starts, blocked, max_iter, tol, verbose)
     theta, evaluation = snap_to_boundary(counted, res.theta, res.evaluation, blocks)
     return OptSummary(
         solver=solver,

@@ -20,8 +20,10 @@ Order of calls, for every solver:
 
 The convergence rule is the same in both phases: the projected gradient of
 ``D`` in ``theta`` (components at a lower bound that point outwards set to
-zero) has every entry at most ``tol * n`` in absolute value (``n`` rows: the
-rule of every criterion of sklmm, unit-free), and
+zero), each entry times ``max(1, |theta_i|)`` (:func:`scaled_gradient`), is at
+most ``tol * n`` in absolute value (``n`` rows: the rule of every criterion of
+sklmm, unit-free), or Newton stalls at a decrement below the rounding of ``D``,
+and
 the Hessian on the free parameters has no negative eigenvalue (so a saddle
 point, such as a zero diagonal of ``Lambda`` where ``D`` still decreases
 away from zero, is not taken for the optimum).
@@ -86,6 +88,11 @@ class SolverResult:
     log: list = field(default_factory=list)
 
 
+#: A Newton step that would lower ``D`` by less than this times ``max(1, |D|)`` is below
+#: the rounding of ``D``: the optimum is reached to float64 precision.
+DECREMENT_TOL = 1e-9
+
+
 def projected_gradient(theta, gradient, lower):
     """Gradient with the components blocked by an active lower bound zeroed."""
     blocked = (theta <= lower) & (gradient > 0)
@@ -137,6 +144,28 @@ class _Run:
             return True
         w = np.linalg.eigvalsh(ev.hessian[np.ix_(free, free)])
         return bool(w[0] >= -_NEG_CURVATURE * max(1.0, float(np.max(np.abs(w)))))
+
+    def at_precision(self, ev):
+        """Whether a Newton step would lower ``D`` by less than its rounding.
+
+        Asked when Newton stalls (no decrease found, or steps below the precision of
+        ``theta``), with the Hessian at hand: the Newton decrement
+        ``g' |H|^{-1} g`` on the free parameters, the decrease a full step predicts, is
+        below ``DECREMENT_TOL * max(1, |D|)`` and the Hessian there has no negative
+        eigenvalue. Where ``theta`` is large the criterion is formed with a loss of
+        digits (cross-products of ``y`` at very different scales), and its scaled
+        gradient can stall above the rule at the optimum to float64 precision.
+        """
+        if ev.hessian is None:
+            return False
+        free = self.free(ev)
+        if not free.any():
+            return True
+        w, V = np.linalg.eigh(ev.hessian[np.ix_(free, free)])
+        if w[0] <= 0:
+            return False
+        g = V.T @ ev.gradient[free]
+        return float(g @ (g / w)) <= DECREMENT_TOL * max(1.0, abs(ev.deviance))
 
     def record(self, phase, it, ev, step):
         rec = {
@@ -252,8 +281,14 @@ def _newton_phase(run, theta, max_iter, phase="newton"):
                 break
             step *= 0.5
         else:
+            if run.at_precision(ev):
+                return ev, it, True, "at the optimum to the precision of the criterion"
             return ev, it, False, "line search found no decrease; the gradient is above tolerance"
+        stalled = np.max(np.abs(cand - ev.theta)) <= 1e-9 * max(1.0, np.abs(ev.theta).max())
         ev = run.objective(cand, 2)
+        if stalled and run.at_precision(ev):
+            run.record(phase, it + 1, ev, step)
+            return ev, it + 1, True, "at the optimum to the precision of the criterion"
     return ev, max_iter, False, f"Newton reached max_iter={max_iter}"
 
 
@@ -275,7 +310,8 @@ def minimize_deviance(
     em_max_iter : int
         Cap on the EM iterations before Newton takes over (``"em-newton"``).
     tol : float
-        Convergence rule: ``max |projected gradient| <= tol * n`` (``n`` rows).
+        Convergence rule: ``max |scaled projected gradient| <= tol * n`` (``n`` rows;
+        see :func:`scaled_gradient`).
     verbose : int
         Print one line per iteration when positive.
 

@@ -326,18 +326,32 @@ def match_labels(levels, values):
             np.asarray(values).astype(str)
         )
         idx = np.where(idx >= 0, idx, as_str)
-        # numbers written as text ("1" for the level 1.0, or the reverse): by value
-        numbers, texts = (levels, values) if numeric[0] else (values, levels)
-        parsed = pd.to_numeric(pd.Series(np.asarray(texts, dtype=object)), errors="coerce")
-        if numeric[0]:
-            by_value = pd.Index(np.asarray(numbers, dtype=float)).get_indexer(parsed)
-        else:
-            lookup = pd.Index(parsed.to_numpy(dtype=float))
-            by_value = lookup.get_indexer(np.asarray(numbers, dtype=float))
-            if not lookup.is_unique:  # "1" and "1.0" both fitted: leave it to the text
-                by_value = np.full(len(values), -1)
-        idx = np.where(idx >= 0, idx, by_value)
+        idx = np.where(idx >= 0, idx, _match_by_value(levels, values))
     return idx
+
+
+def _match_by_value(levels, values):
+    """Positions of numbers written as text among numeric levels, or the reverse (-1: none).
+
+    ``"1"`` and ``1.0`` name the same level. Only where the numbers are exact in float64
+    and name one level each: otherwise every position is -1 (matched by text alone).
+    """
+    none = np.full(len(values), -1)
+
+    def as_float(a):
+        numbers = pd.to_numeric(pd.Series(np.asarray(a, dtype=object)), errors="coerce")
+        out = numbers.to_numpy(dtype=float, na_value=np.nan)
+        exact = np.abs(np.nan_to_num(out)) <= 2.0**53
+        return np.where(exact, out, np.nan)
+
+    lv, vv = as_float(levels), as_float(values)
+    known = ~np.isnan(lv)
+    lookup = pd.Index(lv[known])
+    if not known.any() or not lookup.is_unique:  # "1" and "1.0" both fitted: the text
+        return none
+    found = lookup.get_indexer(vv)
+    positions = np.flatnonzero(known)
+    return np.where((found >= 0) & ~np.isnan(vv), positions[np.maximum(found, 0)], -1)
 
 
 def check_y_range(y_max_abs, n):

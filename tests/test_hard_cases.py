@@ -57,7 +57,7 @@ def test_y_fitted_exactly_by_a_random_intercept_is_refused():
     g = np.repeat(np.arange(10), 5)
     y = rng.normal(size=10)[g]  # constant within every group
     x = rng.normal(size=(50, 1))
-    with pytest.raises(ValueError, match=r"fitted exactly .* term \(1 \| group\)"):
+    with pytest.raises(ValueError, match=r"fitted exactly, .* term \(1 \| group\)"):
         MixedLMRegressor().fit(x, y, groups=g)
     # binary y constant within the cells of a:b
     G = pd.DataFrame({"a": np.repeat(np.arange(6), 20), "b": np.tile(np.arange(4), 30)})
@@ -286,3 +286,17 @@ def test_dask_predict_with_several_terms_computes_nothing():
         df[["x"]], df["y"], groups=df[["a", "b"]]
     )
     np.testing.assert_allclose(got.to_numpy(), mem.predict(df[["x"]], groups=df[["a", "b"]]))
+
+
+def test_labels_of_another_kind_never_crash_prediction():
+    X = SMALL[["x"]]
+    letters = SMALL["g"].map(lambda v: "abcdefghij"[v])
+    est = MixedLMRegressor().fit(X, SMALL["y"], groups=letters)
+    # numbers at prediction for text levels: unseen, the population prediction
+    np.testing.assert_allclose(est.predict(X[:3], groups=np.array([1, 2, 3])), est.predict(X[:3]))
+    # integer ids beyond float64's exact range, given back as text: matched by text
+    ids = SMALL["g"].to_numpy() + 2**60
+    big = MixedLMRegressor().fit(X, SMALL["y"], groups=ids)
+    np.testing.assert_array_equal(
+        big.predict(X, groups=ids.astype(str)), big.predict(X, groups=ids)
+    )

@@ -10,7 +10,8 @@ fit is checked twice:
   ``Lambda``, and random ones): no start finds a better optimum by more than 1e-6 in
   log-likelihood.
 
-A default tier of a few dozen designs runs with the suite; ``-m slow`` runs 300.
+A default tier of 32 designs (two of them local optima that the first fit reported as
+converged) runs with the suite; ``-m slow`` runs 300 more.
 """
 
 import warnings
@@ -142,7 +143,12 @@ def _check(seed):
     assert -2 * est.log_likelihood_ <= best + 2e-6, (seed, -2 * est.log_likelihood_, best)
 
 
-@pytest.mark.parametrize("seed", range(30))
+#: Designs whose first optimum was a local one on the boundary (reported converged, 7.4
+#: and 0.8 units of -2 log L short): they run in the default tier.
+LOCAL_OPTIMA = [77, 194]
+
+
+@pytest.mark.parametrize("seed", [*range(30), *LOCAL_OPTIMA])
 def test_random_design(seed):
     _check(seed)
 
