@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 
 from ._inference import information_criteria, varcorr_table, variance_parameter_cis
-from ._optimize import BOUNDARY_TOL, optimize
+from ._optimize import boundary_terms, optimize
 from ._terms import align_labels, label_sources, match_terms
 
 #: A diagonal entry of Lambda below this marks a singular (boundary) fit: lme4's isSingular
 #: threshold, applied here to the Lambda of the centred random-effect columns rescaled to unit
 #: root mean square (so the flag does not depend on the units or offsets of the columns).
-SINGULAR_TOL = BOUNDARY_TOL  # lme4's isSingular tolerance on the diagonal of Lambda
 
 
 def _theta_from_psi(psi, structure):
@@ -85,7 +84,7 @@ class FittedModel:
             if not isinstance(b, list):  # the one-factor criterion: one term
                 b, condvar = [b], [condvar]
             covs = self._user_covs(theta, self.sigma2)
-            for k, (t, sl) in enumerate(zip(model.terms, model.slices, strict=True)):
+            for k, t in enumerate(model.terms):
                 s, A = model.scales[k], model.shifts[k]
                 cols = t.columns
                 self.covs[t.name] = pd.DataFrame(covs[k], index=cols, columns=cols)
@@ -93,8 +92,7 @@ class FittedModel:
                 self.blups[t.name] = pd.DataFrame((b[k] / s) @ A.T, index=index, columns=cols)
                 cv = A @ (condvar[k] / np.outer(s, s)) @ A.T
                 self.condvars[t.name] = _condvar_frame(cv, index, cols)
-                if np.min(np.diag(t.structure.lam(theta[sl]))) < SINGULAR_TOL:
-                    self.singular.append(t.name)
+            self.singular = [model.terms[k].name for k in boundary_terms(theta, model.blocks)]
         objective.release()
         self.fit_log = self._fit_log(opt.log)
 

@@ -140,14 +140,19 @@ OTHER_STARTS = (0.1, 3.0, 10.0)
 BOUNDARY_TOL = 1e-4
 
 
+def boundary_terms(theta, blocks):
+    """Positions of the terms whose ``Lambda`` has a diagonal entry below
+    :data:`BOUNDARY_TOL` (lme4's ``isSingular`` rule)."""
+    return [
+        k
+        for k, (sl, structure) in enumerate(blocks)
+        if np.min(np.diag(structure.lam(theta[sl])), initial=np.inf) < BOUNDARY_TOL
+    ]
+
+
 def on_boundary(theta, blocks, min_q=1):
-    """Whether some term (of at least ``min_q`` random effects) has a diagonal entry of
-    its ``Lambda`` below :data:`BOUNDARY_TOL`."""
-    return any(
-        np.min(np.diag(structure.lam(theta[sl])), initial=np.inf) < BOUNDARY_TOL
-        for sl, structure in blocks
-        if structure.q >= min_q
-    )
+    """Whether some term of at least ``min_q`` random effects is on the boundary."""
+    return any(blocks[k][1].q >= min_q for k in boundary_terms(theta, blocks))
 
 
 def _starts(theta, blocks, full):
