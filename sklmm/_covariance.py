@@ -40,8 +40,10 @@ class CovarianceStructure:
             cols, rows = np.triu_indices(self.q)  # lower triangle column by column, as lme4
         else:
             rows = cols = np.arange(self.q)
-        object.__setattr__(self, "rows", rows)
-        object.__setattr__(self, "cols", cols)
+        for name, index in (("rows", rows), ("cols", cols)):
+            index = np.array(index)
+            index.flags.writeable = False  # one structure is shared by the terms of its shape
+            object.__setattr__(self, name, index)
 
     @property
     def n_theta(self):

@@ -67,6 +67,7 @@ O(groups q^3 + groups q^2 p + p^3) and independent of the number of rows.
 """
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,6 +142,23 @@ def _cho_solve(L_inv, B):
     threads spinning against the other's.
     """
     return L_inv.T @ (L_inv @ B)
+
+
+@functools.lru_cache(maxsize=256)
+def _einsum_path(subscripts, *shapes):
+    """The contraction order of an ``einsum``, found once per subscripts and shapes."""
+    operands = [np.empty(shape) for shape in shapes]
+    return np.einsum_path(subscripts, *operands, optimize="greedy")[0]
+
+
+def _einsum(subscripts, *operands):
+    """``np.einsum`` with an optimized contraction order, without searching it each call.
+
+    The search (``optimize=True``) costs more than the contraction itself on the small
+    arrays of a small fit; the shapes repeat at every iteration of a fit.
+    """
+    path = _einsum_path(subscripts, *(np.shape(a) for a in operands))
+    return np.einsum(subscripts, *operands, optimize=path)
 
 
 def profile_fixed_effects(S, logdet, p, k, reml, log_weights=0.0):
@@ -269,26 +287,26 @@ class ProfiledDeviance(FactorCache):
         if order < 2:
             return grad, None
         # Second derivative as a bilinear form H4[m,j,k,l] E[m,j] F[k,l].
-        H4 = -np.einsum("gjk,glm->mjkl", A, A, optimize=True)
+        H4 = -_einsum("gjk,glm->mjkl", A, A)
         Sn = Su / r2  # scaled before the product: r2**2 overflows for |y| ~ 1e80
         H4 -= k * np.einsum("mj,kl->mjkl", Sn, Sn)
-        H4 += (2.0 * k / r2) * np.einsum("gm,gjk,gl->mjkl", u, A, u, optimize=True)
+        H4 += (2.0 * k / r2) * _einsum("gm,gjk,gl->mjkl", u, A, u)
         if p:
             Rw = np.einsum("gma,gj->mja", W, u)
             CiR = _cho_solve(f["L_C_inv"], Rw.reshape(-1, p).T)
             H4 -= (2.0 * k / r2) * (Rw.reshape(-1, p) @ CiR).reshape(H4.shape)
         if self.reml:
-            H4 += 2.0 * np.einsum("gjk,glm->mjkl", A, B, optimize=True)
+            H4 += 2.0 * _einsum("gjk,glm->mjkl", A, B)
             Wf = W.reshape(st.n_groups, -1)  # [g, (m, a)]
             Q = (Wf.T @ Wf).reshape(st.q, p, st.q, p).transpose(0, 2, 1, 3)  # [m, j, a, b]
             CiQ = _cho_solve(f["L_C_inv"], Q.reshape(-1, p).T)  # (p, q*q*p)
             CiQ = CiQ.T.reshape(st.q, st.q, p, p).swapaxes(2, 3)  # [m,j] -> C^{-1} Q_mj
-            H4 -= np.einsum("mjab,klba->mjkl", CiQ, CiQ, optimize=True)
+            H4 -= _einsum("mjab,klba->mjkl", CiQ, CiQ)
         # Chain rule through Psi = Lambda Lambda'.
         P = np.matmul(E, lam.T)
         P = P + _t(P)
-        H = np.einsum("amj,mjkl,bkl->ab", P, H4, P, optimize=True)
-        H += 2.0 * np.einsum("xy,ayz,bxz->ab", G, E, E, optimize=True)
+        H = _einsum("amj,mjkl,bkl->ab", P, H4, P)
+        H += 2.0 * _einsum("xy,ayz,bxz->ab", G, E, E)
         return grad, 0.5 * (H + H.T)
 
     # -- conditional modes ----------------------------------------------
@@ -415,9 +433,7 @@ class ProfiledDeviance(FactorCache):
             cov_b = cov_b + sigma2 * np.matmul(Ci, _t(PZtX))
             KX = K_X.reshape(-1, p)
             D_X = (
-                st.XytXy[:p, :p]
-                - 2.0 * KX.T @ KX
-                + np.einsum("gia,gij,gjb->ab", PZtX, st.ZtZ, PZtX, optimize=True)
+                st.XytXy[:p, :p] - 2.0 * KX.T @ KX + _einsum("gia,gij,gjb->ab", PZtX, st.ZtZ, PZtX)
             )
             trace += np.trace(_cho_solve(f["L_C_inv"], D_X))
         coef = np.append(beta, -1.0)

@@ -20,6 +20,7 @@ prediction uses to find each row's level (-1 when unseen: lme4's
 ``allow.new.levels = TRUE``).
 """
 
+import functools
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -84,7 +85,7 @@ class RandomTerm:
     @property
     def structure(self):
         """The :class:`~sklmm._covariance.CovarianceStructure` of the term."""
-        return CovarianceStructure(self.q, self.covariance)
+        return _structure(self.q, self.covariance)
 
     @property
     def n_levels(self):
@@ -123,6 +124,12 @@ class RandomTerm:
         it), so the likelihood is unchanged.
         """
         return self.spec.intercept and self.q > 1 and self.covariance == "unstructured"
+
+
+@functools.lru_cache(maxsize=64)
+def _structure(q, covariance):
+    """One (immutable) covariance structure per size and kind: it is asked for often."""
+    return CovarianceStructure(q, covariance)
 
 
 def _typed_index(values, dtype, name):
