@@ -167,6 +167,18 @@ def _assert_same_estimates(a, b, rtol=1e-5):
         )
 
 
+def _assert_sigma2_scaled_only(a, b, c):
+    """``b`` (weights ``c`` times those of ``a``) has ``a``'s estimates and likelihood.
+
+    ``sigma2`` is the residual variance of a row of weight 1, so it is multiplied by
+    ``c``: the residual variance of every row, ``sigma2 / w_i``, is unchanged, and so is
+    the likelihood, lme4's ``sum(log w) / 2`` term included.
+    """
+    _assert_same_estimates(a, b)
+    assert b.residual_variance_ == pytest.approx(c * a.residual_variance_, rel=1e-4)
+    assert b.log_likelihood_ == pytest.approx(a.log_likelihood_, abs=1e-6)
+
+
 PROPERTY_SETTINGS = settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -183,13 +195,7 @@ def test_equal_weights_give_the_unweighted_estimates(seed, c, model, reml):
     X, y, G, _ = _design(seed, 12, 6, 0.5)
     plain = _weighted_fit(model, reml, X, y, G, None)
     equal = _weighted_fit(model, reml, X, y, G, np.full(len(y), c))
-    _assert_same_estimates(plain, equal)
-    # sigma2 is the residual variance of a row of weight 1: sigma2 / c per row is the
-    # unweighted fit's residual variance
-    assert equal.residual_variance_ == pytest.approx(c * plain.residual_variance_, rel=1e-4)
-    # sigma2 / c I is the same residual covariance: the same likelihood, lme4's
-    # sum(log w) / 2 term included
-    assert equal.log_likelihood_ == pytest.approx(plain.log_likelihood_, abs=1e-6)
+    _assert_sigma2_scaled_only(plain, equal, c)
 
 
 @PROPERTY_SETTINGS
@@ -206,9 +212,7 @@ def test_scaled_weights_scale_sigma2_only(seed, c, model, reml):
     w = rng.uniform(0.2, 5.0, len(y))
     a = _weighted_fit(model, reml, X, y, G, w)
     b = _weighted_fit(model, reml, X, y, G, c * w)
-    _assert_same_estimates(a, b)
-    assert b.residual_variance_ == pytest.approx(c * a.residual_variance_, rel=1e-4)
-    assert b.log_likelihood_ == pytest.approx(a.log_likelihood_, abs=1e-6)
+    _assert_sigma2_scaled_only(a, b, c)
 
 
 @PROPERTY_SETTINGS
