@@ -5,6 +5,7 @@ The public surface is what this module exports; every other module is private.
 
 from ._estimator import MixedLMRegressor
 from ._exceptions import (
+    MissingDataWarning,
     MixedLMConvergenceWarning,
     NoGroupsWarning,
     SingularFitWarning,
@@ -16,6 +17,7 @@ from ._scorer import make_group_scorer
 from ._splitters import SplitByFactor
 
 __all__ = [
+    "MissingDataWarning",
     "MixedLMConvergenceWarning",
     "MixedLMRegressor",
     "NoGroupsWarning",

@@ -11,6 +11,7 @@ import functools
 from numbers import Integral, Real
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -18,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._covariance import COVARIANCE_TYPES
 from ._exceptions import (
+    MissingDataWarning,
     MixedLMConvergenceWarning,
     NoGroupsWarning,
     SingularFitWarning,
@@ -28,8 +30,21 @@ from ._fitted import FittedModel, predict_labels
 from ._inference import MixedLMSummary, fixed_effects_table, summary_blocks
 from ._model import build_model
 from ._optimize import ALL_SOLVERS, optimize, resolve_solver
-from ._terms import encode_terms, label_sources, lost_levels, resolve_terms, slope_positions
-from ._validation import check_sample_weight, check_slope_labels, label_columns, prepare_X
+from ._terms import (
+    encode_terms,
+    label_sources,
+    lost_levels,
+    match_terms,
+    resolve_terms,
+    slope_positions,
+)
+from ._validation import (
+    as_pandas,
+    check_sample_weight,
+    check_slope_labels,
+    label_columns,
+    prepare_X,
+)
 
 _POPULATION = {
     "score": (
@@ -56,6 +71,25 @@ _NO_GROUPS = (
     "set_predict_request for conditional predictions); without routing, "
     "cross_validate(..., groups=g) passes groups to the splitter only."
 )
+
+
+def _n_rows(X):
+    """Rows of the data given with a formula (any DataFrame or array)."""
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape is not None else len(X)
+
+
+def _expand(out, keep):
+    """Predictions (and standard deviations) on all rows: ``NaN`` where ``keep`` is false."""
+    if keep.all():
+        return out
+    parts = out if isinstance(out, tuple) else (out,)
+    full = []
+    for a in parts:
+        b = np.full(len(keep), np.nan)
+        b[keep] = a
+        full.append(b)
+    return tuple(full) if isinstance(out, tuple) else full[0]
 
 
 def _is_dask_collection(obj):
@@ -92,6 +126,27 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
+    formula : str, default=None
+        An lme4-style two-sided formula, for example
+        ``"Reaction ~ Days + (Days | Subject)"``: the model is then fitted by
+        ``fit(data)`` from the columns of one DataFrame (pandas, polars, ...),
+        which ``predict(data)`` and ``score(data)`` read too. The fixed part is
+        a formulaic model matrix with R's semantics (treatment contrasts,
+        ``contr.poly`` for ordered factors, ``*``, ``:``, ``0 +``, ``I()``,
+        ``poly()``, ``center()``, ``scale()``, splines), the bar terms follow
+        ``random_effects``' syntax with any such expression on their left side;
+        see the documentation's formulas page. A one-sided formula
+        (``"~ Days + (Days | Subject)"``) takes the response as ``y``. Not
+        combined with ``random_effects``, ``random_slopes``,
+        ``covariance_type``, ``fit_intercept=False`` or label arguments:
+        the formula says all of it.
+    na_action : {"omit", "raise"}, default="omit"
+        With a formula, what a missing value in one of its variables does:
+        ``"omit"`` leaves the row out of ``fit`` with a
+        :class:`~sklmm.MissingDataWarning` (lme4's ``na.action = na.omit``),
+        gives it a ``NaN`` prediction and leaves it out of ``score``;
+        ``"raise"`` raises ``ValueError`` naming the columns. Without a
+        formula, missing values are always an error.
     random_effects : str, default=None
         lme4-style specification of the random-effects terms, for example
         ``"(1 + Days | Subject)"``, ``"(1 | plate) + (1 | sample)"`` or
@@ -237,10 +292,21 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     n_params_ : int
         Fixed effects, variance parameters and the residual variance
         (lme4 ``attr(logLik(fit), "df")``).
+    fixed_effects_ : pandas.Series
+        The fixed effects by name (lme4 ``fixef``): ``"(Intercept)"`` (when
+        fitted), then the columns of ``X``, or of the formula's model matrix.
     n_features_in_ : int
-        Number of columns of ``X``.
+        Number of columns of ``X`` (with a formula: of the data columns its
+        right-hand side reads).
     feature_names_in_ : ndarray of str
-        Column names of ``X``, when it is a DataFrame with string names.
+        Column names of ``X``, when it is a DataFrame with string names (with a
+        formula: the data columns its right-hand side reads).
+    n_rows_dropped_ : int
+        With a formula, the rows left out of ``fit`` for missing values (0
+        without a formula).
+    rows_dropped_ : pandas.Index
+        With a formula, the index labels of those rows (lme4's
+        ``na.action(fit)``); empty without a formula.
 
     See Also
     --------
@@ -306,6 +372,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
+        "formula": [None, str],
+        "na_action": [StrOptions({"omit", "raise"})],
         "random_effects": [None, str],
         "random_slopes": [None, "array-like", str, Integral],
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
@@ -321,6 +389,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
     def __init__(
         self,
         *,
+        formula=None,
+        na_action="omit",
         random_effects=None,
         random_slopes=None,
         covariance_type="unstructured",
@@ -332,6 +402,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         tol=1e-7,
         verbose=0,
     ):
+        self.formula = formula
+        self.na_action = na_action
         self.random_effects = random_effects
         self.random_slopes = random_slopes
         self.covariance_type = covariance_type
@@ -345,15 +417,17 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     # -- fit ------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, groups=None, *, sample_weight=None, variance_components=None):
+    def fit(self, X, y=None, groups=None, *, sample_weight=None, variance_components=None):
         """Fit the model by REML or ML.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Fixed-effect covariates (without an intercept column).
-        y : array-like of shape (n_samples,)
-            Response.
+            Fixed-effect covariates (without an intercept column). With a
+            ``formula``: the DataFrame holding every column it names.
+        y : array-like of shape (n_samples,), default=None
+            Response. Required without a formula; with a two-sided formula it
+            must be ``None`` (the formula names the response).
         groups : array-like of shape (n_samples,) or DataFrame, default=None
             Group label of each row (ints, strings or a pandas categorical).
             With ``random_effects``, a DataFrame with one column per grouping
@@ -427,11 +501,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     def _fit(self, X, y, groups, variance_components, sample_weight):
         self._reset()
-        self._check_spec(groups, variance_components)
         inputs = (X, y, groups, variance_components, sample_weight)
-        if any(_is_dask_collection(a) for a in inputs):
+        self.n_rows_dropped_, self.rows_dropped_ = 0, pd.Index([])
+        if self.formula is not None:
+            model = self._formula_model(*inputs)
+        elif any(_is_dask_collection(a) for a in inputs):
+            self._check_spec(groups, variance_components)
             model = self._dask_model(*inputs)
         else:
+            self._check_spec(groups, variance_components)
             model = self._memory_model(*inputs)
         if not model.terms:
             warn_user(_NO_GROUPS, NoGroupsWarning)
@@ -454,6 +532,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     def _terms_for(self, n_samples, groups_cols, vc_cols):
         """The model's terms for these label columns (before their levels)."""
+        if self.formula is not None:
+            return resolve_terms(
+                self._design.random_effects,
+                np.zeros(0, dtype=int),
+                "unstructured",
+                self._design.names,
+                groups_cols,
+                vc_cols,
+            )
         slopes = np.zeros(0, dtype=int)
         if self.random_effects is None and self.random_slopes is not None:
             slopes = slope_positions(
@@ -491,6 +578,71 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             feature_names=self._feature_names(),
         )
 
+    def _formula_model(self, X, y, groups, variance_components, sample_weight):
+        """The model of a formula: the design's arrays through the in-memory path."""
+        from ._design import FormulaDesign
+
+        self._check_formula_spec(groups, variance_components)
+        if any(_is_dask_collection(a) for a in (X, y, sample_weight)):
+            raise ValueError(
+                "a formula needs in-memory data: a Dask collection cannot be passed with "
+                "formula=...; build the model matrix per partition and use random_effects "
+                "with groups (see the Dask page), or compute the data first"
+            )
+        design = FormulaDesign(self.formula, self.na_action)
+        n_all = _n_rows(X)
+        weights = check_sample_weight(sample_weight, n_all)
+        Xm, y, groups, keep = design.fit(X, y)
+        self._design = design
+        self.n_features_in_ = len(design.variables)
+        self.feature_names_in_ = np.asarray(design.variables, dtype=object)
+        if not keep.all():
+            index = getattr(as_pandas(X), "index", pd.RangeIndex(n_all))
+            self.n_rows_dropped_ = int((~keep).sum())
+            self.rows_dropped_ = index[~keep]
+            warn_user(
+                f"{self.n_rows_dropped_} of {n_all} rows have missing values in the "
+                "formula's variables and are left out of the fit (lme4's na.action = "
+                "na.omit; rows_dropped_ lists them; na_action='raise' raises instead).",
+                MissingDataWarning,
+            )
+            weights = None if weights is None else weights[keep]
+        if Xm.shape[0] < 2:
+            raise ValueError(
+                f"the formula leaves {Xm.shape[0]} row(s) of data ({self.n_rows_dropped_} "
+                "with missing values); a fit needs at least 2"
+            )
+        return self._arrays_model(
+            Xm,
+            y,
+            label_columns(groups, "groups", Xm.shape[0]),
+            label_columns(None, "variance_components", Xm.shape[0]),
+            weights,
+            fit_intercept=design.fit_intercept,
+            feature_names=design.names,
+            n_fixed=design.n_fixed,
+            names_given=True,
+        )
+
+    def _check_formula_spec(self, groups, variance_components):
+        """Errors for arguments that a formula makes redundant or contradicts."""
+        given = {
+            "random_effects": self.random_effects is not None,
+            "random_slopes": self.random_slopes is not None,
+            "covariance_type": self.covariance_type != "unstructured",
+            "fit_intercept": not self.fit_intercept,
+            "groups": groups is not None,
+            "variance_components": variance_components is not None,
+        }
+        bad = [k for k, v in given.items() if v]
+        if bad:
+            raise ValueError(
+                f"formula={self.formula!r} says the whole model, so {bad} must be left at "
+                "their defaults: drop them (random terms, slopes and covariances go in the "
+                "formula's bar terms, '0 +' removes the intercept, and the grouping factors "
+                "are columns of the data)"
+            )
+
     def _memory_model(self, X, y, groups, variance_components, sample_weight):
         X = prepare_X(X)
         if self.random_effects is None:
@@ -505,9 +657,32 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             dtype=np.float64,
         )
         n = X.shape[0]
-        weights = check_sample_weight(sample_weight, n)
-        groups_cols = label_columns(groups, "groups", n)
-        vc_cols = label_columns(variance_components, "variance_components", n)
+        return self._arrays_model(
+            X,
+            y,
+            label_columns(groups, "groups", n),
+            label_columns(variance_components, "variance_components", n),
+            check_sample_weight(sample_weight, n),
+            fit_intercept=self.fit_intercept,
+            feature_names=self._feature_names(),
+            names_given=hasattr(self, "feature_names_in_"),
+        )
+
+    def _arrays_model(
+        self,
+        X,
+        y,
+        groups_cols,
+        vc_cols,
+        weights,
+        *,
+        fit_intercept,
+        feature_names,
+        names_given,
+        n_fixed=None,
+    ):
+        """The model of validated arrays and label columns (both in-memory paths)."""
+        n = X.shape[0]
         all_terms = None
         if weights is not None and not (weights > 0).all():
             # Rows of weight 0 are left out, as if absent: the levels they alone had too.
@@ -526,21 +701,23 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             y,
             terms,
             codes,
-            fit_intercept=self.fit_intercept,
+            fit_intercept=fit_intercept,
             reml=self.reml,
-            feature_names=self._feature_names(),
+            feature_names=feature_names,
             label_columns={"groups": groups_cols.names(), "variance_components": vc_cols.names()},
             weights=weights,
-            names_given=hasattr(self, "feature_names_in_"),
+            names_given=names_given,
+            n_fixed=n_fixed,
         )
 
     def _set_fitted(self, fitted):
         """Copy the user-scale results onto the estimator and warn about the fit."""
         beta = fitted.beta
-        if self.fit_intercept:
+        if fitted.model.fit_intercept:
             self.intercept_, self.coef_ = float(beta[0]), beta[1:].copy()
         else:
             self.intercept_, self.coef_ = 0.0, beta.copy()
+        self.fixed_effects_ = pd.Series(beta.copy(), index=fitted.model.fixed_names, name="beta")
         self.residual_variance_ = fitted.sigma2
         self.random_effects_ = fitted.blups
         self.random_effects_cov_ = fitted.covs
@@ -638,6 +815,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         (a Series for a DataFrame, an Array otherwise), computed per partition.
         """
         check_is_fitted(self)
+        if self.formula is not None:
+            Xm, g, _, keep = self._formula_rows(X, groups, variance_components, False, "predict")
+            out = self._predict_design(Xm, g, return_std, include_residual)
+            return _expand(out, keep)
         if any(_is_dask_collection(a) for a in (X, groups, variance_components)):
             from ._dask import predict_dask
 
@@ -671,15 +852,72 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             include_residual=include_residual,
         )
 
-    def score(self, X, y, sample_weight=None, *, groups=None, variance_components=None):
+    def _formula_rows(self, X, groups, variance_components, with_response, method):
+        """The design's arrays for new data of a formula model, and the complete rows."""
+        if groups is not None or variance_components is not None:
+            raise ValueError(
+                f"the model was fitted from formula={self.formula!r}: {method}() takes the "
+                "grouping factors from the data's columns; leave groups and "
+                "variance_components None"
+            )
+        if _is_dask_collection(X):
+            raise ValueError("a formula model predicts from in-memory data, not Dask")
+        Xm, g, y, keep = self._design.transform(X, with_response)
+        if not keep.all():
+            warn_user(
+                f"{int((~keep).sum())} of {len(keep)} rows have missing values in the "
+                f"formula's variables: {method}() "
+                + ("gives them NaN." if method == "predict" else "leaves them out."),
+                MissingDataWarning,
+            )
+        return Xm, g, y, keep
+
+    def _predict_design(self, Xm, g, return_std=False, include_residual=False):
+        """Predictions for a formula design's arrays, the grouping factors of the data.
+
+        A term whose factor column is absent gives its population prediction.
+        """
+        columns = {} if g is None else {("groups", c): g[c].to_numpy() for c in g.columns}
+        levels = match_terms(self._fitted.model.terms, columns, Xm.shape[0])
+        return self._fitted.predict(
+            Xm, levels, return_std=return_std, include_residual=include_residual
+        )
+
+    def _formula_targets(self, X, y, sample_weight, method):
+        """``(y_true, y_pred, weights)`` of a formula model on the complete rows of ``X``."""
+        Xm, g, y_data, keep = self._formula_rows(X, None, None, y is None, method)
+        if g is None and self._fitted.model.terms:
+            warn_user(
+                f"the data has none of the grouping factors {self._design.factors}, so "
+                f"{method}() uses the population predictions (lme4's re.form = NA), not "
+                "the conditional ones.",
+                NoGroupsWarning,
+            )
+        if y is None:
+            if y_data is None:
+                raise ValueError(f"the formula {self.formula!r} is one-sided: pass y to {method}()")
+            y_true = y_data
+        else:
+            y_true = np.asarray(as_pandas(y), dtype=float).reshape(-1)
+            if len(y_true) != len(keep):
+                raise ValueError(f"y has {len(y_true)} rows, the data {len(keep)}")
+            y_true = y_true[keep]
+        weights = check_sample_weight(sample_weight, len(keep))
+        weights = None if weights is None else weights[keep]
+        return y_true, self._predict_design(Xm, g), weights
+
+    def score(self, X, y=None, sample_weight=None, *, groups=None, variance_components=None):
         """R^2 of :meth:`predict` with ``groups`` (and ``variance_components``).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Fixed-effect covariates.
-        y : array-like of shape (n_samples,)
-            True response.
+            Fixed-effect covariates. With a ``formula``: the DataFrame, whose
+            grouping factors give the conditional predictions.
+        y : array-like of shape (n_samples,), default=None
+            True response. With a two-sided formula, ``None`` reads it from
+            ``X`` (rows with missing values are left out of the score, with a
+            :class:`~sklmm.MissingDataWarning`). Required without a formula.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the R^2 (scikit-learn's positional order).
         groups : array-like of shape (n_samples,) or DataFrame, default=None
@@ -704,6 +942,14 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             ``scoring="r2"`` call :meth:`predict` without groups and cannot be
             warned about: use :func:`sklmm.make_group_scorer` instead.
         """
+        check_is_fitted(self)
+        if self.formula is not None:
+            if groups is not None or variance_components is not None:
+                self._formula_rows(X, groups, variance_components, False, "score")
+            y_true, pred, weights = self._formula_targets(X, y, sample_weight, "score")
+            return r2_score(y_true, pred, sample_weight=weights)
+        if y is None:
+            raise ValueError("score() requires y (the true response) for a model without a formula")
         self._warn_population("score", groups, variance_components)
         pred = self.predict(X, groups=groups, variance_components=variance_components)
         return r2_score(y, pred, sample_weight=sample_weight)
@@ -751,7 +997,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             residual).
         """
         check_is_fitted(self)
-        if sample_weight is not None and (X is None or y is None):
+        if sample_weight is not None and (X is None or (y is None and self.formula is None)):
             raise ValueError(
                 "summary() uses sample_weight for the scaled residuals only: pass it "
                 "with X, y and groups"
@@ -761,11 +1007,17 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             fitted.model.fixed_names, fitted.beta, self.fixed_effects_cov_, alpha
         )
         resid = None
-        if X is not None and y is not None:
+        if self.formula is not None and X is not None:
+            if groups is not None or variance_components is not None:
+                self._formula_rows(X, groups, variance_components, False, "summary")
+            y_true, pred, weights = self._formula_targets(X, y, sample_weight, "summary")
+            resid = (y_true - pred) / np.sqrt(self.residual_variance_)
+        elif X is not None and y is not None:
             self._warn_population("summary", groups, variance_components)
             pred = self.predict(X, groups=groups, variance_components=variance_components)
             resid = (np.asarray(y, dtype=float) - pred) / np.sqrt(self.residual_variance_)
             weights = check_sample_weight(sample_weight, len(resid))
+        if resid is not None:
             if fitted.model.weighted and weights is None:
                 raise ValueError(
                     "the model was fitted with sample_weight: pass the same weights to "

@@ -20,6 +20,14 @@ class ZeroWeightWarning(UserWarning):
     """Rows of zero ``sample_weight`` left some levels of a grouping factor without rows."""
 
 
+class MissingDataWarning(UserWarning):
+    """Rows with missing values in a formula's variables were left out (``na_action="omit"``).
+
+    In ``fit`` they are left out of the model, as lme4's default ``na.action = na.omit``;
+    in ``predict`` they get ``NaN``; in ``score`` they are left out of the score.
+    """
+
+
 class MixedLMConvergenceWarning(ConvergenceWarning):
     """The solver stopped before its convergence rule held."""
 

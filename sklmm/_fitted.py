@@ -204,7 +204,8 @@ class FittedModel:
         m = self.model
         n = X.shape[0]
         beta = self.beta
-        pred = X @ (beta[1:] if m.fit_intercept else beta) + (beta[0] if m.fit_intercept else 0)
+        Xf = X[:, : len(m.x_mean)]  # any later columns are random-effects columns only
+        pred = Xf @ (beta[1:] if m.fit_intercept else beta) + (beta[0] if m.fit_intercept else 0)
         zs_user = [t.z(X) for t in m.terms]
         for t, z, idx in zip(m.terms, zs_user, levels, strict=True):
             seen = idx >= 0
@@ -213,7 +214,7 @@ class FittedModel:
                 pred[seen] += np.einsum("ij,ij->i", z[seen], b)
         if not return_std:
             return pred
-        Xe = X - m.x_mean
+        Xe = Xf - m.x_mean
         if m.fit_intercept:
             Xe = np.column_stack([np.ones(n), Xe])
         theta = self.opt.theta

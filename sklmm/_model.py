@@ -195,8 +195,10 @@ def check_dense_block(terms):
         )
 
 
-def centring(terms, col_means, y_mean, fit_intercept):
+def centring(terms, col_means, y_mean, fit_intercept, n_fixed=None):
     """What ``X``, ``y`` and each term's columns are centred on.
+
+    The fixed effects are the first ``n_fixed`` columns (``None``: all).
 
     Returns
     -------
@@ -205,7 +207,8 @@ def centring(terms, col_means, y_mean, fit_intercept):
     z_means : list of ndarray
         Per term, the centre of each of its columns (0 for the intercept).
     """
-    x_mean = col_means if fit_intercept else np.zeros(len(col_means))
+    fixed = col_means[: len(col_means) if n_fixed is None else n_fixed]
+    x_mean = fixed if fit_intercept else np.zeros(len(fixed))
     y_centre = y_mean if fit_intercept else 0.0
     z_means = []
     for t in terms:
@@ -268,10 +271,15 @@ def check_before_stats(terms, n, y_max_abs):
 
 
 def row_readers(X, terms, x_mean, z_means, fit_intercept):
-    """Functions giving rows ``a:b`` of the centred fixed-effects design and of each term."""
+    """Functions giving rows ``a:b`` of the centred fixed-effects design and of each term.
+
+    The fixed effects are the first ``len(x_mean)`` columns of ``X``; any after them are
+    random-effects columns only (see :func:`build_model`).
+    """
+    p = len(x_mean)
 
     def x_rows(a, b):
-        Xc = X[a:b] - x_mean
+        Xc = X[a:b, :p] - x_mean
         return np.column_stack([np.ones(len(Xc)), Xc]) if fit_intercept else Xc
 
     def z_reader(t, zm):
@@ -292,13 +300,16 @@ def build_model(
     label_columns,
     weights=None,
     names_given=True,
+    n_fixed=None,
 ):
     """The model of in-memory data.
 
     Parameters
     ----------
-    X : ndarray of shape (n, p)
-        Validated covariates.
+    X : ndarray of shape (n, p + r)
+        Validated covariates: the ``p`` fixed-effects columns, then ``r`` columns that
+        only random-effects terms use (a formula's ``(0 + condition | subject)`` with
+        ``condition`` not in the fixed part). The terms' ``slopes`` index all of them.
     y : ndarray of shape (n,)
         Validated response.
     terms : list of RandomTerm
@@ -309,8 +320,11 @@ def build_model(
         Precision weights, all positive (rows of zero weight already left out).
     names_given : bool, default=True
         Whether ``X`` named its columns (for the messages of the checks).
+    n_fixed : int, default=None
+        ``p``, the number of fixed-effects columns of ``X`` (``None``: all).
     """
     n = X.shape[0]
+    p = X.shape[1] if n_fixed is None else n_fixed
     check_before_stats(terms, n, float(np.max(np.abs(y))))
     if weights is None:
         col_means = (np.ones(n) @ X) / n  # one matrix-vector product, not a strided reduce
@@ -318,17 +332,17 @@ def build_model(
     else:  # weighted means: the weighted cross-products are then centred
         total = float(weights.sum())
         col_means, y_mean = (weights @ X) / total, float(weights @ y) / total
-    x_mean, y_centre, z_means = centring(terms, col_means, y_mean, fit_intercept)
+    x_mean, y_centre, z_means = centring(terms, col_means, y_mean, fit_intercept, p)
     x_rows, z_rows = row_readers(X, terms, x_mean, z_means, fit_intercept)
     with np.errstate(over="ignore", invalid="ignore"):  # huge X: checked after
         raw = model_stats(
             x_rows, y - y_centre, codes, [t.n_levels for t in terms], z_rows, weights=weights
         )
-    options = {"fit_intercept": fit_intercept, "reml": reml, "feature_names": feature_names}
+    options = {"fit_intercept": fit_intercept, "reml": reml, "feature_names": feature_names[:p]}
     return model_from_stats(
         raw,
         terms,
-        col_means,
+        col_means[:p],
         (x_mean, y_centre, z_means),
         label_columns,
         weight_total=None if weights is None else total,

@@ -134,6 +134,8 @@ def assert_same_value(va, vb, key):
         pd.testing.assert_frame_equal(va, vb, check_exact=False, rtol=1e-6, atol=1e-8, obj=key)
     elif isinstance(va, pd.Series):
         pd.testing.assert_series_equal(va, vb, check_exact=False, rtol=1e-6, atol=1e-8, obj=key)
+    elif isinstance(va, pd.Index):
+        pd.testing.assert_index_equal(va, vb, obj=key)
     elif isinstance(va, np.ndarray) and va.dtype.kind in "fc":
         np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-8, err_msg=key)
     elif isinstance(va, np.ndarray):

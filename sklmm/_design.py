@@ -1,0 +1,670 @@
+"""The formula front end: an lme4 formula and a DataFrame to the core's arrays.
+
+``"Reaction ~ Days + (Days | Subject)"`` is split into its response, its fixed part and
+its bar terms (:func:`split_formula`). The fixed part and the left side of every bar
+term are model matrices built by formulaic with R's semantics: treatment contrasts for
+unordered factors (first level the reference), polynomial contrasts for ordered ones
+(R's ``contr.poly``), full dummy coding where there is no intercept to absorb a level,
+and stateful transforms (``center``, ``scale``, ``poly``, splines) learned in ``fit``
+and reused at prediction. The grouping factors are columns of the data, parsed by
+:mod:`sklmm._formula`. :class:`FormulaDesign` keeps the encoding; it gives the core
+one matrix (the fixed-effects columns, then the columns only random terms use), the
+response, the label columns and the random-effects specification in
+:mod:`sklmm._formula`'s syntax.
+
+Missing data as lme4's default ``na.action = na.omit``: a row with a missing value in a
+variable the formula uses is left out of the fit (``"raise"``: an error naming the
+columns); at prediction such a row gets ``NaN``.
+"""
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._formula import _quote, parse_random_effects
+from ._validation import as_pandas
+
+NA_ACTIONS = ("omit", "raise")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29da\u29db]")
+
+
+@dataclass(frozen=True)
+class BarTerm:
+    """A random-effects term of a formula as written: ``(lhs | grouping)`` or ``||``."""
+
+    lhs: str
+    double: bool
+    grouping: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SplitFormula:
+    """A formula's response (``None`` if one-sided), fixed part and bar terms."""
+
+    response: str | None
+    fixed: str
+    bars: tuple
+
+
+def _fail(formula, pos, what):
+    """A ``ValueError`` pointing at position ``pos`` of the formula."""
+    raise ValueError(f"formula: {what} at position {pos}:\n  {formula}\n  {' ' * pos}^")
+
+
+def _scan(formula):
+    """Top-level structure: ``(depth, char, pos)`` of every character outside quotes.
+
+    Raises on unbalanced parentheses and unclosed quotes, naming the position.
+    """
+    out, depth, stack, quote = [], 0, [], None
+    for pos, ch in enumerate(formula):
+        if quote is not None:
+            if ch == quote[0]:
+                quote = None
+            continue
+        if ch in "`'\"":
+            quote = (ch, pos)
+            continue
+        if ch == "(":
+            stack.append(pos)
+            depth += 1
+        elif ch == ")":
+            if not stack:
+                _fail(formula, pos, "a ')' without its '('")
+            stack.pop()
+            depth -= 1
+        out.append((depth, ch, pos))
+    if quote is not None:
+        _fail(formula, quote[1], f"an unclosed {quote[0]}")
+    if stack:
+        _fail(formula, stack[-1], "a '(' that is never closed")
+    return out
+
+
+def _summands(text, offset, formula):
+    """Split ``text`` at its top-level ``+`` and ``-``: ``[(sign, summand, position)]``."""
+    out, sign, start, depth = [], "+", 0, 0
+    quote = None
+    for i, ch in enumerate(text):
+        if quote is not None:
+            quote = None if ch == quote else quote
+            continue
+        if ch in "`'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and ch in "+-" and not _in_exponent(text, i):
+            out.append((sign, text[start:i], offset + start))
+            sign, start = ch, i + 1
+    out.append((sign, text[start:], offset + start))
+    return out
+
+
+def _in_exponent(text, i):
+    """Whether the ``+``/``-`` at ``i`` is the sign of a number's exponent (``1e-3``)."""
+    return bool(re.search(r"(?<![A-Za-z_.])[0-9.]+[eE]$", text[:i]))
+
+
+def _bar_term(summand, pos, formula):
+    """The :class:`BarTerm` of a parenthesised summand with a top-level bar, else None."""
+    s = summand.strip()
+    lead = pos + len(summand) - len(summand.lstrip())
+    if not (s.startswith("(") and s.endswith(")")):
+        return None
+    inner, depth, bar = s[1:-1], 0, None
+    quote = None
+    for i, ch in enumerate(inner):
+        if quote is not None:
+            quote = None if ch == quote else quote
+            continue
+        if ch in "`'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:  # "(a) + (b)": the parentheses do not wrap the summand
+                return None
+        elif ch == "|" and depth == 0:
+            bar = i
+            break
+    if bar is None:
+        return None
+    double = inner[bar + 1 : bar + 2] == "|"
+    lhs, grouping = inner[:bar], inner[bar + 1 + double :]
+    if not lhs.strip():
+        _fail(formula, lead + 1, f"the random-effects term {s!r} has an empty left side")
+    if not grouping.strip():
+        _fail(
+            formula,
+            lead + 2 + bar + double,
+            f"the random-effects term {s!r} has no grouping factor after '|'",
+        )
+    return BarTerm(lhs.strip(), double, grouping.strip(), s)
+
+
+def split_formula(formula):
+    """Split an lme4 formula into response, fixed part and bar terms.
+
+    Parameters
+    ----------
+    formula : str
+        ``"response ~ fixed + (lhs | grouping) + ..."``; one-sided (``"~ ..."``) when
+        the response is given separately.
+
+    Returns
+    -------
+    SplitFormula
+
+    Raises
+    ------
+    ValueError
+        For a malformed formula, naming the position of the problem.
+
+    Examples
+    --------
+    >>> f = split_formula("Reaction ~ Days + (Days | Subject)")
+    >>> f.response, f.fixed, [b.text for b in f.bars]
+    ('Reaction', 'Days', ['(Days | Subject)'])
+    >>> split_formula("y ~ 0 + (1 | a/b)").fixed
+    '0'
+    """
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a str, got {type(formula).__name__}")
+    if not formula.strip():
+        raise ValueError("formula: empty; expected for example 'y ~ x + (1 | g)'")
+    chars = _scan(formula)
+    tildes = [pos for depth, ch, pos in chars if ch == "~" and depth == 0]
+    if not tildes:
+        raise ValueError(
+            f"formula: {formula!r} has no '~'; expected 'response ~ terms' (or '~ terms' "
+            "with the response given as y)"
+        )
+    if len(tildes) > 1:
+        _fail(formula, tildes[1], "a second '~'")
+    tilde = tildes[0]
+    response = formula[:tilde].strip() or None
+    rhs_at = tilde + 1
+    rhs = formula[rhs_at:]
+    fixed, bars = [], []
+    for sign, summand, pos in _summands(rhs, rhs_at, formula):
+        bar = _bar_term(summand, pos, formula)
+        if bar is not None:
+            if sign == "-":
+                _fail(formula, pos - 1, f"'-' before the random-effects term {bar.text!r}")
+            bars.append(bar)
+            continue
+        for _, ch, at in chars:
+            if ch == "|" and pos <= at < pos + len(summand):
+                _fail(
+                    formula,
+                    at,
+                    "a '|' outside a parenthesised random-effects term; write the term as "
+                    "'+ (lhs | group)'",
+                )
+        if summand.strip():
+            fixed.append(f"{sign} {summand.strip()}" if fixed or sign == "-" else summand.strip())
+        elif sign == "-" or (fixed or bars):
+            _fail(formula, pos, "an empty term")
+    if not fixed and not bars:
+        _fail(formula, len(formula), "no term on the right of '~'")
+    return SplitFormula(response, " ".join(fixed) if fixed else "1", tuple(bars))
+
+
+# -- formulaic with R's contrasts ------------------------------------------------------
+
+
+def _materializer():
+    """formulaic's pandas materializer with R's default contrasts for ordered factors.
+
+    Registered under its own name, so formulaic's own defaults elsewhere are unchanged.
+    """
+    from formulaic.materializers import PandasMaterializer
+    from formulaic.transforms.contrasts import PolyContrasts, encode_contrasts
+    from interface_meta import override
+
+    class RPandasMaterializer(PandasMaterializer):
+        REGISTER_NAME = "sklmm_pandas"
+        REGISTER_INPUTS = ()
+        REGISTER_OUTPUTS = ("pandas",)
+
+        @override
+        def _encode_categorical(
+            self, values, metadata, encoder_state, spec, drop_rows, reduced_rank=False
+        ):
+            # R: contr.poly for an ordered factor, contr.treatment otherwise; decided in
+            # fit (from the column's dtype) and kept in the state for prediction.
+            if "sklmm_ordered" not in encoder_state:
+                raw = getattr(values, "__wrapped__", values)
+                dtype = getattr(raw, "dtype", None)
+                ordered = isinstance(dtype, pd.CategoricalDtype) and bool(dtype.ordered)
+                explicit = metadata is not None and getattr(metadata, "contrasts", None)
+                encoder_state["sklmm_ordered"] = ordered and not explicit
+            if not encoder_state["sklmm_ordered"]:
+                return super()._encode_categorical(
+                    values, metadata, encoder_state, spec, drop_rows, reduced_rank
+                )
+            if drop_rows:
+                from formulaic.utils.null_handling import drop_rows as drop_nulls
+
+                values = drop_nulls(values, indices=drop_rows)
+            from formulaic.materializers.pandas import as_columns
+
+            return as_columns(
+                encode_contrasts(
+                    values,
+                    contrasts=PolyContrasts(),
+                    reduced_rank=reduced_rank,
+                    _metadata=metadata,
+                    _state=encoder_state,
+                    _spec=spec,
+                )
+            )
+
+    return RPandasMaterializer
+
+
+_MATERIALIZER = None
+
+
+def _get_materializer():
+    global _MATERIALIZER
+    if _MATERIALIZER is None:
+        _MATERIALIZER = _materializer()
+    return _MATERIALIZER
+
+
+def _clean(exc):
+    """A formulaic error message without its terminal colours."""
+    return _ANSI.sub("", str(exc)).strip()
+
+
+def _model_matrix(rhs, data, where):
+    """formulaic's model matrix of the one-sided formula ``rhs`` (fit: learns the spec)."""
+    import formulaic
+    from formulaic.errors import FormulaicError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", formulaic.errors.DataMismatchWarning)
+            return formulaic.model_matrix(
+                rhs, data, materializer=_get_materializer(), na_action="ignore", output="pandas"
+            )
+    except FormulaicError as exc:
+        raise ValueError(f"formula: {where} {rhs!r}: {_clean(exc)}") from None
+
+
+def _apply(spec, data, where):
+    """The model matrix of ``data`` by a fitted spec; unseen factor levels are an error."""
+    import formulaic
+    from formulaic.errors import FormulaicError
+
+    _check_levels(spec, data, where)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", formulaic.errors.DataMismatchWarning)
+            return spec.get_model_matrix(data, na_action="ignore")
+    except (FormulaicError, formulaic.errors.DataMismatchWarning) as exc:
+        raise ValueError(f"formula: {where}: {_clean(exc)}") from None
+
+
+def _check_levels(spec, data, where):
+    """Error naming the variable and the levels a fixed-effect factor never had in fit."""
+    for expr, (kind, state) in spec.encoder_state.items():
+        levels = state.get("categories") if isinstance(state, dict) else None
+        if str(getattr(kind, "value", kind)) != "categorical" or levels is None:
+            continue
+        name = _plain_name(expr)
+        if name is None or name not in data.columns:
+            continue
+        values = data[name]
+        seen = pd.unique(values[values.notna()])
+        new = [v for v in seen if v not in set(levels)]
+        if new:
+            raise ValueError(
+                f"formula: {where}: the factor {name!r} has the level(s) {new[:10]} never "
+                f"seen in fit (fitted levels: {list(levels)[:20]}); a fixed effect cannot "
+                "be estimated for a new level. Drop those rows, or refit with them"
+            )
+
+
+def _plain_name(expr):
+    """The column name of a factor written as a bare name or ``C(name, ...)``."""
+    m = re.fullmatch(r"\s*(?:C\(\s*)?`?([^`,()]+?)`?\s*(?:,.*\))?\s*\)?\s*", expr)
+    return m.group(1).strip() if m else None
+
+
+def _variables(spec):
+    """The data variables a fitted formulaic spec reads."""
+    return set(map(str, spec.required_variables))
+
+
+@dataclass
+class _Part:
+    """A fitted left side of a bar term: its spec and where its columns go."""
+
+    spec: object
+    intercept: bool
+    columns: list  # positions of its slope columns in the core's matrix
+
+
+class FormulaDesign:
+    """The encoding of a formula, learned by :meth:`fit`, reused by :meth:`transform`.
+
+    Parameters
+    ----------
+    formula : str
+        The lme4-style formula.
+    na_action : {"omit", "raise"}
+        What a missing value does in ``fit``.
+
+    Attributes (after ``fit``)
+    --------------------------
+    fit_intercept : bool
+        Whether the fixed part has an intercept.
+    names : list of str
+        Columns of the core's matrix: the fixed-effects columns (the intercept left
+        out), then the columns only random terms use.
+    n_fixed : int
+        Number of fixed-effects columns in ``names``.
+    random_effects : str or None
+        The random part in :mod:`sklmm._formula`'s syntax, with the model matrix's
+        column names as slopes.
+    factors : list of str
+        The grouping factors (columns of the data), in the order of the terms.
+    variables : list of str
+        The data columns the right-hand side reads (fixed part, bar terms' left sides
+        and grouping factors), in the data's column order.
+    labels_only : list of str
+        The grouping factors that are nothing else in the formula: data without such a
+        column at prediction gives its terms' population predictions (lme4's
+        ``re.form``), as ``groups=None`` does without a formula.
+    response : str or None
+        The response's expression.
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> d = FormulaDesign("Reaction ~ Days + (Days | Subject)", "omit")
+    >>> X, y, groups, keep = d.fit(load_sleepstudy())
+    >>> d.names, d.random_effects, list(groups.columns)
+    (['Days'], '(1 + Days | Subject)', ['Subject'])
+    """
+
+    def __init__(self, formula, na_action="omit"):
+        self.formula = formula
+        self.na_action = na_action
+        self.parts = split_formula(formula)
+
+    # -- fit -------------------------------------------------------------------------
+    def fit(self, data, y=None):
+        """Learn the encoding on ``data``; return the core's arrays.
+
+        Returns
+        -------
+        X : ndarray of shape (n_kept, len(names))
+        y : ndarray of shape (n_kept,)
+        groups : DataFrame or None
+            The grouping factors' columns of the kept rows.
+        keep : ndarray of bool of shape (n_samples,)
+            The rows used (rows with missing values left out).
+        """
+        data = _frame(data)
+        f = self.parts
+        if f.response is not None and y is not None:
+            raise ValueError(
+                f"the formula names the response {f.response!r}, and y was given too: "
+                "pass y=None (fit(data)), or a one-sided formula '~ ...' with y"
+            )
+        if f.response is None and y is None:
+            raise ValueError(
+                f"the formula {self.formula!r} is one-sided and y=None: write the "
+                "response on the left of '~' (for example 'y ~ x + (1 | g)') or pass y"
+            )
+        from formulaic import Formula
+
+        groups_terms = (
+            parse_random_effects(" + ".join(f"(1 | {b.grouping})" for b in f.bars))
+            if f.bars
+            else ()
+        )
+        self.factors = list(dict.fromkeys(g for t in groups_terms for g in t.group))
+        for name in self.factors:
+            if name not in data.columns:
+                raise ValueError(
+                    f"formula: the grouping factor {name!r} is not a column of the data "
+                    f"(columns: {list(data.columns)})"
+                )
+        needed = set(self.factors)
+        formulas = [f.fixed, *(b.lhs for b in f.bars)]
+        if f.response is not None:
+            formulas.append(f.response)
+        for text in formulas:
+            try:
+                needed |= {str(v) for v in Formula(text).required_variables}
+            except Exception as exc:  # formulaic's parse errors
+                raise ValueError(f"formula: cannot parse {text!r}: {_clean(exc)}") from None
+        unknown = sorted(v for v in needed if v not in data.columns and not _is_known(v))
+        if unknown:
+            raise ValueError(
+                f"formula: {unknown} {'is' if len(unknown) == 1 else 'are'} not a column of "
+                f"the data (columns: {list(data.columns)})"
+            )
+        used = [c for c in data.columns if c in needed]
+        keep = self._complete_rows(data, used, y, "fit")
+        if not keep.all():
+            data = data.loc[keep]
+            y = None if y is None else np.asarray(y)[keep]
+        rhs_used = set(self.factors)
+        # the response
+        if f.response is not None:
+            ym = _model_matrix(f"0 + {f.response}", data, "the response")
+            if ym.shape[1] != 1 or not _numeric(ym):
+                raise ValueError(
+                    f"formula: the response {f.response!r} must be one numeric column; "
+                    f"it gives {list(ym.columns)}"
+                )
+            y = ym.to_numpy(dtype=float)[:, 0]
+            self.response_spec = ym.model_spec
+            self.response_variables = sorted(_variables(self.response_spec))
+        # the fixed part
+        fixed = _model_matrix(f.fixed, data, "the fixed part")
+        self.fixed_spec = fixed.model_spec
+        rhs_used |= _variables(self.fixed_spec)
+        names = [str(c) for c in fixed.columns]
+        self.fit_intercept = "Intercept" in names
+        keep_cols = [c for c in names if c != "Intercept"]
+        matrix = [fixed[keep_cols].to_numpy(dtype=float)] if keep_cols else []
+        self.names = list(keep_cols)
+        self.n_fixed = len(self.names)
+        # the bar terms
+        self.bar_parts, specs = [], []
+        for bar in f.bars:
+            where = f"the random-effects term {bar.text}"
+            for mm, diagonal in _bar_matrices(bar, data, where):
+                rhs_used |= _variables(mm.model_spec)
+                cols = [str(c) for c in mm.columns]
+                intercept = "Intercept" in cols
+                positions = [
+                    self._column(c, mm[c].to_numpy(dtype=float), matrix)
+                    for c in cols
+                    if c != "Intercept"
+                ]
+                if not intercept and not positions:
+                    raise ValueError(f"formula: {where} has no column")
+                self.bar_parts.append(_Part(mm.model_spec, intercept, positions))
+                lhs_spec = " + ".join(
+                    ["1" if intercept else "0"] + [_quote(self.names[j]) for j in positions]
+                )
+                specs.append(f"({lhs_spec} {'||' if diagonal else '|'} {bar.grouping})")
+        self.random_effects = " + ".join(specs) if specs else None
+        if self.random_effects is not None:
+            parse_random_effects(self.random_effects)  # errors (a column twice) early
+        self.variables = [c for c in data.columns if c in rhs_used]
+        covariates = rhs_used - set(self.factors)
+        for part in self.bar_parts:
+            covariates |= _variables(part.spec)
+        covariates |= _variables(self.fixed_spec)
+        self.labels_only = [c for c in self.factors if c not in covariates]
+        X = np.column_stack(matrix) if matrix else np.zeros((len(data), 0))
+        _check_finite(X, self.names, y)
+        groups = data[self.factors] if self.factors else None
+        return X, y, groups, keep
+
+    def _column(self, name, values, matrix):
+        """Position of a random term's column in the core's matrix (appended if new)."""
+        for j, existing in enumerate(self.names):
+            if existing == name and np.array_equal(_col(matrix, j), values, equal_nan=True):
+                return j
+        unique = name
+        k = 1
+        while unique in self.names:
+            unique, k = f"{name}.{k}", k + 1
+        self.names.append(unique)
+        matrix.append(values[:, None])
+        return len(self.names) - 1
+
+    def _complete_rows(self, data, columns, y, where):
+        """Rows without a missing value in ``columns`` (and ``y``); ``raise`` raises."""
+        missing = data[columns].isna()
+        bad = missing.any(axis=1).to_numpy()
+        if y is not None:
+            bad = bad | pd.isna(np.asarray(y))
+        if not bad.any():
+            return ~bad
+        counts = {c: int(n) for c, n in missing.sum().items() if n}
+        if self.na_action == "raise":
+            raise ValueError(
+                f"{where}: {int(bad.sum())} row(s) have missing values in the formula's "
+                f"variables {counts} (na_action='raise'); drop or impute them, or pass "
+                "na_action='omit' to leave them out as lme4 does"
+            )
+        return ~bad
+
+    # -- transform -------------------------------------------------------------------
+    def transform(self, data, with_response=False):
+        """The core's arrays for new data, by the encoding of ``fit``.
+
+        Returns
+        -------
+        X : ndarray of shape (n_complete, len(names))
+        groups : DataFrame or None
+            The grouping factors present in ``data`` (see ``labels_only``).
+        y : ndarray or None
+            The response, when ``with_response`` and the formula names one (rows
+            with it missing are among those left out).
+        keep : ndarray of bool of shape (n_samples,)
+            Rows with every variable present (the others get no prediction).
+        """
+        data = _frame(data)
+        missing = [c for c in self.variables if c not in data.columns and c not in self.labels_only]
+        if missing:
+            raise ValueError(
+                f"the data has no column(s) {missing}, which the formula "
+                f"{self.formula!r} uses (columns: {list(data.columns)})"
+            )
+        columns = [c for c in self.variables if c in data.columns]
+        with_response = with_response and self.parts.response is not None
+        if with_response:
+            absent = [c for c in self.response_variables if c not in data.columns]
+            if absent:
+                raise ValueError(
+                    f"the data has no column(s) {absent} for the formula's response "
+                    f"{self.parts.response!r}: pass y, or data with the response"
+                )
+            columns += [c for c in self.response_variables if c not in columns]
+        keep = self._complete_rows(data, columns, None, "predict")
+        data = data.loc[keep]
+        y = None
+        if with_response:
+            y = _apply(self.response_spec, data, "the response").to_numpy(dtype=float)[:, 0]
+        fixed = _apply(self.fixed_spec, data, "the fixed part")
+        cols = [c for c in fixed.columns if c != "Intercept"]
+        out = np.empty((len(data), len(self.names)))
+        out[:, : self.n_fixed] = fixed[cols].to_numpy(dtype=float)
+        for part in self.bar_parts:
+            mm = _apply(part.spec, data, "a random-effects term")
+            slope_cols = [c for c in mm.columns if c != "Intercept"]
+            for c, j in zip(slope_cols, part.columns, strict=True):
+                if j >= self.n_fixed:
+                    out[:, j] = mm[c].to_numpy(dtype=float)
+        present = [c for c in self.factors if c in data.columns]
+        groups = data[present] if present else None
+        return out, groups, y, keep
+
+
+def _bar_matrices(bar, data, where):
+    """The model matrices of a bar term's left side: ``[(matrix, diagonal)]``.
+
+    ``(lhs | g)`` is one matrix. lme4 rewrites ``(1 + x + f || g)`` as
+    ``(1 | g) + (0 + x | g) + (0 + f | g)``: a factor ``f`` keeps its dummy columns
+    (all of them, none absorbed by an intercept) correlated. Without a factor that is
+    the same model as one term with a diagonal covariance, which is how it is kept.
+    """
+    full = _model_matrix(bar.lhs, data, where)
+    if not bar.double:
+        return [(full, False)]
+    spec = full.model_spec
+    factor = any(
+        str(getattr(kind, "value", kind)) == "categorical"
+        for kind, _ in spec.encoder_state.values()
+    )
+    if not factor:
+        return [(full, True)]
+    terms = [str(t) for t in spec.formula]
+    pieces = ["1"] * ("1" in terms) + [f"0 + {t}" for t in terms if t != "1"]
+    return [(_model_matrix(p, data, where), False) for p in pieces]
+
+
+def _col(matrix, j):
+    """Column ``j`` of the list of column blocks ``matrix``."""
+    for block in matrix:
+        if j < block.shape[1]:
+            return block[:, j]
+        j -= block.shape[1]
+    raise IndexError(j)
+
+
+def _numeric(frame):
+    return all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes)
+
+
+def _is_known(name):
+    """Names formulaic resolves without the data (functions, constants, modules)."""
+    return name in {"np", "numpy", "pi", "e", "True", "False", "None"}
+
+
+def _check_finite(X, names, y):
+    """Errors for non-finite values a transformation produced (``log(0)``, ...)."""
+    bad = ~np.isfinite(X).all(axis=0)
+    if bad.any():
+        cols = [names[j] for j in np.flatnonzero(bad)]
+        raise ValueError(
+            f"formula: the model-matrix column(s) {cols} have non-finite values (a "
+            "transformation such as log of 0 or of a negative number?); fix the data or "
+            "the formula"
+        )
+    if y is not None and not np.isfinite(y).all():
+        raise ValueError("formula: the response has non-finite values after its transformation")
+
+
+def _frame(data):
+    """The data as a pandas DataFrame (polars and other frames through narwhals)."""
+    frame = as_pandas(data)
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            "with a formula, X must be a DataFrame with the formula's columns (pandas, "
+            f"polars or another DataFrame), got {type(data).__name__}"
+        )
+    if not all(isinstance(c, str) for c in frame.columns):
+        raise ValueError(
+            "with a formula, the DataFrame's column names must be str; got "
+            f"{[c for c in frame.columns if not isinstance(c, str)][:5]}"
+        )
+    return frame
