@@ -12,6 +12,7 @@ from ._exceptions import (
     ZeroWeightWarning,
 )
 from ._inference import likelihood_ratio_test
+from ._lmer import lmer
 from ._plotting import plot_caterpillar, plot_residuals
 from ._scorer import make_group_scorer
 from ._splitters import SplitByFactor
@@ -25,6 +26,7 @@ __all__ = [
     "SplitByFactor",
     "ZeroWeightWarning",
     "likelihood_ratio_test",
+    "lmer",
     "make_group_scorer",
     "plot_caterpillar",
     "plot_residuals",

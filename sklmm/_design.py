@@ -143,8 +143,8 @@ def _bar_term(summand, pos, formula):
     if not grouping.strip():
         _fail(
             formula,
-            lead + 2 + bar + double,
-            f"the random-effects term {s!r} has no grouping factor after '|'",
+            lead + 1 + bar,
+            f"the random-effects term {s!r} has no grouping factor after '{'||' if double else '|'}'",
         )
     return BarTerm(lhs.strip(), double, grouping.strip(), s)
 
@@ -429,11 +429,7 @@ class FormulaDesign:
             )
         from formulaic import Formula
 
-        groups_terms = (
-            parse_random_effects(" + ".join(f"(1 | {b.grouping})" for b in f.bars))
-            if f.bars
-            else ()
-        )
+        groups_terms = [t for b in f.bars for t in parse_random_effects(f"(1 | {b.grouping})")]
         self.factors = list(dict.fromkeys(g for t in groups_terms for g in t.group))
         for name in self.factors:
             if name not in data.columns:

@@ -1051,6 +1051,21 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         )
         return MixedLMSummary(blocks, fixed, vc)
 
+    def _get_metadata_request(self):
+        """Metadata requests; with a formula, ``groups`` is not requested unless set.
+
+        A formula model reads its grouping factors from the data, so under metadata
+        routing the group labels given to ``GridSearchCV(...).fit(data, groups=g)`` go to
+        the splitter only (``GroupKFold``), with no ``set_fit_request`` call needed.
+        """
+        requests = super()._get_metadata_request()
+        if self.formula is not None:
+            for method in ("fit", "predict", "score"):
+                request = getattr(requests, method)
+                if request.requests.get("groups") is None:
+                    request.add_request(param="groups", alias=False)
+        return requests
+
     def __sklearn_is_fitted__(self):
         """Fitted once a fit completed (a fit that fails validation leaves it unfitted)."""
         return hasattr(self, "_fitted")
