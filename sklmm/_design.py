@@ -144,7 +144,8 @@ def _bar_term(summand, pos, formula):
         _fail(
             formula,
             lead + 1 + bar,
-            f"the random-effects term {s!r} has no grouping factor after '{'||' if double else '|'}'",
+            f"the random-effects term {s!r} has no grouping factor after "
+            f"'{'||' if double else '|'}'",
         )
     return BarTerm(lhs.strip(), double, grouping.strip(), s)
 
