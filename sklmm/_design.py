@@ -477,7 +477,7 @@ class FormulaDesign:
         names = [str(c) for c in fixed.columns]
         self.fit_intercept = "Intercept" in names
         keep_cols = [c for c in names if c != "Intercept"]
-        matrix = [fixed[keep_cols].to_numpy(dtype=float)] if keep_cols else []
+        columns = [fixed[c].to_numpy(dtype=float) for c in keep_cols]  # no copy if float
         self.names = list(keep_cols)
         self.n_fixed = len(self.names)
         # the bar terms
@@ -489,7 +489,7 @@ class FormulaDesign:
                 cols = [str(c) for c in mm.columns]
                 intercept = "Intercept" in cols
                 positions = [
-                    self._column(c, mm[c].to_numpy(dtype=float), matrix)
+                    self._column(c, mm[c].to_numpy(dtype=float), columns)
                     for c in cols
                     if c != "Intercept"
                 ]
@@ -509,22 +509,31 @@ class FormulaDesign:
             covariates |= _variables(part.spec)
         covariates |= _variables(self.fixed_spec)
         self.labels_only = [c for c in self.factors if c not in covariates]
-        X = np.column_stack(matrix) if matrix else np.zeros((len(data), 0))
+        X = np.empty((len(data), len(columns)))  # one copy, in row-major order
+        for j, values in enumerate(columns):
+            X[:, j] = values
         _check_finite(X, self.names, y)
         groups = data[self.factors] if self.factors else None
         return X, y, groups, keep
 
-    def _column(self, name, values, matrix):
-        """Position of a random term's column in the core's matrix (appended if new)."""
+    def _column(self, name, values, columns):
+        """Position of a random term's column in the core's matrix (appended if new).
+
+        A column of the fixed part with the same name is the same expression, so the
+        same values; a sample of rows confirms it (a full comparison costs a pass).
+        """
+        step = max(1, len(values) // 10_000)
         for j, existing in enumerate(self.names):
-            if existing == name and np.array_equal(_col(matrix, j), values, equal_nan=True):
+            if existing == name and np.array_equal(
+                columns[j][::step], values[::step], equal_nan=True
+            ):
                 return j
         unique = name
         k = 1
         while unique in self.names:
             unique, k = f"{name}.{k}", k + 1
         self.names.append(unique)
-        matrix.append(values[:, None])
+        columns.append(values)
         return len(self.names) - 1
 
     def _complete_rows(self, data, columns, y, where):
@@ -617,15 +626,6 @@ def _bar_matrices(bar, data, where):
     terms = [str(t) for t in spec.formula]
     pieces = ["1"] * ("1" in terms) + [f"0 + {t}" for t in terms if t != "1"]
     return [(_model_matrix(p, data, where), False) for p in pieces]
-
-
-def _col(matrix, j):
-    """Column ``j`` of the list of column blocks ``matrix``."""
-    for block in matrix:
-        if j < block.shape[1]:
-            return block[:, j]
-        j -= block.shape[1]
-    raise IndexError(j)
 
 
 def _numeric(frame):

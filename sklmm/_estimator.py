@@ -1048,6 +1048,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             singular=self.is_singular_,
             converged=self.converged_,
             message="see fit_log_",
+            formula=self.formula,
         )
         return MixedLMSummary(blocks, fixed, vc)
 

@@ -325,15 +325,19 @@ def summary_blocks(
     singular,
     converged,
     message,
+    formula=None,
 ):
     """The blocks of :class:`MixedLMSummary`: ``(text, table)`` pairs.
 
     ``text`` is the block's part of the printout; ``table`` is ``None`` or a
     ``(title, DataFrame)`` shown in its place in HTML. ``random_terms`` lists
-    ``(group, names, sigma, n_levels)`` per random-effects term.
+    ``(group, names, sigma, n_levels)`` per random-effects term; ``formula`` is the
+    model's formula, printed under the title as lme4 does (``None``: no line).
     """
     blocks = []
     head = [f"Linear mixed model fit by {'REML' if reml else 'maximum likelihood'} [sklmm]"]
+    if formula is not None:
+        head.append(f"Formula: {formula}")
     if reml:
         head.append(f"REML criterion at convergence: {-2 * log_likelihood:.4f}")
     else:

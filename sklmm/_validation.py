@@ -134,6 +134,11 @@ def _one_column(values, n_rows, name):
     return values
 
 
+def _extension(values):
+    """Whether a Series holds a pandas extension array (nullable integers, ...)."""
+    return not isinstance(values.dtype, np.dtype)
+
+
 def check_labels(values, n_rows, name="groups"):
     """One column of labels as a 1-D numpy array, with clear errors for bad input."""
     if isinstance(values, pd.DataFrame):
@@ -143,7 +148,10 @@ def check_labels(values, n_rows, name="groups"):
                 f"{values.shape[1]} columns"
             )
         values = values.iloc[:, 0]
-    out = np.asarray(values.astype(object) if isinstance(values, pd.Series) else values)
+    if isinstance(values, pd.Series) and values.dtype.kind in "biuf" and not _extension(values):
+        out = values.to_numpy()  # numpy numbers: no copy to objects (1M rows: ~40 ms)
+    else:
+        out = np.asarray(values.astype(object) if isinstance(values, pd.Series) else values)
     out = _one_column(out, n_rows, name)
     missing = pd.isna(out)
     if missing.any():
