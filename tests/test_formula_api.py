@@ -61,6 +61,12 @@ def test_formula_equals_matrix_form(sleep):
     assert text.replace(line, "") == str(
         b.summary(sleep[["Days"]], sleep["Reaction"], sleep["Subject"])
     )
+    for got, want in zip(
+        a.predict(sleep, return_std=True, include_residual=True),
+        b.predict(sleep[["Days"]], groups=sleep["Subject"], return_std=True, include_residual=True),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
     assert list(a.fixed_effects_.index) == ["(Intercept)", "Days"]
     assert list(a.feature_names_in_) == ["Days", "Subject"]
     assert a.n_rows_dropped_ == 0 and len(a.rows_dropped_) == 0

@@ -73,6 +73,9 @@ case("sleep_poly_reml", "Reaction ~ poly(Days, 2) + (Days | Subject)",
      "Reaction ~ poly(Days, 2) + (Days | Subject)", s, test, TRUE)
 case("sleep_quad_ml", "Reaction ~ Days + I(Days^2) + (1 | Subject)",
      "Reaction ~ Days + I(Days**2) + (1 | Subject)", s, test, FALSE)
+# Random slopes on a transformed variable (orthogonal polynomials, state reused).
+case("sleep_polyslope_ml", "Reaction ~ poly(Days, 2) + (poly(Days, 2) | Subject)",
+     "Reaction ~ poly(Days, 2) + (poly(Days, 2) | Subject)", s, test, FALSE)
 # A random slope that is not a fixed effect.
 case("sleep_slope_only_reml", "Reaction ~ 1 + (Days | Subject)",
      "Reaction ~ 1 + (Days | Subject)", s, test, TRUE)
