@@ -430,7 +430,7 @@ class FormulaDesign:
             )
         from formulaic import Formula
 
-        groups_terms = [t for b in f.bars for t in parse_random_effects(f"(1 | {b.grouping})")]
+        groups_terms = [t for b in f.bars for t in _grouping(b)]
         self.factors = list(dict.fromkeys(g for t in groups_terms for g in t.group))
         for name in self.factors:
             if name not in data.columns:
@@ -444,9 +444,21 @@ class FormulaDesign:
             formulas.append(f.response)
         for text in formulas:
             try:
-                needed |= {str(v) for v in Formula(text).required_variables}
+                variables = Formula(text).required_variables
             except Exception as exc:  # formulaic's parse errors
                 raise ValueError(f"formula: cannot parse {text!r}: {_clean(exc)}") from None
+            for v in variables:
+                if "callable" in {str(getattr(r, "value", r)) for r in v.roles}:
+                    raise ValueError(
+                        f"formula: unknown function {str(v)!r} in {text!r}"
+                        + (
+                            "; lme4's offset() is not supported: subtract the offset from "
+                            "the response, e.g. 'I(y - z) ~ ...'"
+                            if str(v) == "offset"
+                            else ""
+                        )
+                    )
+                needed.add(str(v))
         unknown = sorted(v for v in needed if v not in data.columns and not _is_known(v))
         if unknown:
             raise ValueError(
@@ -454,6 +466,11 @@ class FormulaDesign:
                 f"the data (columns: {list(data.columns)})"
             )
         used = [c for c in data.columns if c in needed]
+        _check_columns(data, used, self.factors)
+        self.numeric = {
+            c: pd.api.types.is_numeric_dtype(data[c]) and not pd.api.types.is_bool_dtype(data[c])
+            for c in used
+        }
         keep = self._complete_rows(data, used, y, "fit")
         if not keep.all():
             data = data.loc[keep]
@@ -462,7 +479,7 @@ class FormulaDesign:
         # the response
         if f.response is not None:
             ym = _model_matrix(f"0 + {f.response}", data, "the response")
-            if ym.shape[1] != 1 or not _numeric(ym):
+            if ym.shape[1] != 1 or not _numeric(ym) or _has_factor(ym.model_spec):
                 raise ValueError(
                     f"formula: the response {f.response!r} must be one numeric column; "
                     f"it gives {list(ym.columns)}"
@@ -502,7 +519,10 @@ class FormulaDesign:
                 specs.append(f"({lhs_spec} {'||' if diagonal else '|'} {bar.grouping})")
         self.random_effects = " + ".join(specs) if specs else None
         if self.random_effects is not None:
-            parse_random_effects(self.random_effects)  # errors (a column twice) early
+            try:  # errors (a column twice) early, in the formula's words
+                parse_random_effects(self.random_effects)
+            except ValueError as exc:
+                raise ValueError(str(exc).replace("random_effects: ", "formula: ", 1)) from None
         self.variables = [c for c in data.columns if c in rhs_used]
         covariates = rhs_used - set(self.factors)
         for part in self.bar_parts:
@@ -585,6 +605,18 @@ class FormulaDesign:
                     f"{self.parts.response!r}: pass y, or data with the response"
                 )
             columns += [c for c in self.response_variables if c not in columns]
+        changed = [
+            c
+            for c in columns
+            if self.numeric.get(c)
+            and not pd.api.types.is_numeric_dtype(data[c])
+            and c not in self.factors
+        ]
+        if changed:
+            raise ValueError(
+                f"the column(s) {changed} were numeric in fit but are "
+                f"{[str(data[c].dtype) for c in changed]} here; pass numbers"
+            )
         keep = self._complete_rows(data, columns, None, "predict")
         data = data.loc[keep]
         y = None
@@ -617,15 +649,53 @@ def _bar_matrices(bar, data, where):
     if not bar.double:
         return [(full, False)]
     spec = full.model_spec
-    factor = any(
-        str(getattr(kind, "value", kind)) == "categorical"
-        for kind, _ in spec.encoder_state.values()
-    )
-    if not factor:
+    if not _has_factor(spec):
         return [(full, True)]
     terms = [str(t) for t in spec.formula]
     pieces = ["1"] * ("1" in terms) + [f"0 + {t}" for t in terms if t != "1"]
     return [(_model_matrix(p, data, where), False) for p in pieces]
+
+
+def _has_factor(spec):
+    """Whether a fitted formulaic spec encodes a categorical variable."""
+    kinds = [str(getattr(kind, "value", kind)) for kind, _ in spec.encoder_state.values()]
+    return "categorical" in kinds
+
+
+def _grouping(bar):
+    """The terms of a bar term's grouping (column names joined by ``:`` and ``/``)."""
+    try:
+        return parse_random_effects(f"(1 | {bar.grouping})")
+    except ValueError:
+        raise ValueError(
+            f"formula: the grouping {bar.grouping!r} of the term {bar.text} must be column "
+            "names joined by ':' (interaction) or '/' (nesting), such as 'g', 'a:b' or "
+            "'a/b'; every column is a factor there, so R's factor() is not needed, and "
+            "other expressions are not supported (make a column first)"
+        ) from None
+
+
+def _check_columns(data, used, factors):
+    """Errors for repeated column names and for dates used as covariates."""
+    repeated = sorted({c for c in used if (data.columns == c).sum() > 1})
+    if repeated:
+        raise ValueError(f"formula: the data has several columns named {repeated}; rename them")
+    dates = [
+        c
+        for c in used
+        if c not in factors
+        and (
+            pd.api.types.is_datetime64_any_dtype(data[c])
+            or pd.api.types.is_timedelta64_dtype(data[c])
+        )
+    ]
+    if dates:
+        c = dates[0]
+        raise ValueError(
+            f"formula: the date or duration column(s) {dates} must be converted to numbers "
+            f"first, for example days since the first date: (df[{c!r}] - "
+            f"df[{c!r}].min()).dt.days"
+        )
 
 
 def _numeric(frame):

@@ -217,7 +217,7 @@ BAD_FORMULAS = [
     ("Reaction ~ Days ~ x", r"a second '~' at position 16"),
     ("Reaction + Days + (1 | Subject)", r"has no '~'"),
     ("Reaction ~ ", r"no term on the right of '~'"),
-    ("Reaction ~ Days + (1 | Subject/)", r"expected a grouping factor name"),
+    ("Reaction ~ Days + (1 | Subject/)", r"the grouping .Subject/. of the term"),
 ]
 
 
@@ -257,6 +257,29 @@ def test_formula_errors_on_data(sleep):
         est.predict(sleep.drop(columns="Days"))
     with pytest.raises(ValueError, match="takes the grouping factors from the data"):
         est.predict(sleep, groups=sleep["Subject"])
+
+
+BAD_DATA = [
+    ("Subject ~ Days + (1 | Subject)", {}, "response 'Subject' must be one numeric column"),
+    ("Reaction ~ Days + (1 | factor(Subject))", {}, r"R's factor\(\) is not needed"),
+    ("Reaction ~ Days + (1 | Subject) + (1 | Subject)", {}, "formula: the terms"),
+    ("Reaction ~ Days + offset(Days) + (1 | Subject)", {}, "unknown function 'offset'"),
+    ("Reaction ~ t + (1 | Subject)", {"t": pd.Timestamp(0)}, r"date or duration column\(s\)"),
+]
+
+
+@pytest.mark.parametrize(("formula", "columns", "message"), BAD_DATA)
+def test_bad_data_for_a_formula(sleep, formula, columns, message):
+    with pytest.raises(ValueError, match=message):
+        MixedLMRegressor(formula=formula).fit(sleep.assign(**columns))
+
+
+def test_bad_data_at_prediction(sleep):
+    est = MixedLMRegressor(formula=SLEEP).fit(sleep)
+    with pytest.raises(ValueError, match=r"\['Days'\] were numeric in fit"):
+        est.predict(sleep.assign(Days=sleep["Days"].astype(str)))
+    with pytest.raises(ValueError, match="several columns named"):
+        MixedLMRegressor(formula=SLEEP).fit(pd.concat([sleep, sleep[["Days"]]], axis=1))
 
 
 def test_missing_values_raise_names_the_columns(sleep):
