@@ -9,15 +9,14 @@ from sklmm.datasets import load_sleepstudy
 def main():
     """Fit ``Reaction ~ Days + (Days | Subject)`` by REML and print lme4's summary."""
     df = load_sleepstudy()
-    X, y, subjects = df[["Days"]], df["Reaction"], df["Subject"]
-    est = MixedLMRegressor(random_slopes=["Days"])
+    est = MixedLMRegressor(formula="Reaction ~ Days + (Days | Subject)")
     start = time.perf_counter()
-    est.fit(X, y, groups=subjects)
+    est.fit(df)
     elapsed = time.perf_counter() - start
     print("sklmm: Reaction ~ Days + (Days | Subject), bundled sleepstudy data")
     print(f"fitted in {elapsed * 1e3:.1f} ms, {est.n_iter_} iterations, converged={est.converged_}")
     print()
-    print(est.summary(X, y, subjects))
+    print(est.summary(df))
     print()
     print("lme4 prints: REML criterion 1743.6; variances 612.10, 35.07, residual 654.94;")
     print("             corr 0.07; fixed effects 251.405 (6.825), 10.467 (1.546)")

@@ -17,6 +17,7 @@ variable the formula uses is left out of the fit (``"raise"``: an error naming t
 columns); at prediction such a row gets ``NaN``.
 """
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -428,7 +429,6 @@ class FormulaDesign:
                 f"the formula {self.formula!r} is one-sided and y=None: write the "
                 "response on the left of '~' (for example 'y ~ x + (1 | g)') or pass y"
             )
-        from formulaic import Formula
 
         groups_terms = [t for b in f.bars for t in _grouping(b)]
         self.factors = list(dict.fromkeys(g for t in groups_terms for g in t.group))
@@ -443,10 +443,7 @@ class FormulaDesign:
         if f.response is not None:
             formulas.append(f.response)
         for text in formulas:
-            try:
-                variables = Formula(text).required_variables
-            except Exception as exc:  # formulaic's parse errors
-                raise ValueError(f"formula: cannot parse {text!r}: {_clean(exc)}") from None
+            variables = _required_variables(text)
             for v in variables:
                 if "callable" in {str(getattr(r, "value", r)) for r in v.roles}:
                     raise ValueError(
@@ -477,7 +474,17 @@ class FormulaDesign:
             y = None if y is None else np.asarray(y)[keep]
         rhs_used = set(self.factors)
         # the response
-        if f.response is not None:
+        self.response_spec = None
+        if f.response is not None and f.response in data.columns:  # a column: no formulaic
+            self.response_variables = [f.response]
+            column = data[f.response]
+            if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+                raise ValueError(
+                    f"formula: the response {f.response!r} must be one numeric column; it "
+                    f"has dtype {column.dtype}"
+                )
+            y = column.to_numpy(dtype=float)
+        elif f.response is not None:
             ym = _model_matrix(f"0 + {f.response}", data, "the response")
             if ym.shape[1] != 1 or not _numeric(ym) or _has_factor(ym.model_spec):
                 raise ValueError(
@@ -620,7 +627,9 @@ class FormulaDesign:
         keep = self._complete_rows(data, columns, None, "predict")
         data = data.loc[keep]
         y = None
-        if with_response:
+        if with_response and self.response_spec is None:
+            y = pd.to_numeric(data[self.parts.response]).to_numpy(dtype=float)
+        elif with_response:
             y = _apply(self.response_spec, data, "the response").to_numpy(dtype=float)[:, 0]
         fixed = _apply(self.fixed_spec, data, "the fixed part")
         cols = [c for c in fixed.columns if c != "Intercept"]
@@ -654,6 +663,17 @@ def _bar_matrices(bar, data, where):
     terms = [str(t) for t in spec.formula]
     pieces = ["1"] * ("1" in terms) + [f"0 + {t}" for t in terms if t != "1"]
     return [(_model_matrix(p, data, where), False) for p in pieces]
+
+
+@functools.lru_cache(maxsize=256)
+def _required_variables(text):
+    """formulaic's variables of a formula (cached: a grid search parses the same ones)."""
+    from formulaic import Formula
+
+    try:
+        return tuple(Formula(text).required_variables)
+    except Exception as exc:  # formulaic's parse errors
+        raise ValueError(f"formula: cannot parse {text!r}: {_clean(exc)}") from None
 
 
 def _has_factor(spec):
