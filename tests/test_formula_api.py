@@ -282,6 +282,12 @@ def test_bad_data_at_prediction(sleep):
         MixedLMRegressor(formula=SLEEP).fit(pd.concat([sleep, sleep[["Days"]]], axis=1))
 
 
+def test_formula_with_dask_input_is_refused(sleep):
+    dd = pytest.importorskip("dask.dataframe")
+    with pytest.raises(ValueError, match="a formula needs in-memory data"):
+        MixedLMRegressor(formula=SLEEP).fit(dd.from_pandas(sleep, npartitions=2))
+
+
 def test_missing_values_raise_names_the_columns(sleep):
     data = sleep.copy()
     data.loc[3, "Days"] = np.nan
