@@ -738,11 +738,15 @@ class BlockedDeviance(FactorCache):
             quad[chunk] += np.einsum("ij,ij->j", v2, v2)
         return quad, Gw
 
-    def fixed_effects_cov(self, theta):
-        """``sigma2 C^{-1}``, the covariance of ``beta`` (lme4 ``vcov``)."""
+    def fixed_effects_cov(self, theta, sigma2=None):
+        """``sigma2 C^{-1}``, the covariance of ``beta`` (lme4 ``vcov``).
+
+        ``sigma2`` defaults to its profiled value at ``theta``.
+        """
         f = self._factor(np.asarray(theta, dtype=float))
         L_inv = sla.solve_triangular(f["L_C"], np.eye(self.stats.p), lower=True)
-        return (f["r2"] / self.k) * (L_inv.T @ L_inv)
+        s2 = f["r2"] / self.k if sigma2 is None else sigma2
+        return s2 * (L_inv.T @ L_inv)
 
     def unprofiled_deviance(self, theta, sigma2):
         """``-2 log L`` at ``theta`` and a given ``sigma2`` (``beta`` still profiled)."""

@@ -543,6 +543,17 @@ class FormulaDesign:
         groups = data[self.factors] if self.factors else None
         return X, y, groups, keep
 
+    def fixed_terms(self):
+        """The fixed part's terms: ``{label: (column names, factors)}``, intercept left out."""
+        spec, out = self.fixed_spec, {}
+        names = [str(c) for c in spec.column_names]
+        for term, indices in spec.term_indices.items():
+            factors = [str(f) for f in term.factors]
+            if factors == ["1"]:
+                continue
+            out[str(term)] = ([names[i] for i in indices], factors)
+        return out
+
     def _column(self, name, values, columns):
         """Position of a random term's column in the core's matrix (appended if new).
 

@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._covariance import COVARIANCE_TYPES
+from ._ddf import anova_table, contrast_matrix, ddf_method
 from ._exceptions import (
     MissingDataWarning,
     MixedLMConvergenceWarning,
@@ -967,6 +968,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         groups=None,
         alpha=0.05,
         *,
+        ddf="satterthwaite",
         sample_weight=None,
         variance_components=None,
     ):
@@ -979,6 +981,13 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             summarised too (lme4's "Scaled residuals").
         alpha : float, default=0.05
             One minus the confidence level of the intervals.
+        ddf : {"satterthwaite", "normal"}, default="satterthwaite"
+            The reference distribution of the fixed-effects tests and intervals.
+            ``"satterthwaite"``: t tests with Satterthwaite's degrees of freedom,
+            lmerTest's ``summary`` (its default, and the default here: with few
+            groups the normal reference is anti-conservative, and the df show
+            how much information each estimate has). ``"normal"``: Wald z tests,
+            as lme4's ``confint(method = "Wald")``.
         sample_weight : array-like of shape (n_samples,), default=None
             The weights of ``fit``, required with ``X`` and ``y`` for a weighted
             model: the scaled residuals are then lme4's Pearson residuals
@@ -988,8 +997,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         -------
         MixedLMSummary
             ``str()`` gives the text of lme4's ``summary(lmer(...))``; in a
-            notebook it renders as HTML. Its ``fixed_effects`` table has Wald
-            z statistics, p-values and intervals; its ``random_effects`` table is
+            notebook it renders as HTML. Its ``fixed_effects`` table has the
+            estimates, standard errors, the df, t statistics, p-values and
+            intervals of ``ddf`` (z statistics for ``"normal"``); its
+            ``random_effects`` table is
             lme4's ``as.data.frame(VarCorr(fit))`` with Wald intervals of
             ``sdcor`` on the log-sd / atanh-correlation scale (NaN for the
             terms on the boundary of a singular fit, which are held at their
@@ -1003,9 +1014,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 "with X, y and groups"
             )
         fitted = self._fitted
-        fixed = fixed_effects_table(
-            fitted.model.fixed_names, fitted.beta, self.fixed_effects_cov_, alpha
-        )
+        fixed = self._fixed_table(alpha, ddf)
         resid = None
         if self.formula is not None and X is not None:
             if groups is not None or variance_components is not None:
@@ -1051,6 +1060,125 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             formula=self.formula,
         )
         return MixedLMSummary(blocks, fixed, vc)
+
+    def _fixed_table(self, alpha, ddf):
+        """The fixed-effects table with the tests of ``ddf``."""
+        fitted = self._fitted
+        method = ddf_method(fitted, ddf)
+        df = None
+        if ddf != "normal":
+            df = method.t_tests(np.eye(len(fitted.beta)))["df"].to_numpy()
+        return fixed_effects_table(
+            fitted.model.fixed_names, fitted.beta, self.fixed_effects_cov_, alpha, df
+        )
+
+    def test_contrast(self, L, *, ddf="satterthwaite", joint=True):
+        """Test linear combinations ``L beta`` of the fixed effects (lmerTest's ``contest``).
+
+        Parameters
+        ----------
+        L : array-like of shape (n_contrasts, n_fixed_effects), DataFrame, Series or dict
+            The contrasts: one column per fixed effect, in the order of
+            ``fixed_effects_`` (the intercept first when fitted), or named by
+            ``fixed_effects_``'s index (a DataFrame with those columns, a Series or a
+            dict for one contrast; effects left out get 0).
+        ddf : {"satterthwaite", "normal"}, default="satterthwaite"
+            Satterthwaite's degrees of freedom (lmerTest), or the normal reference
+            (Wald z and chi-square tests).
+        joint : bool, default=True
+            One F test of ``L beta = 0`` (all rows together; lmerTest's
+            ``contest(..., joint = TRUE)``), or one t test per row.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``joint=True``: one row with ``sum_sq``, ``mean_sq`` (``F`` times the
+            residual variance, lmerTest's convention), ``num_df`` (the rank of
+            ``L``), ``den_df``, ``F`` and ``p_value``. ``joint=False``: one row per
+            contrast with ``estimate``, ``std_error``, ``df``, ``t`` and ``p_value``
+            (two-sided).
+
+        Examples
+        --------
+        >>> from sklmm import lmer
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+        >>> fit.test_contrast({"Days": 1}, joint=False).round(4)
+           estimate  std_error    df       t  p_value
+        0   10.4673     1.5458  17.0  6.7715      0.0
+        """
+        check_is_fitted(self)
+        fitted = self._fitted
+        Lm = contrast_matrix(L, list(fitted.model.fixed_names))
+        method = ddf_method(fitted, ddf)
+        if not joint:
+            out = method.t_tests(Lm)
+            return out.rename(columns={"se": "std_error", "p": "p_value"})
+        out = method.f_test(Lm)
+        row = {
+            "sum_sq": out["F"] * out["num_df"] * self.residual_variance_,
+            "mean_sq": out["F"] * self.residual_variance_,
+            "num_df": out["num_df"],
+            "den_df": out["den_df"],
+            "F": out["F"],
+            "p_value": out["p"],
+        }
+        return pd.DataFrame([row])
+
+    def anova(self, *, ddf="satterthwaite", type=3, terms=None):
+        """F tests of the fixed-effects terms (lmerTest's ``anova(fit)``).
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "normal"}, default="satterthwaite"
+            Denominator degrees of freedom, as in :meth:`test_contrast`.
+        type : {3, 1}, default=3
+            Type III: for each term, the joint test that its columns are 0, which is
+            lmerTest's type III test for every term that no other term contains
+            (for a term contained in an interaction, lmerTest averages over the
+            other factor's levels: not implemented yet, a ``ValueError`` says so).
+            Type I: sequential tests, in the order of the terms (lmerTest's
+            Doolittle contrasts of ``X'X``).
+        terms : dict of str to list of str, default=None
+            Term name -> its fixed-effect columns (names of ``fixed_effects_``).
+            ``None``: the terms of the formula; without a formula, every column is
+            its own term.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per term (index ``term``): ``sum_sq``, ``mean_sq``, ``num_df``,
+            ``den_df``, ``F``, ``p_value``, as lmerTest's table.
+        """
+        check_is_fitted(self)
+        if type not in (1, 3):
+            raise ValueError(f"type={type!r}: expected 3 (type III) or 1 (type I, sequential)")
+        fitted = self._fitted
+        names = list(fitted.model.fixed_names)
+        contained = None
+        if terms is None and self.formula is not None:
+            spec = self._design.fixed_terms()
+            terms = {label: cols for label, (cols, _) in spec.items()}
+            factors = {label: set(f) for label, (_, f) in spec.items()}
+            contained = {
+                a: [b for b in factors if b != a and factors[a] < factors[b]] for a in factors
+            }
+        elif terms is None:
+            terms = {name: [name] for name in names if name != "(Intercept)"}
+        positions = {}
+        for label, cols in terms.items():
+            cols = [cols] if isinstance(cols, str) else list(cols)
+            unknown = [c for c in cols if c not in names]
+            if unknown or not cols:
+                raise ValueError(
+                    f"anova: the term {label!r} names {unknown or cols}, which are not "
+                    f"fixed effects {names}"
+                )
+            positions[label] = [names.index(c) for c in cols]
+        xtx = fitted.fixed_crossprod() if type == 1 else None
+        return anova_table(
+            ddf_method(fitted, ddf), positions, self.residual_variance_, type, xtx, contained
+        )
 
     def _get_metadata_request(self):
         """Metadata requests; with a formula, ``groups`` is not requested unless set.

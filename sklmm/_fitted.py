@@ -177,6 +177,16 @@ class FittedModel:
             },
         }
 
+    def fixed_crossprod(self):
+        """``X'X`` of the fixed-effects design in the user's coordinates (weighted if fitted so).
+
+        From the centred cross-products: ``X = X_c T^{-1}`` (``beta = T beta_c``).
+        """
+        m = self.model
+        p = m.stats.p
+        T_inv = np.linalg.inv(m.T)
+        return T_inv.T @ m.stats.XytXy[:p, :p] @ T_inv
+
     def random_structure(self):
         """``{(term, column)}`` of the random effects; terms with diagonal / correlated effects."""
         pairs, diagonal, correlated = set(), set(), set()

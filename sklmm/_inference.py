@@ -26,17 +26,27 @@ import pandas as pd
 from scipy import stats
 
 
-def fixed_effects_table(names, beta, cov, alpha=0.05):
-    """Estimates, standard errors, z statistics, p-values and Wald intervals."""
+def fixed_effects_table(names, beta, cov, alpha=0.05, df=None):
+    """Estimates, standard errors, test statistics, p-values and intervals.
+
+    Without ``df``: Wald z statistics, normal p-values and intervals. With ``df`` (one per
+    coefficient, e.g. Satterthwaite's): t statistics, and p-values and intervals from the
+    t distribution with those degrees of freedom (lmerTest's table, with intervals).
+    """
     se = np.sqrt(np.diag(cov))
-    z = beta / se
-    crit = stats.norm.ppf(1 - alpha / 2)
+    stat = beta / se
+    if df is None:
+        crit = stats.norm.ppf(1 - alpha / 2)
+        columns = {"z": stat, "p_value": 2 * stats.norm.sf(np.abs(stat))}
+    else:
+        df = np.asarray(df, dtype=float)
+        crit = stats.t.ppf(1 - alpha / 2, df)
+        columns = {"df": df, "t": stat, "p_value": 2 * stats.t.sf(np.abs(stat), df)}
     return pd.DataFrame(
         {
             "estimate": beta,
             "std_error": se,
-            "z": z,
-            "p_value": 2 * stats.norm.sf(np.abs(z)),
+            **columns,
             f"ci_{alpha / 2:g}": beta - crit * se,
             f"ci_{1 - alpha / 2:g}": beta + crit * se,
         },
@@ -365,14 +375,20 @@ def summary_blocks(
         blocks.append((f"Number of obs: {n_obs}, groups:  {counts}\n", None))
     else:
         blocks.append((f"Number of obs: {n_obs}, no random effects\n", None))
-    table = fixed[["estimate", "std_error", "z"]].copy()
-    table.columns = ["Estimate", "Std. Error", "z value"]
+    if "z" in fixed:  # the normal reference
+        table = fixed[["estimate", "std_error", "z"]].copy()
+        table.columns = ["Estimate", "Std. Error", "z value"]
+        head = "Pr(>|z|)"
+    else:  # t tests with df (lmerTest's layout)
+        table = fixed[["estimate", "std_error", "df", "t"]].copy()
+        table.columns = ["Estimate", "Std. Error", "df", "t value"]
+        head = "Pr(>|t|)"
     table.index.name = None
     text = table.to_string(float_format=lambda v: f"{v:.4f}")
     pvals = format_pvalues(fixed["p_value"].to_numpy())
-    width = max(len("Pr(>|z|)"), *(len(p) for p in pvals))
+    width = max(len(head), *(len(p) for p in pvals))
     lines = text.split("\n")
-    lines[0] += " " + "Pr(>|z|)".rjust(width)
+    lines[0] += " " + head.rjust(width)
     lines[1:] = [line + " " + p.rjust(width) for line, p in zip(lines[1:], pvals, strict=True)]
     blocks.append(("\n".join(["Fixed effects:", *lines]), ("Fixed effects", fixed)))
     if len(fixed) > 1:

@@ -353,10 +353,14 @@ class ProfiledDeviance(FactorCache):
             f["J"] = _lower_solve(f["L"], np.broadcast_to(f["lam"].T, f["L"].shape))
         return f["J"]
 
-    def fixed_effects_cov(self, theta):
-        """``sigma2 C^{-1}``, the covariance of ``beta`` (lme4 ``vcov``)."""
+    def fixed_effects_cov(self, theta, sigma2=None):
+        """``sigma2 C^{-1}``, the covariance of ``beta`` (lme4 ``vcov``).
+
+        ``sigma2`` defaults to its profiled value at ``theta``.
+        """
         f = self._factor(np.asarray(theta, dtype=float))
-        return (f["r2"] / self.k) * (f["L_C_inv"].T @ f["L_C_inv"])
+        s2 = f["r2"] / self.k if sigma2 is None else sigma2
+        return s2 * (f["L_C_inv"].T @ f["L_C_inv"])
 
     def blup_gain(self, theta):
         """``P_i Z_i'X_i`` for every group: how ``b_i`` moves with ``beta``.

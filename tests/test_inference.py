@@ -32,9 +32,12 @@ def test_fixed_effects_cov(case_fit):
     # vcov(fit), sqrt(diag(vcov(fit)))
     case, est = case_fit
     np.testing.assert_allclose(est.fixed_effects_cov_, case.lme4["vcov_fixef"], rtol=1e-4)
-    table = est.summary().fixed_effects
+    table = est.summary(ddf="normal").fixed_effects
     np.testing.assert_allclose(table["std_error"], case.lme4["se_fixef"], rtol=1e-4)
     np.testing.assert_allclose(table["z"], table["estimate"] / table["std_error"])
+    table = est.summary().fixed_effects  # Satterthwaite's t tests by default
+    np.testing.assert_allclose(table["std_error"], case.lme4["se_fixef"], rtol=1e-4)
+    np.testing.assert_allclose(table["t"], table["estimate"] / table["std_error"])
 
 
 def test_information_criteria(case_fit):
@@ -119,7 +122,7 @@ def test_summary_text_sleepstudy():
     est = MixedLMRegressor(random_slopes=["Days"]).fit(
         df[["Days"]], df["Reaction"], groups=df["Subject"]
     )
-    text = str(est.summary(df[["Days"]], df["Reaction"], df["Subject"]))
+    text = str(est.summary(df[["Days"]], df["Reaction"], df["Subject"], ddf="normal"))
     # The random-effects block, character for character as lme4 prints it at the optimum
     # (lme4's default optimizer stops 1e-12 short of it and prints 612.10 for 612.09).
     assert _block(text) == PRINT["sleepstudy"]["lines"]
@@ -142,6 +145,10 @@ def test_summary_text_sleepstudy():
         "1.27e-11",  # 2 * pnorm(-6.7715)
     ]:
         assert expected in text, expected
+    # The default: lmerTest's summary, Satterthwaite's df (17 for this balanced design)
+    text = str(est.summary(df[["Days"]], df["Reaction"], df["Subject"]))
+    assert "Estimate  Std. Error      df  t value Pr(>|t|)" in text
+    assert "Days          10.4673      1.5458 17.0000   6.7715 3.26e-06" in text
 
 
 def test_html_summary_has_the_content_of_the_text():
