@@ -4,22 +4,25 @@ Nested and crossed random effects
 
 Several random-effects terms in one model, on two classic designs of Davies (1972): casks
 *nested* in batches (lme4's ``Pastes``) and plates *crossed* with samples
-(``Penicillin``). Each model can be given in two ways that fit the same thing:
+(``Penicillin``). Each model can be given in three ways that fit the same thing:
 
-* as variance components, the statsmodels design: ``fit(X, y, groups=...,
-  variance_components=...)``;
-* as an lme4-style specification, the ``random_effects`` parameter, with one column of
-  ``groups`` per grouping factor it names.
+* as lme4's formula, ``MixedLMRegressor(formula=...).fit(df)`` or ``lmer(formula, df)``,
+  which reads the grouping factors from the columns of the data;
+* from matrices, as variance components, the statsmodels design: ``fit(X, y,
+  groups=..., variance_components=...)``;
+* from matrices, as an lme4-style specification of the random part, the
+  ``random_effects`` parameter, with one column of ``groups`` per grouping factor it
+  names.
 
-Both models have no fixed covariate, only an intercept: ``X`` is a DataFrame with no
-columns, ``df[[]]``.
+Both models have no fixed covariate, only an intercept: in the matrix forms, ``X`` is a
+DataFrame with no columns, ``df[[]]``.
 """
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sklmm import MixedLMRegressor, plot_caterpillar
+from sklmm import MixedLMRegressor, lmer, plot_caterpillar
 from sklmm.datasets import load_pastes, load_penicillin
 
 # %%
@@ -103,6 +106,21 @@ print(table.round(3).to_string(index=False))
 print(f"same predictions from both forms: {np.allclose(pred_components, pred_formula)}")
 
 # %%
+# The same model from a formula
+# -----------------------------
+# lme4's formula fits the same model from the data frame itself: the grouping factors
+# are its columns ``batch`` and ``cask``, and ``predict`` reads them from the new data.
+
+from_formula = lmer("strength ~ 1 + (1 | batch/cask)", pastes)
+print("terms:", from_formula.terms_)
+same = (
+    np.isclose(from_formula.log_likelihood_, by_formula.log_likelihood_, rtol=1e-10)
+    and np.allclose(from_formula.variance_components_, by_formula.variance_components_)
+    and np.allclose(from_formula.predict(new), pred_formula)
+)
+print(f"same fit and predictions as the matrix forms: {same}")
+
+# %%
 # Crossed: plates and samples
 # ---------------------------
 # Six samples of penicillin, each tested on every one of 24 plates: every plate meets
@@ -136,6 +154,15 @@ for name, value in lme4.items():
 print(f"REML criterion {-2 * crossed.log_likelihood_:.4f} (lme4: 330.8606)")
 
 # %%
+# From lme4's formula, the same fit again:
+
+crossed_lmer = lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", penicillin)
+same = np.isclose(crossed_lmer.log_likelihood_, crossed.log_likelihood_, rtol=1e-10) and (
+    np.allclose(crossed_lmer.variance_components_, crossed.variance_components_)
+)
+print(f"same fit from the formula: {same}")
+
+# %%
 # The sample variance differs from lme4's in the fourth digit, while the REML criterion
 # agrees to every digit lme4 prints: with six samples, the criterion is very flat along
 # the sample variance, and two optimizers stop at slightly different points of it.
@@ -153,15 +180,17 @@ for ax, term in zip(axes, ["plate", "sample"], strict=True):
 # %%
 # From lme4 and statsmodels to sklmm
 # ----------------------------------
-# With ``X`` the fixed covariates (``df[[]]`` for an intercept-only model):
+# With a formula, or from matrices with ``X`` the fixed covariates (``df[[]]`` for an
+# intercept-only model):
 #
 # * lme4 ``y ~ x + (1 | g/c)``, statsmodels ``mixedlm("y ~ x", df, groups="g",
-#   re_formula="1", vc_formula={"c": "0 + C(c)"})``:
-#   ``MixedLMRegressor(random_effects="(1 | g/c)")`` with
+#   re_formula="1", vc_formula={"c": "0 + C(c)"})``: ``lmer("y ~ x + (1 | g/c)", df)``;
+#   from matrices, ``MixedLMRegressor(random_effects="(1 | g/c)")`` with
 #   ``fit(X, y, groups=df[["g", "c"]])``, or ``MixedLMRegressor()`` with
 #   ``fit(X, y, groups=df["g"], variance_components=df[["c"]])``.
 # * lme4 ``y ~ x + (1 | a) + (1 | b)``, statsmodels with one group holding every row and
 #   ``vc_formula={"a": "0 + C(a)", "b": "0 + C(b)"}``:
+#   ``lmer("y ~ x + (1 | a) + (1 | b)", df)``; from matrices,
 #   ``MixedLMRegressor(random_effects="(1 | a) + (1 | b)")`` with
 #   ``fit(X, y, groups=df[["a", "b"]])``, or ``MixedLMRegressor()`` with
 #   ``fit(X, y, variance_components=df[["a", "b"]])``.
@@ -169,5 +198,6 @@ for ax, term in zip(axes, ["plate", "sample"], strict=True):
 #   ``random_effects_cov_``, dictionaries keyed by term (``variance_components_`` holds the
 #   variances of the intercept-only terms); ``ranef(fit, condVar = TRUE)``:
 #   ``random_effects_condvar_``.
-# * lme4 ``predict(fit, newdata, allow.new.levels = TRUE)``: ``predict(X, groups=...,
-#   variance_components=...)``, with the label columns named as in ``fit``.
+# * lme4 ``predict(fit, newdata, allow.new.levels = TRUE)``: ``predict(newdata)`` for a
+#   formula model; from matrices, ``predict(X, groups=..., variance_components=...)``,
+#   with the label columns named as in ``fit``.

@@ -3,13 +3,15 @@ Sleepstudy: a random intercept and slope per subject
 ====================================================
 
 lme4's classic ``Reaction ~ Days + (Days | Subject)`` fitted by REML on the bundled data,
-then predictions for a seen and an unseen subject.
+then predictions for a seen and an unseen subject. The model is fitted from matrices
+first (``X``, ``y`` and the group labels), then from the formula itself.
 """
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
-from sklmm import MixedLMRegressor, plot_caterpillar, plot_residuals
+from sklmm import MixedLMRegressor, lmer, plot_caterpillar, plot_residuals
 from sklmm.datasets import load_sleepstudy
 
 df = load_sleepstudy()
@@ -35,10 +37,33 @@ print(
 )
 
 # %%
-# The whole summary, as lme4's ``summary(fit)`` prints it (with the training data, the
-# scaled residuals too):
+# The same model from a formula
+# -----------------------------
+# ``formula=`` takes lme4's formula, and ``fit``, ``predict``, ``score`` and ``summary``
+# then read every variable, the grouping factor ``Subject`` included, from the columns of
+# one DataFrame. ``sklmm.lmer(formula, data)`` is lme4's call and returns the same fitted
+# estimator. The numbers are those of the matrix form:
 
-print(est.summary(df[["Days"]], df["Reaction"], df["Subject"]))
+by_formula = MixedLMRegressor(formula="Reaction ~ Days + (Days | Subject)").fit(df)
+fit = lmer("Reaction ~ Days + (Days | Subject)", df)
+print(by_formula.fixed_effects_)  # lme4's fixef(fit): a Series by name
+new_data = new.assign(Subject=subjects)  # the new rows, with their Subject column
+same = (
+    np.isclose(by_formula.log_likelihood_, est.log_likelihood_, rtol=1e-10)
+    and np.isclose(fit.log_likelihood_, est.log_likelihood_, rtol=1e-10)
+    and np.allclose(by_formula.fixed_effects_, [est.intercept_, *est.coef_])
+    and np.allclose(by_formula.random_effects_cov_["Subject"], est.random_effects_cov_["Subject"])
+    and np.allclose(by_formula.predict(new_data), est.predict(new, groups=subjects))
+)
+print(f"same fit and predictions from the formula and the matrices: {same}")
+
+# %%
+# The whole summary, as lme4's ``summary(fit)`` prints it, with lme4's ``Formula:`` line
+# (given the training data, the scaled residuals too; from the matrix form,
+# ``est.summary(df[["Days"]], df["Reaction"], df["Subject"])`` prints the same without
+# that line):
+
+print(by_formula.summary(df))
 
 # %%
 # Each subject's deviation from the average line (its BLUPs, lme4's ``ranef``) with 95%

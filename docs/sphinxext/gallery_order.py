@@ -1,8 +1,9 @@
-"""Gallery order: walkthrough, prediction, selection, nested/crossed, weights, pipelines, pitfalls,
-scale."""
+"""Gallery order: walkthrough, formulas, prediction, selection, nested/crossed, weights, pipelines,
+pitfalls, scale."""
 
 ORDER = [
     "plot_sleepstudy.py",
+    "plot_formulas.py",
     "plot_new_groups.py",
     "plot_model_selection.py",
     "plot_nested_crossed.py",
