@@ -216,7 +216,29 @@ def split_formula(formula):
             _fail(formula, pos, "an empty term")
     if not fixed and not bars:
         _fail(formula, len(formula), "no term on the right of '~'")
+    _check_power(formula, chars)
     return SplitFormula(response, " ".join(fixed) if fixed else "1", tuple(bars))
+
+
+def _check_power(formula, chars):
+    """``^`` inside a function call (``I(x^2)``) is Python's XOR there: an error.
+
+    At the top level ``(a + b)^2`` is the formula's interaction power, as in R.
+    """
+    opens = []
+    for _, ch, pos in chars:
+        if ch == "(":
+            before = formula[:pos].rstrip()
+            opens.append(bool(before) and (before[-1].isalnum() or before[-1] in "_."))
+        elif ch == ")":
+            opens.pop()
+        elif ch == "^" and any(opens):
+            _fail(
+                formula,
+                pos,
+                "'^' inside a function call is Python's bitwise XOR, not a power: write "
+                "'**' (for example I(x**2), R's I(x^2))",
+            )
 
 
 # -- formulaic with R's contrasts ------------------------------------------------------
@@ -327,7 +349,7 @@ def _check_levels(spec, data, where):
             continue
         values = data[name]
         seen = pd.unique(values[values.notna()])
-        new = [v for v in seen if v not in set(levels)]
+        new = [v.item() if isinstance(v, np.generic) else v for v in seen if v not in set(levels)]
         if new:
             raise ValueError(
                 f"formula: {where}: the factor {name!r} has the level(s) {new[:10]} never "
@@ -652,6 +674,13 @@ class FormulaDesign:
             for c, j in zip(slope_cols, part.columns, strict=True):
                 if j >= self.n_fixed:
                     out[:, j] = mm[c].to_numpy(dtype=float)
+        bad = ~np.isfinite(out).all(axis=0)
+        if bad.any():
+            raise ValueError(
+                f"formula: at prediction, the model-matrix column(s) "
+                f"{[self.names[j] for j in np.flatnonzero(bad)]} have non-finite values (a "
+                "transformation such as log of 0 or of a negative number?)"
+            )
         present = [c for c in self.factors if c in data.columns]
         groups = data[present] if present else None
         return out, groups, y, keep

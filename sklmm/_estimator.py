@@ -622,7 +622,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             fit_intercept=design.fit_intercept,
             feature_names=design.names,
             n_fixed=design.n_fixed,
-            names_given=True,
+            names_given="formula",
         )
 
     def _check_formula_spec(self, groups, variance_components):

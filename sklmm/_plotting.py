@@ -168,7 +168,7 @@ def plot_caterpillar(estimator, term=None, level=0.95, ax=None, sort=True, facto
     return ax
 
 
-def plot_residuals(estimator, X, y, groups=None, ax=None, variance_components=None):
+def plot_residuals(estimator, X, y=None, groups=None, ax=None, variance_components=None):
     """Residuals against fitted values.
 
     Scatter plot of ``y - estimator.predict(X, groups=groups)`` against
@@ -179,9 +179,12 @@ def plot_residuals(estimator, X, y, groups=None, ax=None, variance_components=No
     estimator : MixedLMRegressor
         A fitted estimator.
     X : array-like of shape (n_samples, n_features)
-        Fixed-effect covariates, as for :meth:`MixedLMRegressor.predict`.
-    y : array-like of shape (n_samples,)
-        Observed response.
+        Fixed-effect covariates, as for :meth:`MixedLMRegressor.predict` (for a model
+        fitted from a formula: the data, whose grouping factors give conditional
+        fitted values).
+    y : array-like of shape (n_samples,), default=None
+        Observed response; with a two-sided formula, ``None`` reads it from ``X``.
+        Required without a formula.
     groups : array-like of shape (n_samples,) or DataFrame, default=None
         Group labels, as for :meth:`MixedLMRegressor.predict`. With them, the
         rows of groups seen in ``fit`` get conditional fitted values
@@ -228,11 +231,19 @@ def plot_residuals(estimator, X, y, groups=None, ax=None, variance_components=No
     >>> plt.close(ax.figure)
     """
     check_is_fitted(estimator)
-    y = column_or_1d(check_array(y, ensure_2d=False, dtype=np.float64, input_name="y"))
-    if variance_components is None:
-        fitted = estimator.predict(X, groups=groups)
+    formula = getattr(estimator, "formula", None) is not None
+    if formula:
+        # The data hold the grouping factors (and the response, unless y is given); rows
+        # with missing values are left out with a MissingDataWarning.
+        y, fitted, _ = estimator._formula_targets(X, y, None, "plot_residuals")
+    elif y is None:
+        raise ValueError("plot_residuals needs y (the response) for a model without a formula")
     else:
-        fitted = estimator.predict(X, groups=groups, variance_components=variance_components)
+        y = column_or_1d(check_array(y, ensure_2d=False, dtype=np.float64, input_name="y"))
+        labels = {"groups": groups}
+        if variance_components is not None:
+            labels["variance_components"] = variance_components
+        fitted = estimator.predict(X, **labels)
     fitted = np.asarray(fitted, dtype=float)
     check_consistent_length(fitted, y)
     residuals = y - fitted
@@ -243,7 +254,7 @@ def plot_residuals(estimator, X, y, groups=None, ax=None, variance_components=No
     ax.scatter(fitted, residuals, s=12, alpha=0.7)
     ax.axhline(0.0, color="0.5", linestyle="--", linewidth=1)
     n_random = len(getattr(estimator, "random_effects_", {}))
-    given = groups is not None or variance_components is not None
+    given = formula or groups is not None or variance_components is not None
     random = given and n_random > 0
     ax.set_xlabel("Fitted values (conditional)" if random else "Fitted values (marginal)")
     ax.set_ylabel("Residuals")

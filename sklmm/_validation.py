@@ -405,7 +405,17 @@ def collinear_columns(XtX, names):
 
 
 def _collinear_message(dropped, fixed_names, names_given, one_hot):
-    """The error for collinear columns, with the likely cause and its fix."""
+    """The error for collinear columns, with the likely cause and its fix.
+
+    ``names_given == "formula"``: the columns come from a formula's model matrix.
+    """
+    if names_given == "formula":
+        return (
+            f"the formula's fixed-effect columns {dropped} are constant or linear "
+            "combinations of other columns (the intercept included): remove the terms "
+            "that make them from the formula (lme4 drops such columns with a message; "
+            "sklmm asks, so that the model is the one written)"
+        )
     message = (
         f"the fixed-effect columns {dropped} are constant or linear combinations of other "
         "columns (the intercept included); remove them from X."
@@ -432,7 +442,8 @@ def check_fixed_effects(
     ``cp`` is ``[X y]'W[X y]`` of the centred design (intercept column first when
     fitted); ``fixed_names`` names its first ``p`` columns; ``weight_total`` is the sum
     of the weights (``n`` without weights); ``names_given`` whether ``X`` named its
-    columns (else the messages say how to keep the names).
+    columns (else the messages say how to keep the names), ``"formula"`` for the model
+    matrix of a formula.
     """
     weight_total = n if weight_total is None else weight_total
     p = cp.shape[0] - 1

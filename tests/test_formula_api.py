@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import sklearn
 from sklearn.base import clone
+from sklearn.metrics import r2_score
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, cross_validate
 
 from sklmm import MissingDataWarning, MixedLMRegressor, NoGroupsWarning, lmer
@@ -136,6 +137,20 @@ def test_random_slope_only_columns_and_factor_slopes():
     assert est.random_effects_cov_["g"].shape == (2, 2)
 
 
+def test_group_scorer_and_plots_read_the_data(sleep):
+    from sklmm import make_group_scorer, plot_residuals
+
+    est = MixedLMRegressor(formula=SLEEP).fit(sleep)
+    scorer = make_group_scorer(r2_score)
+    assert scorer(est, sleep, None) == pytest.approx(est.score(sleep))  # no NoGroupsWarning
+    plt = pytest.importorskip("matplotlib.pyplot")
+    ax = plot_residuals(est, sleep)
+    offsets = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(offsets[:, 0], est.predict(sleep))
+    assert ax.get_xlabel() == "Fitted values (conditional)"
+    plt.close(ax.figure)
+
+
 def test_lmer_wrapper(sleep):
     est = lmer(SLEEP, sleep, reml=False)
     ref = MixedLMRegressor(formula=SLEEP, reml=False).fit(sleep)
@@ -217,6 +232,7 @@ BAD_FORMULAS = [
     ("Reaction ~ Days ~ x", r"a second '~' at position 16"),
     ("Reaction + Days + (1 | Subject)", r"has no '~'"),
     ("Reaction ~ ", r"no term on the right of '~'"),
+    ("Reaction ~ I(Days^2) + (1 | Subject)", r"bitwise XOR, not a power: write '\*\*'"),
     ("Reaction ~ Days + (1 | Subject/)", r"the grouping .Subject/. of the term"),
 ]
 
@@ -274,8 +290,18 @@ def test_bad_data_for_a_formula(sleep, formula, columns, message):
         MixedLMRegressor(formula=formula).fit(sleep.assign(**columns))
 
 
+def test_collinear_columns_of_a_formula(sleep):
+    data = sleep.assign(D2=sleep["Days"] * 2)
+    with pytest.raises(ValueError, match="remove the terms that make them from the formula"):
+        MixedLMRegressor(formula="Reaction ~ Days + D2 + (1 | Subject)").fit(data)
+
+
 def test_bad_data_at_prediction(sleep):
     est = MixedLMRegressor(formula=SLEEP).fit(sleep)
+    logged = MixedLMRegressor(formula="Reaction ~ np.log(Days + 1) + (1 | Subject)").fit(sleep)
+    with pytest.raises(ValueError, match=r"at prediction.*non-finite"):
+        with pytest.warns(RuntimeWarning):  # numpy's, from log(0)
+            logged.predict(sleep.assign(Days=-1.0))
     with pytest.raises(ValueError, match=r"\['Days'\] were numeric in fit"):
         est.predict(sleep.assign(Days=sleep["Days"].astype(str)))
     with pytest.raises(ValueError, match="several columns named"):

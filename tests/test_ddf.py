@@ -1,0 +1,149 @@
+"""Satterthwaite degrees of freedom, t and F tests against lmerTest.
+
+``tests/reference/*_inference/inference.json`` hold lmerTest's
+``summary(as_lmerModLmerTest(fit), ddf = "Satterthwaite")``, its type III ``anova`` and
+``contest(fit, L, joint = TRUE)`` for the ``lme4.json`` fit of the same folder (see
+``tests/reference/README.md``).
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from _reference import REFERENCE
+from scipy import stats
+
+from sklmm import MixedLMRegressor, lmer
+from sklmm.datasets import load_sleepstudy
+
+CASES = sorted(p.parent.name for p in REFERENCE.glob("*_inference/inference.json"))
+
+
+@pytest.fixture(scope="module", params=CASES)
+def case(request):
+    folder = REFERENCE / request.param
+    spec = json.loads((folder / "spec.json").read_text())
+    ref = json.loads((folder / "inference.json").read_text())
+    data = pd.read_csv(folder / "data.csv", dtype={c: str for c in spec["group_columns"]})
+    train = data[data["split"] == "train"]
+    est = MixedLMRegressor(formula=spec["formula"], reml=spec["reml"], tol=1e-10).fit(train)
+    return ref, est
+
+
+def test_coefficient_tests(case):
+    # summary(as_lmerModLmerTest(fit), ddf = "Satterthwaite")$coefficients
+    ref, est = case
+    want = ref["coef_satterthwaite"]
+    table = est.summary().fixed_effects
+    assert list(table.index) == want["names"]
+    np.testing.assert_allclose(table["estimate"], want["estimate"], rtol=1e-6)
+    np.testing.assert_allclose(table["std_error"], want["se"], rtol=1e-5)
+    np.testing.assert_allclose(table["df"], want["df"], rtol=1e-3)
+    np.testing.assert_allclose(table["t"], want["t"], rtol=1e-4)
+    np.testing.assert_allclose(table["p_value"], want["p"], rtol=1e-3)
+    # the intervals use the t quantiles with those df
+    crit = stats.t.ppf(0.975, table["df"])
+    np.testing.assert_allclose(table["ci_0.975"], table["estimate"] + crit * table["std_error"])
+
+
+def test_type3_anova_and_joint_tests(case):
+    # anova(fit, type = 3); contest(fit, L, joint = TRUE)
+    ref, est = case
+    table = est.anova()
+    tests = ref["anova_type3_satterthwaite"]["tests"]
+    assert list(table.index) == [t["term"] for t in tests]
+    for t in tests:
+        row = table.loc[t["term"]]
+        assert row["num_df"] == t["num_df"]
+        assert row["den_df"] == pytest.approx(t["den_df"], rel=1e-3)
+        assert row["F"] == pytest.approx(t["F"], rel=1e-4)
+        assert row["p_value"] == pytest.approx(t["p"], rel=1e-3)
+        assert row["sum_sq"] == pytest.approx(t["sum_sq"], rel=1e-4)
+        joint = est.test_contrast(pd.DataFrame(t["L"], columns=est.fixed_effects_.index))
+        assert joint.loc[0, "F"] == pytest.approx(t["F"], rel=1e-4)
+    for t in ref["column_tests"]:
+        L = np.eye(len(est.fixed_effects_))[t["column_indices"]]
+        got = est.test_contrast(L).iloc[0]
+        want = t["satterthwaite"]
+        assert got["den_df"] == pytest.approx(want["den_df"], rel=1e-3)
+        assert got["F"] == pytest.approx(want["F"], rel=1e-4)
+
+
+def test_balanced_design_gives_the_exact_df():
+    # lmerTest on the full sleepstudy: df = 17 (balanced: the exact between-subject df),
+    # Days: t = 6.771, p = 3.26e-06.
+    fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+    days = fit.test_contrast({"Days": 1}, joint=False).iloc[0]
+    assert days["df"] == pytest.approx(17.0, rel=1e-6)
+    assert days["p_value"] == pytest.approx(2 * stats.t.sf(6.771485, 17), rel=1e-5)
+    normal = fit.test_contrast({"Days": 1}, joint=False, ddf="normal").iloc[0]
+    assert np.isinf(normal["df"])
+    assert normal["p_value"] == pytest.approx(2 * stats.norm.sf(6.771485), rel=1e-5)
+
+
+def test_no_random_effects_gives_the_ols_t_test():
+    # With sigma2 the only variance parameter, Satterthwaite's df is n - p (REML).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    y = 1 + 0.3 * x + rng.normal(size=40)
+    with pytest.warns(UserWarning):
+        est = MixedLMRegressor().fit(x[:, None], y)
+    table = est.summary().fixed_effects
+    np.testing.assert_allclose(table["df"], 38.0, rtol=1e-6)
+
+
+def test_type1_is_sequential():
+    # Type I: the first term tested alone, the second given the first.
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(12), 6)
+    x1 = rng.normal(size=72)
+    x2 = 0.6 * x1 + rng.normal(size=72)
+    y = x1 + 0.5 * x2 + rng.normal(size=12)[g] + rng.normal(size=72)
+    data = pd.DataFrame({"y": y, "x1": x1, "x2": x2, "g": g})
+    est = MixedLMRegressor(formula="y ~ x1 + x2 + (1 | g)").fit(data)
+    t1, t3 = est.anova(type=1), est.anova(type=3)
+    # the last term's type I and III tests are the same test
+    assert t1.loc["x2", "F"] == pytest.approx(t3.loc["x2", "F"], rel=1e-8)
+    assert t1.loc["x1", "F"] != pytest.approx(t3.loc["x1", "F"], rel=1e-3)
+    # type I of x1 = the test of the first row of the unit upper Doolittle factor
+    X = np.column_stack([np.ones(72), x1, x2])
+    R = np.linalg.cholesky(X.T @ X).T
+    L = (R / np.diag(R)[:, None])[[1]]
+    assert est.test_contrast(L).loc[0, "F"] == pytest.approx(t1.loc["x1", "F"], rel=1e-8)
+
+
+def test_contrast_inputs_and_errors():
+    fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+    by_name = fit.test_contrast(pd.Series({"(Intercept)": 1.0, "Days": 9.0}), joint=False)
+    by_array = fit.test_contrast([[1.0, 9.0]], joint=False)
+    pd.testing.assert_frame_equal(by_name, by_array)
+    with pytest.raises(ValueError, match="not fixed effects"):
+        fit.test_contrast({"days": 1})
+    with pytest.raises(ValueError, match="one column per fixed effect"):
+        fit.test_contrast([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="Kenward-Roger is not implemented yet"):
+        fit.summary(ddf="kenward-roger")
+    with pytest.raises(ValueError, match="no estimable direction"):
+        fit.test_contrast([[0.0, 0.0]])
+    with pytest.raises(ValueError, match="type=2"):
+        fit.anova(type=2)
+    with pytest.raises(ValueError, match="not fixed effects"):
+        fit.anova(terms={"slope": ["days"]})
+
+
+def test_type3_of_a_contained_term_says_it_is_not_implemented():
+    rng = np.random.default_rng(2)
+    data = pd.DataFrame(
+        {
+            "y": rng.normal(size=60) + rng.normal(size=10)[np.repeat(np.arange(10), 6)],
+            "x": rng.normal(size=60),
+            "f": np.tile(["a", "b", "c"], 20),
+            "g": np.repeat(np.arange(10), 6),
+        }
+    )
+    est = MixedLMRegressor(formula="y ~ x * f + (1 | g)").fit(data)
+    with pytest.raises(ValueError, match="contain: lmerTest's contrast for it"):
+        est.anova()
+    assert list(est.anova(type=1).index) == ["x", "f", "x:f"]
+    assert est.anova(terms={"x:f": ["x:f[T.b]", "x:f[T.c]"]}).loc["x:f", "num_df"] == 2
