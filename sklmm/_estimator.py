@@ -1180,6 +1180,149 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             ddf_method(fitted, ddf), positions, self.residual_variance_, type, xtx, contained
         )
 
+    def bootstrap(self, n_boot=1000, *, func=None, random_state=None, n_jobs=None):
+        """Parametric bootstrap replicates (lme4's ``bootMer``, MixedModels.jl's
+        ``parametricbootstrap``).
+
+        Each replicate simulates a response from the fitted model (new random effects
+        and residuals at the estimates, ``use.u = FALSE``) and refits it by the same
+        criterion (REML or ML) and solver. Only the cross-products that involve the
+        response change, and they are simulated exactly from the fit's statistics: a
+        replicate is a refit from statistics, with no pass over the data, so ``X``,
+        ``y`` and the groups are not needed again.
+
+        Parameters
+        ----------
+        n_boot : int, default=1000
+            Number of replicates.
+        func : callable, default=None
+            ``func(params) -> float or pandas.Series``, applied to each replicate's
+            parameters (a Series indexed as below); ``None`` keeps the parameters.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the replicates: the same seed gives the same table, whatever
+            ``n_jobs``.
+        n_jobs : int, default=None
+            Replicates run in parallel with joblib (``None``: one process).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per replicate. Without ``func``: the fixed effects (by name), the
+            standard deviations ``"sd_<effect>|<term>"`` and correlations
+            ``"cor_<a>.<b>|<term>"`` of every term and ``"sigma"`` (lme4's names of
+            ``confint``), and ``converged`` / ``n_iter`` of each refit.
+
+        Notes
+        -----
+        Models with one random-effects term with an intercept, or none; several terms
+        raise ``ValueError`` (not implemented yet).
+
+        Examples
+        --------
+        >>> from sklmm import lmer
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+        >>> boot = fit.bootstrap(200, random_state=0)
+        >>> list(boot.columns)[:4]
+        ['(Intercept)', 'Days', 'sd_(Intercept)|Subject', 'sd_Days|Subject']
+        >>> bool(boot["converged"].all())
+        True
+        """
+        from ._bootstrap import bootstrap_table
+
+        check_is_fitted(self)
+        if not isinstance(n_boot, Integral) or isinstance(n_boot, bool) or n_boot < 1:
+            raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+        fitted = self._fitted
+        solver, em_max_iter = resolve_solver(self.solver, self.em_max_iter, fitted.model.one_factor)
+        options = {
+            "solver": solver,
+            "max_iter": self.max_iter,
+            "em_max_iter": em_max_iter,
+            "tol": self.tol,
+        }
+        table = bootstrap_table(fitted, int(n_boot), random_state, n_jobs, options)
+        if not table["converged"].all():
+            warn_user(
+                f"{int((~table['converged']).sum())} of {n_boot} bootstrap refits did not "
+                "converge (see the converged column).",
+                MixedLMConvergenceWarning,
+            )
+        if func is None:
+            return table
+        params = table.drop(columns=["converged", "n_iter"])
+        out = params.apply(func, axis=1)
+        return out.to_frame() if isinstance(out, pd.Series) else out
+
+    def conf_int(
+        self,
+        method="wald",
+        alpha=0.05,
+        *,
+        n_boot=1000,
+        boot_type="percentile",
+        random_state=None,
+        n_jobs=None,
+    ):
+        """Confidence intervals for every parameter (lme4's ``confint``).
+
+        Parameters
+        ----------
+        method : {"wald", "bootstrap", "profile"}, default="wald"
+            ``"wald"``: the fixed effects by the normal approximation (lme4's
+            ``method = "Wald"``) and the standard deviations, correlations and sigma
+            by Wald intervals on the log-sd / atanh-correlation scale (where lme4
+            gives NA; NaN on the boundary of a singular fit). ``"bootstrap"``: the
+            parametric bootstrap (:meth:`bootstrap`). ``"profile"`` (lme4's default)
+            is not implemented yet and raises ``ValueError``.
+        alpha : float, default=0.05
+            One minus the confidence level.
+        n_boot, random_state, n_jobs : see :meth:`bootstrap`
+            For ``method="bootstrap"``.
+        boot_type : {"percentile", "basic"}, default="percentile"
+            Percentile intervals (the replicates' ``alpha/2`` and ``1 - alpha/2``
+            quantiles), or basic ones (``2 estimate - `` those quantiles, swapped).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per parameter, indexed by lme4's names (see :meth:`bootstrap`),
+            with the columns ``"<alpha/2>"`` and ``"<1 - alpha/2>"`` (for example
+            ``"2.5 %"``, ``"97.5 %"``), as R prints them.
+        """
+        check_is_fitted(self)
+        from ._bootstrap import parameter_names, parameters
+
+        fitted = self._fitted
+        names = parameter_names(fitted.model)
+        covs = [fitted.covs[t.name].to_numpy() for t in fitted.model.terms]
+        estimate = pd.Series(
+            parameters(fitted.model, fitted.beta, covs, fitted.sigma2), index=names
+        )
+        lo_name, hi_name = f"{100 * alpha / 2:g} %", f"{100 * (1 - alpha / 2):g} %"
+        if method == "wald":
+            fixed = self._fixed_table(alpha, "normal")
+            vc, _ = fitted.variance_table(alpha)
+            lo = [*fixed.iloc[:, -2], *vc.iloc[:, -2]]
+            hi = [*fixed.iloc[:, -1], *vc.iloc[:, -1]]
+        elif method == "bootstrap":
+            if boot_type not in ("percentile", "basic"):
+                raise ValueError(f"boot_type={boot_type!r}: expected 'percentile' or 'basic'")
+            boot = self.bootstrap(n_boot, random_state=random_state, n_jobs=n_jobs)[names]
+            q_lo, q_hi = boot.quantile(alpha / 2), boot.quantile(1 - alpha / 2)
+            if boot_type == "percentile":
+                lo, hi = q_lo.to_numpy(), q_hi.to_numpy()
+            else:
+                lo, hi = (2 * estimate - q_hi).to_numpy(), (2 * estimate - q_lo).to_numpy()
+        elif method == "profile":
+            raise ValueError(
+                "method='profile' (lme4's default) is not implemented yet; use 'wald' or "
+                "'bootstrap'"
+            )
+        else:
+            raise ValueError(f"method={method!r}: expected 'wald', 'bootstrap' or 'profile'")
+        return pd.DataFrame({lo_name: lo, hi_name: hi}, index=pd.Index(names, name="parameter"))
+
     def _get_metadata_request(self):
         """Metadata requests; with a formula, ``groups`` is not requested unless set.
 

@@ -263,8 +263,11 @@ def snap_to_boundary(objective, theta, evaluation, blocks):
     return theta, evaluation
 
 
-def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks=()):
+def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks=(), theta0=None):
     """Minimise a criterion with a resolved solver; returns an :class:`OptSummary`.
+
+    ``theta0`` is the start (default: each solver's own, ``Lambda`` = identity); a
+    bootstrap refit starts from the estimates.
 
     ``blocks`` (each term's slice of ``theta`` and structure) lets the optimum be put
     exactly on the boundary where it is within rounding of it (:func:`snap_to_boundary`).
@@ -272,12 +275,20 @@ def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks
     counted = _Counted(objective)
     blocked = solver == "lbfgs" and hasattr(objective, "structures")
     if blocked:
-        res = minimize_blocked(counted, tol=tol, max_iter=max_iter, verbose=verbose)
+        res = minimize_blocked(counted, theta0, tol=tol, max_iter=max_iter, verbose=verbose)
     elif solver == "lbfgs":  # a model without random effects: nothing to iterate on
-        res = minimize_deviance(counted, "newton", max_iter=max_iter, tol=tol, verbose=verbose)
+        res = minimize_deviance(
+            counted, "newton", theta0, max_iter=max_iter, tol=tol, verbose=verbose
+        )
     else:
         res = minimize_deviance(
-            counted, solver, max_iter=max_iter, em_max_iter=em_max_iter, tol=tol, verbose=verbose
+            counted,
+            solver,
+            theta0,
+            max_iter=max_iter,
+            em_max_iter=em_max_iter,
+            tol=tol,
+            verbose=verbose,
         )
     first = res.log[0] if res.log else {"theta": res.theta, "deviance": res.evaluation.deviance}
     if blocks and max_iter > 0 and res.converged and on_boundary(res.theta, blocks):

@@ -1,0 +1,205 @@
+"""Parametric bootstrap from the statistics: lme4's ``bootMer``, no pass over the data.
+
+A replicate simulates ``y* = X beta + Z b* + e*`` (``b* ~ N(0, Sigma)``,
+``e* ~ N(0, sigma2 W^{-1})``, at the estimates) and refits. The criterion needs only the
+cross-products, and only those with ``y`` change: per level ``Z_l'y*``, and ``X'y*``,
+``y*'y*``. With ``u_l = Z_l'W e*``, ``r = X'W e*`` and ``e*'W e*``, they are
+
+* ``Z_l'y* = Z_l'X beta + Z_l'Z_l b_l + u_l``;
+* ``X'y* = X'X beta + sum_l X_l'Z_l b_l + r``;
+* ``y*'y* = |X beta + Z b|^2 + 2 (beta'r + sum_l b_l'u_l) + e*'W e*``.
+
+``(u_1, ..., u_m, r)`` is Gaussian with covariance ``sigma2 [Z X]'W[Z X]``, whose blocks
+are the statistics: the ``u_l`` are independent, ``N(0, sigma2 Z_l'Z_l)``; given them,
+``r ~ N(sum_l X_l'Z_l (Z_l'Z_l)^+ u_l, sigma2 S)`` with ``S`` the Schur complement
+``X'X - sum_l X_l'Z_l (Z_l'Z_l)^+ Z_l'X_l``; and ``e*'W e*`` is the squared length of the
+projection of ``W^{1/2} e*`` on the columns (a function of ``u`` and ``r``) plus
+``sigma2`` times an independent chi-square on ``n - rank`` degrees of freedom. So a
+replicate is exact, costs ``O(m q^3)`` plus a refit from statistics, and does not touch
+the rows. Models with several random-effects terms are not supported yet (their
+``Z'e*`` couple the terms' levels).
+"""
+
+import numpy as np
+import pandas as pd
+
+from ._covariance import CovarianceStructure
+from ._crossprod import SufficientStats
+from ._optimize import optimize
+from ._profile import ProfiledDeviance
+
+
+def _pinv_parts(G, rcond=1e-12):
+    """Batched eigen-decomposition of PSD ``G``: ``(V, sqrt(w), 1/w on the kept part, rank)``."""
+    w, V = np.linalg.eigh(G)
+    top = np.maximum(w[..., -1:], np.finfo(float).tiny)
+    keep = w > rcond * top
+    root = np.sqrt(np.where(keep, w, 0.0))
+    inv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
+    return V, root, inv, keep.sum(axis=-1)
+
+
+class StatsSimulator:
+    """Simulates the statistics of new responses from a fitted one-factor model.
+
+    Parameters
+    ----------
+    stats : SufficientStats
+        The fit's statistics (model coordinates: centred, rescaled columns).
+    beta : ndarray of shape (p,)
+        Fixed effects in the same coordinates.
+    lam : ndarray of shape (q, q)
+        ``Lambda`` (``Sigma = sigma2 Lambda Lambda'`` in these coordinates).
+    sigma2 : float
+        Residual variance.
+    """
+
+    def __init__(self, stats, beta, lam, sigma2):
+        self.stats, self.beta, self.lam, self.sigma = stats, beta, lam, np.sqrt(sigma2)
+        p, q = stats.p, stats.q
+        ZtZ, ZtX, XtX = stats.ZtZ, stats.ZtXy[:, :, :p], stats.XytXy[:p, :p]
+        self.V, self.root, self.inv, ranks = _pinv_parts(ZtZ) if q else (None,) * 3 + (0,)
+        if q:
+            # (Z_l'Z_l)^+ Z_l'X_l and the Schur complement S of X'X
+            pinv = np.einsum("lij,lj,lkj->lik", self.V, self.inv, self.V)
+            self.gain = np.matmul(pinv, ZtX)  # (m, q, p)
+            S = XtX - np.einsum("lqi,lqj->ij", ZtX, self.gain)
+        else:
+            self.gain, S = None, XtX
+        S = (S + S.T) / 2
+        self.S_V, self.S_root, self.S_inv, s_rank = _pinv_parts(S)
+        self.df = max(int(stats.n - np.sum(ranks) - s_rank), 0)
+        # the parts of the statistics that do not change
+        self.ZtXb = ZtX @ beta if q else None
+        self.XtXb = XtX @ beta
+        self.bXtXb = float(beta @ XtX @ beta)
+
+    def draw(self, rng):
+        """The statistics of one simulated response (a new :class:`SufficientStats`)."""
+        st, beta, sigma = self.stats, self.beta, self.sigma
+        p, q, m = st.p, st.q, st.n_groups
+        z = rng.standard_normal(p)
+        r = sigma * (self.S_V @ (self.S_root * z))  # the part of X'We* orthogonal to u
+        epe = float(np.sum(self.S_inv * (self.S_V.T @ r) ** 2))
+        Xty = self.XtXb + r
+        yty = self.bXtXb + 2 * beta @ r
+        new = st.XytXy.copy()
+        if q:
+            b = sigma * rng.standard_normal((m, q)) @ self.lam.T
+            c = rng.standard_normal((m, q))
+            u = sigma * np.einsum("lij,lj->li", self.V, self.root * c)  # Z_l'We*
+            ZtZb = np.einsum("lij,lj->li", st.ZtZ, b)
+            Zty = self.ZtXb + ZtZb + u
+            Xty = Xty + np.einsum("lqi,lq->i", st.ZtXy[:, :, :p], b)
+            Xty = Xty + np.einsum("lqi,lq->i", self.gain, u)
+            epe += float(np.sum(self.inv * np.einsum("lij,li->lj", self.V, u) ** 2))
+            rb = np.einsum("lqi,lq->i", self.gain, u)  # the part of X'We* given u
+            yty += 2 * float(np.einsum("lq,lqi,i->", b, st.ZtXy[:, :, :p], beta))
+            yty += float(np.einsum("lq,lq->", b, ZtZb)) + 2 * float(beta @ rb)
+            yty += 2 * float(np.einsum("lq,lq->", b, u))
+            ZtXy = st.ZtXy.copy()
+            ZtXy[:, :, p] = Zty
+        else:
+            ZtXy = st.ZtXy
+        yty += epe + (sigma**2 * rng.chisquare(self.df) if self.df else 0.0)
+        new[:p, p] = new[p, :p] = Xty
+        new[p, p] = yty
+        return SufficientStats(st.ZtZ, ZtXy, new, st.counts, st.n, st.log_weights)
+
+
+def parameter_names(model):
+    """lme4's new-style names: fixed effects, ``sd_<col>|<term>``, ``cor_<a>.<b>|<term>``,
+    ``sigma``."""
+    names = list(model.fixed_names)
+    for t in model.terms:
+        cols = t.columns
+        names += [f"sd_{c}|{t.name}" for c in cols]
+        if t.covariance == "unstructured":
+            names += [
+                f"cor_{cols[i]}.{cols[j]}|{t.name}" for j in range(t.q) for i in range(j + 1, t.q)
+            ]
+    return [*names, "sigma"]
+
+
+def parameters(model, beta, covs, sigma2):
+    """The values of :func:`parameter_names` (user scale)."""
+    values = list(beta)
+    for t, cov in zip(model.terms, covs, strict=True):
+        sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        values += list(sd)
+        if t.covariance == "unstructured":
+            for j in range(t.q):
+                for i in range(j + 1, t.q):
+                    d = sd[i] * sd[j]
+                    values.append(cov[i, j] / d if d > 0 else np.nan)
+    return [*values, np.sqrt(sigma2)]
+
+
+def run_replicates(fitted, seeds, options):
+    """Refit the model on the simulated statistics of each seed; rows of parameters."""
+    model = fitted.model
+    if len(model.terms) > 1 or (model.terms and not model.one_factor):
+        raise ValueError(
+            "bootstrap supports models with one random-effects term with an intercept (or "
+            "none) for now; models with several terms are not implemented yet"
+        )
+    ev = fitted.opt.evaluation
+    term = model.terms[0] if model.terms else None
+    structure = term.structure if term else None
+    base = model.stats.term(0) if term else _no_terms_stats(model.stats)
+    lam = structure.lam(fitted.opt.theta) if term else np.zeros((0, 0))
+    sim = StatsSimulator(base, np.asarray(ev.beta, float), lam, fitted.sigma2)
+    T = model.T
+    rows = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        stats = sim.draw(rng)
+        objective = ProfiledDeviance(stats, structure or CovarianceStructure(0), model.reml)
+        opt = optimize(objective, blocks=model.blocks, theta0=fitted.opt.theta, **options)
+        beta = T @ opt.evaluation.beta
+        if model.fit_intercept:
+            beta[0] += model.y_mean
+        sigma2 = float(opt.evaluation.sigma2)
+        covs = []
+        if term is not None:
+            s, A = model.scales[0], model.shifts[0]
+            L = A @ (structure.lam(opt.theta) / s[:, None])
+            covs.append(sigma2 * L @ L.T)
+        rows.append(
+            [*parameters(model, beta, covs, sigma2), float(opt.converged), float(opt.n_iter)]
+        )
+    return rows
+
+
+def _no_terms_stats(st):
+    return SufficientStats(
+        np.zeros((1, 0, 0)),
+        np.zeros((1, 0, st.p + 1)),
+        st.XytXy,
+        np.array([st.n]),
+        st.n,
+        st.log_weights,
+    )
+
+
+def bootstrap_table(fitted, n_boot, random_state, n_jobs, options):
+    """``n_boot`` replicates as a DataFrame (one column per parameter), in seed order."""
+    from joblib import Parallel, delayed
+    from sklearn.utils import check_random_state
+
+    rng = check_random_state(random_state)
+    root = np.random.SeedSequence(int(rng.randint(0, 2**31 - 1)))
+    seeds = root.spawn(n_boot)
+    n_chunks = 1 if n_jobs in (None, 1) else min(n_boot, 4 * max(abs(int(n_jobs)), 2))
+    chunks = [c for c in np.array_split(np.arange(n_boot), n_chunks) if len(c)]
+    with_blas = fitted.objective.blas_limit()
+    with with_blas:
+        parts = Parallel(n_jobs=n_jobs)(
+            delayed(run_replicates)(fitted, [seeds[i] for i in chunk], options) for chunk in chunks
+        )
+    rows = [row for part in parts for row in part]
+    columns = [*parameter_names(fitted.model), "converged", "n_iter"]
+    table = pd.DataFrame(rows, columns=columns)
+    table["converged"] = table["converged"].astype(bool)
+    table["n_iter"] = table["n_iter"].astype(int)
+    return table
