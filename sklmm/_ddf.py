@@ -153,9 +153,9 @@ class Satterthwaite:
     def f_test(self, L, tol=1e-8):
         """The joint test of ``L beta = 0`` (lmerTest's ``contest(..., joint = TRUE)``).
 
-        Returns a dict with ``sum_sq``, ``mean_sq``, ``num_df``, ``den_df``, ``F``, ``p``
-        (``sum_sq = F * num_df * sigma2``-free form of lmerTest: ``mean_sq = F * sigma2``
-        is left to the caller, who knows ``sigma2``).
+        Returns a dict with ``num_df`` (the rank of ``L``), ``den_df``, ``F`` and ``p``;
+        lmerTest's ``mean_sq = F sigma2`` and ``sum_sq = num_df mean_sq`` are left to the
+        caller, who knows ``sigma2``.
         """
         L = np.atleast_2d(np.asarray(L, dtype=float))
         VL = L @ self.cov @ L.T
@@ -190,7 +190,7 @@ class Normal(Satterthwaite):
 def _f_den_df(nu, tol=1e-8):
     """lmerTest's denominator df of an F test from the df of its rotated t tests."""
     nu = np.asarray(nu, dtype=float)
-    if len(nu) == 1 or np.all(np.abs(nu - nu[0]) < tol) or np.all(np.isinf(nu)):
+    if len(nu) == 1 or np.all(np.isinf(nu)) or np.all(np.abs(nu - nu[0]) < tol):
         return float(nu[0])
     if np.any(nu <= 2):
         return 2.0

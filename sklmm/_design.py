@@ -17,6 +17,7 @@ variable the formula uses is left out of the fit (``"raise"``: an error naming t
 columns); at prediction such a row gets ``NaN``.
 """
 
+import ast
 import functools
 import re
 import warnings
@@ -28,7 +29,7 @@ import pandas as pd
 from ._formula import _quote, parse_random_effects
 from ._validation import as_pandas
 
-NA_ACTIONS = ("omit", "raise")
+NA_ACTIONS = ("omit", "raise")  # the estimator's na_action
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29da\u29db]")
 
 
@@ -329,6 +330,7 @@ def _apply(spec, data, where):
     import formulaic
     from formulaic.errors import FormulaicError
 
+    _get_materializer()  # registered under its name in this process (an unpickled spec)
     _check_levels(spec, data, where)
     try:
         with warnings.catch_warnings():
@@ -353,8 +355,9 @@ def _check_levels(spec, data, where):
         if new:
             raise ValueError(
                 f"formula: {where}: the factor {name!r} has the level(s) {new[:10]} never "
-                f"seen in fit (fitted levels: {list(levels)[:20]}); a fixed effect cannot "
-                "be estimated for a new level. Drop those rows, or refit with them"
+                f"seen in fit (fitted levels: {list(levels)[:20]}); the coefficient of a "
+                "new level of a covariate cannot be estimated. Drop those rows, or refit "
+                "with them"
             )
 
 
@@ -388,8 +391,8 @@ class FormulaDesign:
     na_action : {"omit", "raise"}
         What a missing value does in ``fit``.
 
-    Attributes (after ``fit``)
-    --------------------------
+    Attributes
+    ----------
     fit_intercept : bool
         Whether the fixed part has an intercept.
     names : list of str
@@ -430,6 +433,12 @@ class FormulaDesign:
     def fit(self, data, y=None):
         """Learn the encoding on ``data``; return the core's arrays.
 
+        As R's model frame: a row is kept when every variable of the formula is present
+        (and ``y``); stateful transforms (``center``, ``scale``, ``poly``, splines) learn
+        their state on the rows where their own part of the formula is complete, before
+        the rows missing other variables are left out; factors keep only the levels of
+        the kept rows (``drop.unused.levels``).
+
         Returns
         -------
         X : ndarray of shape (n_kept, len(names))
@@ -441,17 +450,13 @@ class FormulaDesign:
         """
         data = _frame(data)
         f = self.parts
-        if f.response is not None and y is not None:
-            raise ValueError(
-                f"the formula names the response {f.response!r}, and y was given too: "
-                "pass y=None (fit(data)), or a one-sided formula '~ ...' with y"
-            )
         if f.response is None and y is None:
             raise ValueError(
                 f"the formula {self.formula!r} is one-sided and y=None: write the "
                 "response on the left of '~' (for example 'y ~ x + (1 | g)') or pass y"
             )
-
+        if y is not None:
+            y = _check_y(y, len(data))
         groups_terms = [t for b in f.bars for t in _grouping(b)]
         self.factors = list(dict.fromkeys(g for t in groups_terms for g in t.group))
         for name in self.factors:
@@ -460,65 +465,55 @@ class FormulaDesign:
                     f"formula: the grouping factor {name!r} is not a column of the data "
                     f"(columns: {list(data.columns)})"
                 )
-        needed = set(self.factors)
-        formulas = [f.fixed, *(b.lhs for b in f.bars)]
+        texts = {"fixed": f.fixed, **{f"bar{k}": b.lhs for k, b in enumerate(f.bars)}}
         if f.response is not None:
-            formulas.append(f.response)
-        for text in formulas:
-            variables = _required_variables(text)
-            for v in variables:
-                if "callable" in {str(getattr(r, "value", r)) for r in v.roles}:
-                    raise ValueError(
-                        f"formula: unknown function {str(v)!r} in {text!r}"
-                        + (
-                            "; lme4's offset() is not supported: subtract the offset from "
-                            "the response, e.g. 'I(y - z) ~ ...'"
-                            if str(v) == "offset"
-                            else ""
-                        )
-                    )
-                needed.add(str(v))
-        unknown = sorted(v for v in needed if v not in data.columns and not _is_known(v))
-        if unknown:
-            raise ValueError(
-                f"formula: {unknown} {'is' if len(unknown) == 1 else 'are'} not a column of "
-                f"the data (columns: {list(data.columns)})"
-            )
+            texts["response"] = f.response
+        part_vars = {key: _part_variables(text, data) for key, text in texts.items()}
+        needed = set(self.factors).union(*part_vars.values())
         used = [c for c in data.columns if c in needed]
         _check_columns(data, used, self.factors)
+        covariates = [c for c in used if c not in self.factors or _in_parts(c, part_vars)]
         self.numeric = {
             c: pd.api.types.is_numeric_dtype(data[c]) and not pd.api.types.is_bool_dtype(data[c])
             for c in used
         }
         keep = self._complete_rows(data, used, y, "fit")
-        if not keep.all():
-            data = data.loc[keep]
-            y = None if y is None else np.asarray(y)[keep]
+        frame = _levels_of_kept_rows(data, [c for c in covariates if not self.numeric[c]], keep)
         rhs_used = set(self.factors)
         # the response
         self.response_spec = None
-        if f.response is not None and f.response in data.columns:  # a column: no formulaic
-            self.response_variables = [f.response]
-            column = data[f.response]
-            if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        if f.response is not None:
+            if f.response in data.columns:  # a column: no formulaic
+                self.response_variables = [f.response]
+                column = data[f.response]
+                if not self.numeric[f.response]:
+                    raise ValueError(
+                        f"formula: the response {f.response!r} must be one numeric column; "
+                        f"it has dtype {column.dtype}"
+                    )
+                response = column.to_numpy(dtype=float)[keep]
+            else:
+                spec, ym = _evaluate(f"0 + {f.response}", frame, keep, keep, "the response")
+                if ym.shape[1] != 1 or not _numeric(ym) or _has_factor(spec):
+                    raise ValueError(
+                        f"formula: the response {f.response!r} must be one numeric column; "
+                        f"it gives {list(ym.columns)}"
+                    )
+                response = ym.to_numpy(dtype=float)[:, 0]
+                self.response_spec = spec
+                self.response_variables = sorted(part_vars["response"])
+            if y is not None and not np.allclose(y[keep], response, rtol=1e-12, atol=0.0):
                 raise ValueError(
-                    f"formula: the response {f.response!r} must be one numeric column; it "
-                    f"has dtype {column.dtype}"
+                    f"y differs from the formula's response {f.response!r}: pass y=None "
+                    "(the response is read from the data), the same values, or a "
+                    "one-sided formula '~ ...' with y"
                 )
-            y = column.to_numpy(dtype=float)
-        elif f.response is not None:
-            ym = _model_matrix(f"0 + {f.response}", data, "the response")
-            if ym.shape[1] != 1 or not _numeric(ym) or _has_factor(ym.model_spec):
-                raise ValueError(
-                    f"formula: the response {f.response!r} must be one numeric column; "
-                    f"it gives {list(ym.columns)}"
-                )
-            y = ym.to_numpy(dtype=float)[:, 0]
-            self.response_spec = ym.model_spec
-            self.response_variables = sorted(_variables(self.response_spec))
+            y = response
+        else:
+            y = y[keep]
         # the fixed part
-        fixed = _model_matrix(f.fixed, data, "the fixed part")
-        self.fixed_spec = fixed.model_spec
+        complete = _complete(data, part_vars["fixed"])
+        self.fixed_spec, fixed = _evaluate(f.fixed, frame, complete, keep, "the fixed part")
         rhs_used |= _variables(self.fixed_spec)
         names = [str(c) for c in fixed.columns]
         self.fit_intercept = "Intercept" in names
@@ -528,10 +523,11 @@ class FormulaDesign:
         self.n_fixed = len(self.names)
         # the bar terms
         self.bar_parts, specs = [], []
-        for bar in f.bars:
+        for k, bar in enumerate(f.bars):
             where = f"the random-effects term {bar.text}"
-            for mm, diagonal in _bar_matrices(bar, data, where):
-                rhs_used |= _variables(mm.model_spec)
+            complete = _complete(data, part_vars[f"bar{k}"])
+            for spec, mm, diagonal in _bar_matrices(bar, frame, complete, keep, where):
+                rhs_used |= _variables(spec)
                 cols = [str(c) for c in mm.columns]
                 intercept = "Intercept" in cols
                 positions = [
@@ -541,7 +537,7 @@ class FormulaDesign:
                 ]
                 if not intercept and not positions:
                     raise ValueError(f"formula: {where} has no column")
-                self.bar_parts.append(_Part(mm.model_spec, intercept, positions))
+                self.bar_parts.append(_Part(spec, intercept, positions))
                 lhs_spec = " + ".join(
                     ["1" if intercept else "0"] + [_quote(self.names[j]) for j in positions]
                 )
@@ -552,17 +548,14 @@ class FormulaDesign:
                 parse_random_effects(self.random_effects)
             except ValueError as exc:
                 raise ValueError(str(exc).replace("random_effects: ", "formula: ", 1)) from None
+        rhs_used |= set().union(*(v for key, v in part_vars.items() if key != "response"))
         self.variables = [c for c in data.columns if c in rhs_used]
-        covariates = rhs_used - set(self.factors)
-        for part in self.bar_parts:
-            covariates |= _variables(part.spec)
-        covariates |= _variables(self.fixed_spec)
-        self.labels_only = [c for c in self.factors if c not in covariates]
-        X = np.empty((len(data), len(columns)))  # one copy, in row-major order
+        self.labels_only = [c for c in self.factors if not _in_parts(c, part_vars, "response")]
+        X = np.empty((int(keep.sum()), len(columns)))  # one copy, in row-major order
         for j, values in enumerate(columns):
             X[:, j] = values
         _check_finite(X, self.names, y)
-        groups = data[self.factors] if self.factors else None
+        groups = data.loc[keep, self.factors] if self.factors else None
         return X, y, groups, keep
 
     def fixed_terms(self):
@@ -659,6 +652,9 @@ class FormulaDesign:
             )
         keep = self._complete_rows(data, columns, None, "predict")
         data = data.loc[keep]
+        text = [c for c in columns if not self.numeric.get(c, True) and c not in self.labels_only]
+        if text:  # strings of any storage as objects, which formulaic matches to its levels
+            data = data.assign(**{c: data[c].astype(object) for c in text})
         y = None
         if with_response and self.response_spec is None:
             y = pd.to_numeric(data[self.parts.response]).to_numpy(dtype=float)
@@ -678,31 +674,165 @@ class FormulaDesign:
         if bad.any():
             raise ValueError(
                 f"formula: at prediction, the model-matrix column(s) "
-                f"{[self.names[j] for j in np.flatnonzero(bad)]} have non-finite values (a "
-                "transformation such as log of 0 or of a negative number?)"
+                f"{[self.names[j] for j in np.flatnonzero(bad)]} have non-finite values "
+                "(infinite values in the data, or a transformation such as log of 0)"
             )
         present = [c for c in self.factors if c in data.columns]
         groups = data[present] if present else None
         return out, groups, y, keep
 
 
-def _bar_matrices(bar, data, where):
-    """The model matrices of a bar term's left side: ``[(matrix, diagonal)]``.
+def _in_parts(column, part_vars, skip=None):
+    """Whether ``column`` is read by a part of the formula (other than ``skip``)."""
+    return any(column in v for key, v in part_vars.items() if key != skip)
+
+
+def _part_variables(text, data):
+    """The data columns a part of the formula reads.
+
+    formulaic's ``required_variables``, plus the names inside Python expressions
+    (formulaic leaves out those of stateful transforms such as ``center(x)``).
+    """
+    out = set()
+    for v in _required_variables(text):
+        if "callable" in {str(getattr(r, "value", r)) for r in v.roles}:
+            raise ValueError(
+                f"formula: unknown function {str(v)!r} in {text!r}"
+                + (
+                    "; lme4's offset() is not supported: subtract the offset from the "
+                    "response, e.g. 'I(y - z) ~ ...'"
+                    if str(v) == "offset"
+                    else ""
+                )
+            )
+        out.add(str(v))
+    for expr in _factor_expressions(text):
+        try:
+            tree = ast.parse(expr, mode="eval")
+        except SyntaxError:
+            continue
+        out |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} & set(
+            data.columns
+        )
+    unknown = sorted(v for v in out if v not in data.columns and not _is_known(v))
+    if unknown:
+        raise ValueError(
+            f"formula: {unknown} {'is' if len(unknown) == 1 else 'are'} not a column of "
+            f"the data (columns: {list(data.columns)})"
+        )
+    return {v for v in out if v in data.columns}
+
+
+@functools.lru_cache(maxsize=256)
+def _factor_expressions(text):
+    """The Python expressions among the factors of a formula part (cached)."""
+    from formulaic import Formula
+
+    try:
+        terms = list(Formula(text))
+    except Exception:  # reported by _required_variables
+        return ()
+    return tuple(
+        str(f.expr)
+        for t in terms
+        for f in t.factors
+        if str(getattr(f.eval_method, "value", f.eval_method)) == "python"
+    )
+
+
+def _complete(data, columns):
+    """Rows with every one of ``columns`` present."""
+    if not columns:
+        return np.ones(len(data), dtype=bool)
+    return ~data[sorted(columns)].isna().any(axis=1).to_numpy()
+
+
+def _levels_of_kept_rows(data, columns, keep):
+    """A copy of ``data`` whose non-numeric ``columns`` are categoricals of the levels of
+    the kept rows (R's ``drop.unused.levels``); other rows' other levels become missing.
+
+    Categories keep their order (and ``ordered``); strings of any storage (object,
+    ``string``, pyarrow) get sorted levels, as R's ``factor`` and formulaic do.
+    """
+    if not columns:
+        return data
+    data = data.copy(deep=False)
+    for c in columns:
+        values = data[c]
+        if pd.api.types.is_bool_dtype(values):
+            continue
+        present = pd.unique(values[keep])
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            levels = [v for v in values.cat.categories if v in set(present)]
+            ordered = bool(values.dtype.ordered)
+        else:
+            levels = sorted(v for v in present if not pd.isna(v))
+            ordered = False
+        raw = values.astype(object).where(values.isin(levels), None)
+        data[c] = pd.Categorical(raw, categories=levels, ordered=ordered)
+    return data
+
+
+def _evaluate(text, frame, complete, keep, where):
+    """``(spec, matrix)`` of a formula part: its state learned on the ``complete`` rows,
+    the matrix returned on the ``keep`` rows (a subset of them)."""
+    rows = np.flatnonzero(complete)
+    part = frame if complete.all() else frame.iloc[rows]
+    mm = _model_matrix(text, part, where)
+    spec = mm.model_spec
+    if not keep[complete].all():
+        mm = mm.iloc[np.flatnonzero(keep[complete])]
+    return spec, mm
+
+
+def _check_y(y, n_rows):
+    """``y`` given with a formula: numbers, one per row of the data."""
+    from sklearn.utils.validation import check_array, column_or_1d
+
+    try:
+        y = check_array(
+            as_pandas(y),
+            ensure_2d=False,
+            dtype=np.float64,
+            ensure_all_finite="allow-nan",
+            input_name="y",
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"y must be numbers, one per row of the data: {exc}") from None
+    y = column_or_1d(y)
+    if len(y) != n_rows:
+        raise ValueError(f"y has {len(y)} values but the data has {n_rows} rows")
+    return y
+
+
+def _bar_matrices(bar, frame, complete, keep, where):
+    """The model matrices of a bar term's left side: ``[(spec, matrix, diagonal)]``.
 
     ``(lhs | g)`` is one matrix. lme4 rewrites ``(1 + x + f || g)`` as
-    ``(1 | g) + (0 + x | g) + (0 + f | g)``: a factor ``f`` keeps its dummy columns
-    (all of them, none absorbed by an intercept) correlated. Without a factor that is
-    the same model as one term with a diagonal covariance, which is how it is kept.
+    ``(1 | g) + (0 + x | g) + (0 + f | g)``: a term with several columns (a factor's
+    dummies, all of them with no intercept to absorb one; ``poly(x, 2)``; a spline) keeps
+    them correlated. When every term has one column that is one term with a diagonal
+    covariance, which is how it is kept.
     """
-    full = _model_matrix(bar.lhs, data, where)
+    spec, full = _evaluate(bar.lhs, frame, complete, keep, where)
     if not bar.double:
-        return [(full, False)]
-    spec = full.model_spec
-    if not _has_factor(spec):
-        return [(full, True)]
-    terms = [str(t) for t in spec.formula]
-    pieces = ["1"] * ("1" in terms) + [f"0 + {t}" for t in terms if t != "1"]
-    return [(_model_matrix(p, data, where), False) for p in pieces]
+        return [(spec, full, False)]
+    terms = {str(t): (t, idx) for t, idx in spec.term_indices.items()}
+    slopes = [(t, idx) for name, (t, idx) in terms.items() if name != "1"]
+    if not _has_factor(spec) and all(len(idx) == 1 for _, idx in slopes):
+        return [(spec, full, True)]
+    pieces = ["1"] * ("1" in terms) + [f"0 + {_term_text(t)}" for t, _ in slopes]
+    return [(*_evaluate(p, frame, complete, keep, where), False) for p in pieces]
+
+
+def _term_text(term):
+    """A formulaic term written back as formula text (names backquoted where needed)."""
+    parts = []
+    for factor in term.factors:
+        expr = str(factor.expr)
+        lookup = str(getattr(factor.eval_method, "value", factor.eval_method)) == "lookup"
+        parts.append(f"`{expr}`" if lookup and not expr.isidentifier() else expr)
+    return ":".join(parts)
 
 
 @functools.lru_cache(maxsize=256)
@@ -773,8 +903,8 @@ def _check_finite(X, names, y):
     if bad.any():
         cols = [names[j] for j in np.flatnonzero(bad)]
         raise ValueError(
-            f"formula: the model-matrix column(s) {cols} have non-finite values (a "
-            "transformation such as log of 0 or of a negative number?); fix the data or "
+            f"formula: the model-matrix column(s) {cols} have non-finite values (infinite "
+            "values in the data, or a transformation such as log of 0); fix the data or "
             "the formula"
         )
     if y is not None and not np.isfinite(y).all():
@@ -783,6 +913,8 @@ def _check_finite(X, names, y):
 
 def _frame(data):
     """The data as a pandas DataFrame (polars and other frames through narwhals)."""
+    if type(data).__name__ == "LazyFrame":
+        raise TypeError("with a formula, X must be a DataFrame: collect() the LazyFrame first")
     frame = as_pandas(data)
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(

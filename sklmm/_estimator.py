@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._covariance import COVARIANCE_TYPES
 from ._ddf import anova_table, contrast_matrix, ddf_method
+from ._design import NA_ACTIONS
 from ._exceptions import (
     MissingDataWarning,
     MixedLMConvergenceWarning,
@@ -374,7 +375,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "formula": [None, str],
-        "na_action": [StrOptions({"omit", "raise"})],
+        "na_action": [StrOptions(set(NA_ACTIONS))],
         "random_effects": [None, str],
         "random_slopes": [None, "array-like", str, Integral],
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
@@ -472,6 +473,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             if name.endswith("_") and not name.startswith("__"):
                 delattr(self, name)
         self.__dict__.pop("_fitted", None)
+        self.__dict__.pop("_design", None)
 
     def _check_spec(self, groups, variance_components):
         """Errors for combinations of parameters and label arguments that contradict."""
@@ -533,7 +535,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
     def _terms_for(self, n_samples, groups_cols, vc_cols):
         """The model's terms for these label columns (before their levels)."""
-        if self.formula is not None:
+        if self._from_formula:
             return resolve_terms(
                 self._design.random_effects,
                 np.zeros(0, dtype=int),
@@ -816,7 +818,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         (a Series for a DataFrame, an Array otherwise), computed per partition.
         """
         check_is_fitted(self)
-        if self.formula is not None:
+        if self._from_formula:
             Xm, g, _, keep = self._formula_rows(X, groups, variance_components, False, "predict")
             out = self._predict_design(Xm, g, return_std, include_residual)
             return _expand(out, keep)
@@ -857,7 +859,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         """The design's arrays for new data of a formula model, and the complete rows."""
         if groups is not None or variance_components is not None:
             raise ValueError(
-                f"the model was fitted from formula={self.formula!r}: {method}() takes the "
+                f"the model was fitted from formula={self._design.formula!r}: {method}() takes the "
                 "grouping factors from the data's columns; leave groups and "
                 "variance_components None"
             )
@@ -896,7 +898,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             )
         if y is None:
             if y_data is None:
-                raise ValueError(f"the formula {self.formula!r} is one-sided: pass y to {method}()")
+                raise ValueError(
+                    f"the formula {self._design.formula!r} is one-sided: pass y to {method}()"
+                )
             y_true = y_data
         else:
             y_true = np.asarray(as_pandas(y), dtype=float).reshape(-1)
@@ -944,7 +948,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             warned about: use :func:`sklmm.make_group_scorer` instead.
         """
         check_is_fitted(self)
-        if self.formula is not None:
+        if self._from_formula:
             if groups is not None or variance_components is not None:
                 self._formula_rows(X, groups, variance_components, False, "score")
             y_true, pred, weights = self._formula_targets(X, y, sample_weight, "score")
@@ -1008,7 +1012,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             residual).
         """
         check_is_fitted(self)
-        if sample_weight is not None and (X is None or (y is None and self.formula is None)):
+        if sample_weight is not None and (X is None or (y is None and not self._from_formula)):
             raise ValueError(
                 "summary() uses sample_weight for the scaled residuals only: pass it "
                 "with X, y and groups"
@@ -1016,7 +1020,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         fitted = self._fitted
         fixed = self._fixed_table(alpha, ddf)
         resid = None
-        if self.formula is not None and X is not None:
+        if self._from_formula and X is not None:
             if groups is not None or variance_components is not None:
                 self._formula_rows(X, groups, variance_components, False, "summary")
             y_true, pred, weights = self._formula_targets(X, y, sample_weight, "summary")
@@ -1057,7 +1061,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             singular=self.is_singular_,
             converged=self.converged_,
             message="see fit_log_",
-            formula=self.formula,
+            formula=self._design.formula if self._from_formula else None,
         )
         return MixedLMSummary(blocks, fixed, vc)
 
@@ -1113,6 +1117,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         method = ddf_method(fitted, ddf)
         if not joint:
             out = method.t_tests(Lm)
+            if isinstance(L, pd.DataFrame):  # the contrasts keep their names
+                out.index = L.index
             return out.rename(columns={"se": "std_error", "p": "p_value"})
         out = method.f_test(Lm)
         row = {
@@ -1156,7 +1162,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         fitted = self._fitted
         names = list(fitted.model.fixed_names)
         contained = None
-        if terms is None and self.formula is not None:
+        if terms is None and self._from_formula:
             spec = self._design.fixed_terms()
             terms = {label: cols for label, (cols, _) in spec.items()}
             factors = {label: set(f) for label, (_, f) in spec.items()}
@@ -1281,7 +1287,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             For ``method="bootstrap"``.
         boot_type : {"percentile", "basic"}, default="percentile"
             Percentile intervals (the replicates' ``alpha/2`` and ``1 - alpha/2``
-            quantiles), or basic ones (``2 estimate - `` those quantiles, swapped).
+            quantiles), or basic ones (twice the estimate minus those quantiles,
+            swapped).
 
         Returns
         -------
@@ -1322,6 +1329,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         else:
             raise ValueError(f"method={method!r}: expected 'wald', 'bootstrap' or 'profile'")
         return pd.DataFrame({lo_name: lo, hi_name: hi}, index=pd.Index(names, name="parameter"))
+
+    @property
+    def _from_formula(self):
+        """Whether the fitted model came from a formula (the fitted state, not the
+        parameter, which ``set_params`` may have changed since)."""
+        return "_design" in self.__dict__
 
     def _get_metadata_request(self):
         """Metadata requests; with a formula, ``groups`` is not requested unless set.

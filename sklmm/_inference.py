@@ -5,9 +5,10 @@ displays or tests them; nothing is fitted here.
 
 Conventions (those of lme4 and statsmodels):
 
-- Fixed effects: Wald statistics ``estimate / std. error`` referred to the standard
-  normal (statsmodels' ``z``; lme4 prints the same number as ``t value`` without a
-  p-value), Wald confidence intervals ``estimate +/- z_{1-alpha/2} se``.
+- Fixed effects: statistics ``estimate / std. error`` referred to the t distribution
+  with Satterthwaite's degrees of freedom (lmerTest's table; the df come from
+  :mod:`sklmm._ddf`), or to the standard normal (``ddf="normal"``: statsmodels' ``z``,
+  lme4's ``confint(method = "Wald")``), with intervals ``estimate +/- crit * se``.
 - Information criteria: ``AIC = -2 logLik + 2 df`` and ``BIC = -2 logLik + log(n) df``
   with ``df = p + (number of variance parameters) + 1`` and the REML log-likelihood
   for REML fits, as lme4's ``AIC``/``BIC``.

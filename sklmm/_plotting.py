@@ -231,7 +231,7 @@ def plot_residuals(estimator, X, y=None, groups=None, ax=None, variance_componen
     >>> plt.close(ax.figure)
     """
     check_is_fitted(estimator)
-    formula = getattr(estimator, "formula", None) is not None
+    formula = getattr(estimator, "_from_formula", False)
     if formula:
         # The data hold the grouping factors (and the response, unless y is given); rows
         # with missing values are left out with a MissingDataWarning.

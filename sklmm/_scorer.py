@@ -34,7 +34,7 @@ class _GroupScorer:
         self, estimator, X, y_true, groups=None, variance_components=None, sample_weight=None
     ):
         final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-        if getattr(final, "formula", None) is not None and not isinstance(estimator, Pipeline):
+        if getattr(final, "_from_formula", False) and not isinstance(estimator, Pipeline):
             # A formula model reads its grouping factors (and the response, for a
             # two-sided formula scored with y=None) from the data.
             y_true, y_pred, weights = final._formula_targets(X, y_true, sample_weight, "score")
@@ -43,7 +43,7 @@ class _GroupScorer:
                 kwargs["sample_weight"] = weights
             return self._sign * self._score_func(y_true, y_pred, **kwargs)
         no_labels = groups is None and variance_components is None
-        if no_labels and getattr(final, "formula", None) is None:
+        if no_labels and not getattr(final, "_from_formula", False):
             warn_user(_SCORER_NO_GROUPS, NoGroupsWarning)
         labels = {"groups": groups, "variance_components": variance_components}
         y_pred = _predict(estimator, X, {k: v for k, v in labels.items() if v is not None})

@@ -130,6 +130,11 @@ def test_contrast_inputs_and_errors():
         fit.anova(type=2)
     with pytest.raises(ValueError, match="not fixed effects"):
         fit.anova(terms={"slope": ["days"]})
+    # the normal reference: a Wald chi-square for several rows, without warnings
+    both = fit.test_contrast(np.eye(2), ddf="normal").iloc[0]
+    assert np.isinf(both["den_df"]) and both["num_df"] == 2
+    named = fit.test_contrast(pd.DataFrame({"Days": [1.0, 2.0]}, index=["a", "b"]), joint=False)
+    assert list(named.index) == ["a", "b"]
 
 
 def test_type3_of_a_contained_term_says_it_is_not_implemented():

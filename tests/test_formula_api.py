@@ -260,8 +260,16 @@ def test_formula_with_other_model_arguments(sleep, params, fit_kwargs, names):
 
 
 def test_formula_errors_on_data(sleep):
-    with pytest.raises(ValueError, match="names the response 'Reaction', and y was given"):
-        MixedLMRegressor(formula=SLEEP).fit(sleep, sleep["Reaction"])
+    # y may be given with a two-sided formula (scikit-learn's scorers need it), if it
+    # is the response
+    with_y = MixedLMRegressor(formula=SLEEP).fit(sleep, sleep["Reaction"])
+    assert with_y.log_likelihood_ == MixedLMRegressor(formula=SLEEP).fit(sleep).log_likelihood_
+    with pytest.raises(ValueError, match="y differs from the formula's response 'Reaction'"):
+        MixedLMRegressor(formula=SLEEP).fit(sleep, sleep["Reaction"] + 1)
+    with pytest.raises(ValueError, match="y has 179 values but the data has 180 rows"):
+        MixedLMRegressor(formula="~ Days + (1 | Subject)").fit(sleep, sleep["Reaction"][1:])
+    with pytest.raises(ValueError, match="y must be numbers"):
+        MixedLMRegressor(formula="~ Days + (1 | Subject)").fit(sleep, sleep["Subject"] + "x")
     with pytest.raises(TypeError, match="X must be a DataFrame"):
         MixedLMRegressor(formula=SLEEP).fit(sleep.to_numpy())
     with pytest.raises(ValueError, match="response 'Subject' must be one numeric column"):
@@ -306,6 +314,65 @@ def test_bad_data_at_prediction(sleep):
         est.predict(sleep.assign(Days=sleep["Days"].astype(str)))
     with pytest.raises(ValueError, match="several columns named"):
         MixedLMRegressor(formula=SLEEP).fit(pd.concat([sleep, sleep[["Days"]]], axis=1))
+
+
+def test_pickled_model_predicts_in_a_new_process(sleep, tmp_path):
+    import subprocess
+    import sys
+
+    est = MixedLMRegressor(formula="Reaction ~ poly(Days, 2) + (1 | Subject)").fit(sleep)
+    path = tmp_path / "est.pkl"
+    path.write_bytes(pickle.dumps(est))
+    code = (
+        "import pickle, sys; from sklmm.datasets import load_sleepstudy; "
+        f"est = pickle.loads(open({str(path)!r}, 'rb').read()); "
+        "print(repr(est.predict(load_sleepstudy())[:3].tolist()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert eval(out.stdout) == est.predict(sleep)[:3].tolist()
+
+
+def test_missing_values_inside_stateful_transforms(sleep):
+    # formulaic does not list x among the variables of center(x); rows missing it are
+    # still left out, and text passed for it at prediction is still an error.
+    data = sleep.assign(Days=sleep["Days"].astype(float))
+    data.loc[[4, 9], "Days"] = np.nan
+    with pytest.warns(MissingDataWarning, match="2 of 180 rows"):
+        est = MixedLMRegressor(formula="Reaction ~ center(Days) + (1 | Subject)").fit(data)
+    assert list(est.rows_dropped_) == [4, 9]
+    ref = MixedLMRegressor(formula="Reaction ~ center(Days) + (1 | Subject)")
+    ref.fit(data.drop(index=[4, 9]))
+    assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, abs=1e-10)
+    with pytest.raises(ValueError, match="were numeric in fit"):
+        est.predict(sleep.assign(Days=sleep["Days"].astype(str)))
+
+
+def test_unused_levels_and_string_dtypes(sleep):
+    # R's drop.unused.levels: an unused category is no column; strings of any storage
+    rng = np.random.default_rng(0)
+    data = sleep.assign(f=rng.choice(["a", "b", "c"], len(sleep)))
+    ref = MixedLMRegressor(formula="Reaction ~ Days + f + (1 | Subject)").fit(data)
+    for f in (
+        pd.Categorical(data["f"], categories=["a", "b", "c", "z"]),
+        data["f"].astype("string"),
+        data["f"].astype("string[pyarrow]") if _has_pyarrow() else data["f"],
+    ):
+        est = MixedLMRegressor(formula="Reaction ~ Days + f + (1 | Subject)").fit(data.assign(f=f))
+        assert list(est.fixed_effects_.index) == list(ref.fixed_effects_.index)
+        assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, abs=1e-10)
+        np.testing.assert_allclose(est.predict(data.assign(f=f)), ref.predict(data))
+    # an ordered factor missing a level in the data: contr.poly of the levels present
+    o = pd.Categorical(data["f"].where(data["f"] != "b", "a"), categories=list("abc"), ordered=True)
+    est = MixedLMRegressor(formula="Reaction ~ Days + o + (1 | Subject)").fit(data.assign(o=o))
+    assert list(est.fixed_effects_.index) == ["(Intercept)", "Days", "o[.L]"]
+
+
+def _has_pyarrow():
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_formula_with_dask_input_is_refused(sleep):

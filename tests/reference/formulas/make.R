@@ -56,6 +56,7 @@ m$Worker <- as.character(m$Worker); m$Machine <- as.character(m$Machine)
 m$row_id <- seq_len(nrow(m)) - 1L
 set.seed(2)
 test <- m$row_id %in% c(sample(which(m$Worker != "6") - 1L, 8), which(m$Worker == "6") - 1L)
+test_m <- test
 case("machines_reml", "score ~ Machine + (Machine | Worker)",
      "score ~ Machine + (Machine | Worker)", m, test, TRUE)
 case("machines_zero_reml", "score ~ Machine + (0 + Machine | Worker)",
@@ -76,6 +77,9 @@ case("sleep_quad_ml", "Reaction ~ Days + I(Days^2) + (1 | Subject)",
 # Random slopes on a transformed variable (orthogonal polynomials, state reused).
 case("sleep_polyslope_ml", "Reaction ~ poly(Days, 2) + (poly(Days, 2) | Subject)",
      "Reaction ~ poly(Days, 2) + (poly(Days, 2) | Subject)", s, test, FALSE)
+# lme4's || splits by term: the two poly() columns stay correlated (terms Subject, Subject.1).
+case("sleep_polydbl_ml", "Reaction ~ poly(Days, 2) + (poly(Days, 2) || Subject)",
+     "Reaction ~ poly(Days, 2) + (poly(Days, 2) || Subject)", s, test, FALSE)
 # A random slope that is not a fixed effect.
 case("sleep_slope_only_reml", "Reaction ~ 1 + (Days | Subject)",
      "Reaction ~ 1 + (Days | Subject)", s, test, TRUE)
@@ -88,6 +92,20 @@ na$Subject[c(150)] <- NA
 na$unused <- 1; na$unused[c(10, 20)] <- NA  # not in the formula: the rows stay
 case("sleep_na_reml", "Reaction ~ Days + (Days | Subject)",
      "Reaction ~ Days + (Days | Subject)", na, test, TRUE)
+
+# Stateful transforms learn their state before na.omit (R's model frame), and predict()
+# reuses it (makepredictcall): scale(Days) with responses missing.
+na2 <- s
+na2$Reaction[c(5, 17, 40, 41, 90, 120, 121, 122, 160)] <- NA
+case("sleep_na_scale_reml", "Reaction ~ scale(Days) + (1 | Subject)",
+     "Reaction ~ scale(Days) + (1 | Subject)", na2, test, TRUE)
+
+# A factor with an unused level (R's drop.unused.levels): Machine has levels A-D, D unused.
+mu <- m
+mu$Machine <- factor(mu$Machine, levels = c("A", "B", "C", "D"))
+case("machines_unused_reml", "score ~ Machine + (1 | Worker)",
+     "score ~ Machine + (1 | Worker)", mu, test_m, TRUE,
+     factors = list(Machine = list(levels = c("A", "B", "C", "D"), ordered = FALSE)))
 
 # Orthodont with R's factor order (Male first) and a quadratic age term.
 o <- as.data.frame(Orthodont)
