@@ -71,7 +71,15 @@ by_class = lmer("distance ~ Sex + age_class + (1 | Subject)", orthodont, reml=Fa
 print(by_class.fixed_effects_.round(4).to_string())
 
 # %%
-# The linear trend dominates: the quadratic and cubic terms are small. With four equally
+# The linear trend dominates: the quadratic and cubic terms are small. The joint F test
+# that both are 0 (lmerTest's ``contest``, with Satterthwaite's degrees of freedom) names
+# the columns:
+
+curvature = pd.DataFrame({"age_class[.Q]": [1, 0], "age_class[.C]": [0, 1]})
+print(by_class.test_contrast(curvature).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+# %%
+# With four equally
 # spaced ages, these contrasts span the same columns as the orthogonal polynomials
 # ``poly(age, 3)``: the same model, whose coefficients differ by a constant factor (the
 # contrasts have unit length over the four levels, ``poly`` over the 108 rows):
