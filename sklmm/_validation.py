@@ -19,14 +19,23 @@ def _is_dask(obj):
 
 
 def _pandas_series(column, name):
-    """A pandas Series from a narwhals Series (categories kept)."""
+    """A pandas Series from a narwhals Series (categories kept).
+
+    An ``Enum`` keeps its declared order of categories (the first is a formula's
+    reference level) but is not ordinal (R's ``factor``, not ``ordered``: no polynomial
+    contrasts); a ``Categorical``, whose order is that of polars' string cache, gets
+    sorted categories, as strings do.
+    """
     import narwhals.stable.v1 as nw
 
     values = column.to_numpy()
     out = pd.Series(values, name=name)
-    if column.dtype == nw.Categorical or column.dtype == nw.Enum:
+    if column.dtype == nw.Enum:
         categories = column.cat.get_categories().to_numpy()
-        out = out.astype(pd.CategoricalDtype(categories, ordered=column.dtype == nw.Enum))
+        out = out.astype(pd.CategoricalDtype(categories, ordered=False))
+    elif column.dtype == nw.Categorical:
+        categories = sorted(column.cat.get_categories().to_list())
+        out = out.astype(pd.CategoricalDtype(categories, ordered=False))
     return out
 
 

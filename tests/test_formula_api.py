@@ -102,6 +102,22 @@ def test_polars_data(sleep):
     np.testing.assert_array_equal(est.predict(pl.from_pandas(sleep)), ref.predict(sleep))
 
 
+def test_polars_categoricals_are_factors(sleep):
+    # an Enum keeps its declared order (reference level first) but is not ordinal; a
+    # Categorical gets sorted levels, as strings
+    pl = pytest.importorskip("polars")
+    data = sleep.assign(f=np.where(sleep["Days"] > 4, "late", "early"))
+    frame = pl.from_pandas(data).with_columns(
+        pl.col("f").cast(pl.Enum(["late", "early"])).alias("e"),
+        pl.col("f").cast(pl.Categorical).alias("c"),
+    )
+    e = MixedLMRegressor(formula="Reaction ~ e + (1 | Subject)").fit(frame)
+    c = MixedLMRegressor(formula="Reaction ~ c + (1 | Subject)").fit(frame)
+    assert list(e.fixed_effects_.index) == ["(Intercept)", "e[T.early]"]
+    assert list(c.fixed_effects_.index) == ["(Intercept)", "c[T.late]"]
+    assert e.log_likelihood_ == pytest.approx(c.log_likelihood_, abs=1e-9)
+
+
 def test_grouping_factor_of_any_dtype(sleep):
     ref = MixedLMRegressor(formula=SLEEP).fit(sleep)
     for labels in (sleep["Subject"].astype(int), sleep["Subject"].astype("category")):
