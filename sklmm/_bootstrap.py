@@ -107,32 +107,47 @@ class StatsSimulator:
         return SufficientStats(st.ZtZ, ZtXy, new, st.counts, st.n, st.log_weights)
 
 
+def term_parameters(q, unstructured):
+    """lme4's order of a term's parameters: per column ``j``, its sd, then its
+    correlations with the later columns: ``[("sd", j, j) or ("cor", i, j)]``."""
+    out = []
+    for j in range(q):
+        out.append(("sd", j, j))
+        if unstructured:
+            out += [("cor", i, j) for i in range(j + 1, q)]
+    return out
+
+
 def parameter_names(model):
     """lme4's new-style names: fixed effects, ``sd_<col>|<term>``, ``cor_<a>.<b>|<term>``,
-    ``sigma``."""
+    ``sigma``, in lme4's order."""
     names = list(model.fixed_names)
     for t in model.terms:
         cols = t.columns
-        names += [f"sd_{c}|{t.name}" for c in cols]
-        if t.covariance == "unstructured":
-            names += [
-                f"cor_{cols[i]}.{cols[j]}|{t.name}" for j in range(t.q) for i in range(j + 1, t.q)
-            ]
+        for kind, i, j in term_parameters(t.q, t.covariance == "unstructured"):
+            names.append(
+                f"sd_{cols[j]}|{t.name}" if kind == "sd" else f"cor_{cols[i]}.{cols[j]}|{t.name}"
+            )
     return [*names, "sigma"]
+
+
+def variance_values(terms, covs):
+    """The standard deviations and correlations of :func:`parameter_names`, in order."""
+    values = []
+    for t, cov in zip(terms, covs, strict=True):
+        sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        for kind, i, j in term_parameters(t.q, t.covariance == "unstructured"):
+            if kind == "sd":
+                values.append(sd[j])
+            else:
+                d = sd[i] * sd[j]
+                values.append(float(np.clip(cov[i, j] / d, -1, 1)) if d > 0 else np.nan)
+    return values
 
 
 def parameters(model, beta, covs, sigma2):
     """The values of :func:`parameter_names` (user scale)."""
-    values = list(beta)
-    for t, cov in zip(model.terms, covs, strict=True):
-        sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-        values += list(sd)
-        if t.covariance == "unstructured":
-            for j in range(t.q):
-                for i in range(j + 1, t.q):
-                    d = sd[i] * sd[j]
-                    values.append(cov[i, j] / d if d > 0 else np.nan)
-    return [*values, np.sqrt(sigma2)]
+    return [*beta, *variance_values(model.terms, covs), np.sqrt(sigma2)]
 
 
 def run_replicates(fitted, seeds, options):

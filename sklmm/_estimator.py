@@ -1240,14 +1240,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         if not isinstance(n_boot, Integral) or isinstance(n_boot, bool) or n_boot < 1:
             raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
         fitted = self._fitted
-        solver, em_max_iter = resolve_solver(self.solver, self.em_max_iter, fitted.model.one_factor)
-        options = {
-            "solver": solver,
-            "max_iter": self.max_iter,
-            "em_max_iter": em_max_iter,
-            "tol": self.tol,
-        }
-        table = bootstrap_table(fitted, int(n_boot), random_state, n_jobs, options)
+        table = bootstrap_table(fitted, int(n_boot), random_state, n_jobs, self._refit_options())
         if not table["converged"].all():
             warn_user(
                 f"{int((~table['converged']).sum())} of {n_boot} bootstrap refits did not "
@@ -1259,6 +1252,17 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         params = table.drop(columns=["converged", "n_iter"])
         out = params.apply(func, axis=1)
         return out.to_frame() if isinstance(out, pd.Series) else out
+
+    def _refit_options(self):
+        """The solver settings of ``fit``, for refits from the statistics."""
+        one_factor = self._fitted.model.one_factor
+        solver, em_max_iter = resolve_solver(self.solver, self.em_max_iter, one_factor)
+        return {
+            "solver": solver,
+            "max_iter": self.max_iter,
+            "em_max_iter": em_max_iter,
+            "tol": self.tol,
+        }
 
     def conf_int(
         self,
@@ -1274,13 +1278,17 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        method : {"wald", "bootstrap", "profile"}, default="wald"
+        method : {"wald", "profile", "bootstrap"}, default="wald"
             ``"wald"``: the fixed effects by the normal approximation (lme4's
             ``method = "Wald"``) and the standard deviations, correlations and sigma
             by Wald intervals on the log-sd / atanh-correlation scale (where lme4
-            gives NA; NaN on the boundary of a singular fit). ``"bootstrap"``: the
-            parametric bootstrap (:meth:`bootstrap`). ``"profile"`` (lme4's default)
-            is not implemented yet and raises ``ValueError``.
+            gives NA; NaN on the boundary of a singular fit). ``"profile"``: lme4's
+            default, profile-likelihood intervals: every parameter (of REML fits
+            too, as lme4) on the ML deviance, the others minimised; a limit that the
+            profile does not reach before the edge of the parameter space is the
+            edge (0 for a standard deviation, +/-1 for a correlation), one that
+            cannot be computed NaN. ``"bootstrap"``: the parametric bootstrap
+            (:meth:`bootstrap`).
         alpha : float, default=0.05
             One minus the confidence level.
         n_boot, random_state, n_jobs : see :meth:`bootstrap`
@@ -1322,10 +1330,13 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             else:
                 lo, hi = (2 * estimate - q_hi).to_numpy(), (2 * estimate - q_lo).to_numpy()
         elif method == "profile":
-            raise ValueError(
-                "method='profile' (lme4's default) is not implemented yet; use 'wald' or "
-                "'bootstrap'"
-            )
+            from ._likelihood_profile import profile_fixed_effects, profile_variance_parameters
+
+            options = self._refit_options()
+            fixed = profile_fixed_effects(fitted, alpha, options)
+            variance = profile_variance_parameters(fitted, alpha, options)
+            both = np.vstack([fixed, variance])
+            lo, hi = both[:, 0], both[:, 1]
         else:
             raise ValueError(f"method={method!r}: expected 'wald', 'bootstrap' or 'profile'")
         return pd.DataFrame({lo_name: lo, hi_name: hi}, index=pd.Index(names, name="parameter"))

@@ -22,6 +22,29 @@ from ._terms import align_labels, label_sources, match_terms
 #: root mean square (so the flag does not depend on the units or offsets of the columns).
 
 
+def _psd_cholesky(psi, tol=1e-12):
+    """A lower-triangular ``L`` with ``L L' = psi`` for positive semi-definite ``psi``.
+
+    Zero pivots (a zero variance, a correlation of +/-1) give zero columns; ``None`` if
+    ``psi`` is not positive semi-definite.
+    """
+    q = len(psi)
+    L = np.zeros((q, q))
+    scale = max(float(np.max(np.abs(np.diag(psi)))), 1e-300)
+    for j in range(q):
+        d = psi[j, j] - L[j, :j] @ L[j, :j]
+        if d < -tol * scale:
+            return None
+        if d <= tol * scale:
+            rest = psi[j + 1 :, j] - L[j + 1 :, :j] @ L[j, :j]
+            if np.any(np.abs(rest) > 1e-7 * np.sqrt(scale * scale)):
+                return None
+            continue
+        L[j, j] = np.sqrt(d)
+        L[j + 1 :, j] = (psi[j + 1 :, j] - L[j + 1 :, :j] @ L[j, :j]) / L[j, j]
+    return L
+
+
 def _theta_from_psi(psi, structure):
     """``theta`` of a relative covariance ``psi`` for a structure, None if not PD."""
     try:

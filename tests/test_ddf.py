@@ -14,7 +14,7 @@ import pytest
 from _reference import REFERENCE
 from scipy import stats
 
-from sklmm import MixedLMRegressor, lmer
+from sklmm import MixedLMRegressor, SingularFitWarning, lmer
 from sklmm.datasets import load_sleepstudy
 
 CASES = sorted(p.parent.name for p in REFERENCE.glob("*_inference/inference.json"))
@@ -168,7 +168,12 @@ def satt_case(request):
             data[col] = data[col].astype(str)
     for col, spec in (ref["factors"] or {}).items():
         data[col] = pd.Categorical(data[col], categories=spec["levels"], ordered=spec["ordered"])
-    est = MixedLMRegressor(formula=ref["formula"], reml=ref["reml"]).fit(data)
+    est = MixedLMRegressor(formula=ref["formula"], reml=ref["reml"])
+    if ref["isSingular"]:
+        with pytest.warns(SingularFitWarning):
+            est.fit(data)
+    else:
+        est.fit(data)
     return ref, est
 
 
@@ -180,10 +185,34 @@ def test_satterthwaite_designs_coefficients(satt_case):
     ref, est = satt_case
     assert est.log_likelihood_ == pytest.approx(ref["logLik"], abs=1e-6)
     table = est.summary().fixed_effects
-    assert _r_names(table.index) == ref["coef"]["names"]
+    assert _r_names(table.index) == list(np.atleast_1d(ref["coef"]["names"]))
     np.testing.assert_allclose(table["df"], ref["coef"]["df"], rtol=1e-3)
     np.testing.assert_allclose(table["t"], ref["coef"]["t"], rtol=1e-4)
     np.testing.assert_allclose(table["p_value"], ref["coef"]["p"], rtol=1e-3)
+
+
+def _term_key(name):
+    """lme4's parameter name with the factors of an interaction sorted (lme4 names the
+    nested term of (1 | Worker/Machine) 'Machine:Worker', sklmm 'Worker:Machine')."""
+    if "|" not in name:
+        return name
+    head, term = name.rsplit("|", 1)
+    return f"{head}|{':'.join(sorted(term.split(':')))}"
+
+
+def test_profile_intervals(satt_case):
+    # confint(fit, method = "profile"): every parameter on the ML deviance, lme4's
+    # limits to 1e-2 of the interval's width (lme4 interpolates its profile by splines)
+    ref, est = satt_case
+    want = ref["confint_profile"]
+    got = est.conf_int("profile").rename(
+        index=lambda n: _term_key(n.replace("[T.", "").replace("]", ""))
+    )
+    for name, lo, hi in zip(want["names"], want["lower"], want["upper"], strict=True):
+        key = _term_key(name)
+        width = hi - lo
+        assert got.loc[key, "2.5 %"] == pytest.approx(lo, abs=1e-2 * width), name
+        assert got.loc[key, "97.5 %"] == pytest.approx(hi, abs=1e-2 * width), name
 
 
 def test_satterthwaite_designs_f_tests(satt_case):
@@ -228,3 +257,22 @@ def test_satterthwaite_intervals_cover_with_few_groups():
     coverage = {k: v / n_rep for k, v in hits.items()}
     assert 0.93 <= coverage["satterthwaite"] <= 0.97, coverage
     assert coverage["normal"] < coverage["satterthwaite"] - 0.02, coverage
+
+
+def test_profile_intervals_of_the_full_sleepstudy():
+    # confint(lmer(Reaction ~ Days + (Days | Subject), sleepstudy)), as lme4 prints it
+    fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+    got = fit.conf_int("profile")
+    lme4 = {
+        "sd_(Intercept)|Subject": (14.3814, 37.7159),
+        "cor_Days.(Intercept)|Subject": (-0.4815, 0.6849),
+        "sd_Days|Subject": (3.8012, 8.7533),
+        "sigma": (22.8982, 28.8579),
+        "(Intercept)": (237.6806, 265.1295),
+        "Days": (7.3587, 13.5759),
+    }
+    assert list(got.index) == ["(Intercept)", "Days", *list(lme4)[:4]]
+    for name, (lo, hi) in lme4.items():
+        width = hi - lo
+        assert got.loc[name, "2.5 %"] == pytest.approx(lo, abs=1e-3 * width), name
+        assert got.loc[name, "97.5 %"] == pytest.approx(hi, abs=1e-3 * width), name

@@ -30,13 +30,16 @@ case <- function(name, formula, data, reml, factors = list()) {
     list(term = labels[k], columns = I(colnames(X)[idx]), column_indices = I(idx - 1L),
          den_df = ct$DenDF, F = ct[["F value"]], num_df = ct$NumDF, p = ct[["Pr(>F)"]])
   })
+  ci <- suppressWarnings(confint(fit, method = "profile", level = 0.95, oldNames = FALSE))
   write.csv(data, paste0(name, ".csv"), row.names = FALSE)
   out[[name]] <<- list(
     formula = formula, reml = reml, factors = factors, logLik = as.numeric(logLik(fit)),
     isSingular = isSingular(fit),
     coef = list(names = I(rownames(co)), estimate = I(unname(co[, 1])), se = I(unname(co[, 2])),
                 df = I(unname(co[, 3])), t = I(unname(co[, 4])), p = I(unname(co[, 5]))),
-    anova_type1 = tables(fit, 1), anova_type3 = tables(fit, 3), column_tests = columns)
+    anova_type1 = tables(fit, 1), anova_type3 = tables(fit, 3), column_tests = columns,
+    confint_profile = list(names = I(rownames(ci)), lower = I(unname(ci[, 1])),
+                           upper = I(unname(ci[, 2]))))
 }
 
 # A factor interaction (R's factor order Male, Female: SexFemale is the column).
@@ -64,5 +67,10 @@ b <- rnorm(5, sd = 1.5)
 y <- round(1 + 0.5 * x + ifelse(f == "b", 0.7, 0) + b[as.integer(factor(g))] + rnorm(n), 4)
 u <- data.frame(y = y, x = x, f = f, g = g)
 case("unbalanced_reml", "y ~ x + f + (1 | g)", u, TRUE)
+
+# A boundary fit: the between-batch sd is estimated as 0 (profile interval from 0).
+d2 <- as.data.frame(Dyestuff2)
+d2$Batch <- as.character(d2$Batch)
+case("dyestuff2_singular_reml", "Yield ~ 1 + (1 | Batch)", d2, TRUE)
 
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "lmerTest.json")
