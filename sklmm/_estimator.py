@@ -1230,7 +1230,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         >>> fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
         >>> boot = fit.bootstrap(200, random_state=0)
         >>> list(boot.columns)[:4]
-        ['(Intercept)', 'Days', 'sd_(Intercept)|Subject', 'sd_Days|Subject']
+        ['(Intercept)', 'Days', 'sd_(Intercept)|Subject', 'cor_Days.(Intercept)|Subject']
         >>> bool(boot["converged"].all())
         True
         """
