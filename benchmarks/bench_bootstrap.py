@@ -11,7 +11,9 @@ Cases:
   ``bench_fit.py``'s medium section), REML: 200 replicates.
 
 For each: the time of one full fit (median of 5 after a warm-up, from the data), the
-time of the replicates and the time per replicate. Target: a replicate of the large
+time of the replicates and the time per replicate. For sleepstudy also the
+profile-likelihood intervals (``conf_int("profile")``, lme4's ``confint(fit)``) against
+one fit. Target: a replicate of the large
 model costs under half a full fit (a replicate is a refit from statistics simulated
 without the rows; a fit also reads the rows). With R and lme4 installed, lme4's
 ``bootMer(fit, fixef, nsim)`` (``use.u = FALSE``, ``type = "parametric"``) is timed in an
@@ -56,7 +58,11 @@ d$g <- as.character(d$g)
 f <- as.formula(args[2])
 nsim <- as.integer(args[3])
 fit <- lmer(f, data = d, REML = TRUE)
-t <- system.time(b <- bootMer(fit, fixef, nsim = nsim, use.u = FALSE, type = "parametric"))
+if (nsim > 0) {
+  t <- system.time(b <- bootMer(fit, fixef, nsim = nsim, use.u = FALSE, type = "parametric"))
+} else {
+  t <- system.time(ci <- suppressMessages(confint(fit, method = "profile")))
+}
 cat(t[["elapsed"]], "\n")
 """
 
@@ -138,6 +144,32 @@ def case(rows, name, frame, formula, n_boot, n_lme4, n_jobs):
         )
 
 
+def profile_case(rows, frame, formula, with_lme4):
+    fit_s = median_time(lambda: MixedLMRegressor(formula=formula).fit(frame))
+    est = MixedLMRegressor(formula=formula).fit(frame)
+    start = time.perf_counter()
+    est.conf_int("profile")
+    took = time.perf_counter() - start
+    rows.append(
+        {
+            "case": "",
+            "method": "sklmm conf_int('profile')",
+            "total s": f"{took:.2f}",
+            "one fit ms": f"{1e3 * fit_s:.1f}",
+            "check: measured (target)": f"{took / fit_s:.0f}x one fit (context)",
+        }
+    )
+    if with_lme4:
+        lme4 = run_lme4(frame.rename(columns={"Subject": "g"}), formula.replace("Subject", "g"), 0)
+        rows.append(
+            {
+                "case": "",
+                "method": "lme4 confint(fit) (profile, R)",
+                "total s": "-" if lme4 is None else f"{lme4:.2f}",
+            }
+        )
+
+
 def _sd_ratio(est, boot):
     se = np.sqrt(np.diag(est.fixed_effects_cov_))
     return boot[list(est.fixed_effects_.index)].std().to_numpy() / se
@@ -160,6 +192,7 @@ def main(argv=None):
         n_lme4,
         args.n_jobs,
     )
+    profile_case(rows, sleep, "Reaction ~ Days + (Days | Subject)", not args.no_lme4)
     data = simulate(*MEDIUM, seed=SEED + 1)
     frame = pd.DataFrame(data["X"], columns=[f"x{j}" for j in range(5)])
     frame = frame.assign(y=data["y"], g=data["groups"])
