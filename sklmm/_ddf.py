@@ -30,19 +30,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-DDF_METHODS = ("satterthwaite", "normal")
+DDF_METHODS = ("satterthwaite", "kenward-roger", "normal")
 
 
 def ddf_method(fitted, ddf):
     """The test machinery of ``ddf`` for a fit, built once per fit and kept on it."""
     if ddf not in DDF_METHODS:
         raise ValueError(
-            f"ddf={ddf!r} is not one of {DDF_METHODS}: 'satterthwaite' (lmerTest's default) "
-            "or 'normal' (Wald z tests); Kenward-Roger is not implemented yet"
+            f"ddf={ddf!r} is not one of {DDF_METHODS}: 'satterthwaite' (lmerTest's default), "
+            "'kenward-roger' (pbkrtest) or 'normal' (Wald z tests)"
         )
     cache = fitted.__dict__.setdefault("_ddf", {})
     if ddf not in cache:
-        cache[ddf] = Satterthwaite(fitted) if ddf == "satterthwaite" else Normal(fitted)
+        kind = {"satterthwaite": Satterthwaite, "kenward-roger": KenwardRoger}.get(ddf, Normal)
+        cache[ddf] = kind(fitted)
     return cache[ddf]
 
 
@@ -280,3 +281,181 @@ def anova_table(sat, terms, sigma2, kind, xtx=None, contained=None):
     table["num_df"] = table["num_df"].astype(int)
     table.index.name = "term"
     return table
+
+
+class KenwardRoger(Satterthwaite):
+    """Kenward and Roger's adjusted covariance and degrees of freedom (pbkrtest's method).
+
+    The covariance parameters are ``tau``: the variances and covariances of every term
+    and ``sigma2``, on which ``V = sum_k Z_k Sigma_k Z_k' + sigma2 W^{-1}`` is linear
+    (the second derivatives of ``V`` vanish, pbkrtest's setting). With ``Phi = Cov(beta)``
+    and ``G_i = dV/dtau_i``::
+
+        P_i = X' dV^{-1}/dtau_i X = d Phi^{-1} / dtau_i,
+        Q_ij + Q_ji = d2 Phi^{-1} / dtau_i dtau_j,
+        W = Cov(tau_hat) = (1/2 tr(P_V G_i P_V G_j))^{-1},
+        Phi_A = Phi + 2 Phi [sum_ij W_ij (Q_ij - P_i Phi P_j)] Phi,
+
+    where the expected REML information ``1/2 tr(P_V G_i P_V G_j)`` is minus one half of
+    the second derivatives of ``log|V| + log|X'V^{-1}X|``. Every derivative is a central
+    difference (Richardson-extrapolated) on the fit's factorization, which holds the
+    cross-products only: nothing costs a pass over the rows. The tests use ``Phi_A``
+    and the scaled F statistic with Kenward and Roger's denominator df. REML fits only
+    (as pbkrtest), and not on the boundary (a variance at 0: the adjustment needs the
+    derivatives on both sides).
+
+    References
+    ----------
+    Kenward, M. G. and Roger, J. H. (1997). Small sample inference for fixed effects
+    from restricted maximum likelihood. Biometrics, 53(3), 983-997.
+
+    Halekoh, U. and Hojsgaard, S. (2014). A Kenward-Roger approximation and parametric
+    bootstrap methods for tests in linear mixed models: the R package pbkrtest. Journal
+    of Statistical Software, 59(9).
+    """
+
+    def __init__(self, fitted, h=1e-3):
+        model, objective = fitted.model, fitted.objective
+        if not model.reml:
+            raise ValueError("Kenward-Roger needs a REML fit (as pbkrtest); refit with reml=True")
+        if fitted.singular:
+            raise ValueError(
+                f"Kenward-Roger is not available for a fit on the boundary (the term(s) "
+                f"{fitted.singular} have a zero variance or a correlation of +/-1); use "
+                "ddf='satterthwaite'"
+            )
+        T_inv = np.linalg.inv(model.T)
+        layout = []  # per term: the (i, j) entries of Sigma_k that are parameters
+        tau0 = []
+        for t in model.terms:
+            cov = fitted.covs[t.name].to_numpy()
+            pairs = [(i, j) for j in range(t.q) for i in range(j, t.q)]
+            if t.covariance != "unstructured":
+                pairs = [(i, i) for i in range(t.q)]
+            layout.append(pairs)
+            tau0 += [cov[i, j] for i, j in pairs]
+        tau0 = np.array([*tau0, fitted.sigma2])
+        inverses = [np.linalg.inv(A) for A in model.shifts]
+        p = model.stats.p
+
+        def theta_of(tau):
+            theta = np.empty(sum(t.structure.n_theta for t in model.terms))
+            k, s2 = 0, tau[-1]
+            for m_k, (t, sl, pairs) in enumerate(
+                zip(model.terms, model.slices, layout, strict=True)
+            ):
+                sigma = np.zeros((t.q, t.q))
+                for i, j in pairs:
+                    sigma[i, j] = sigma[j, i] = tau[k]
+                    k += 1
+                s, A_inv = model.scales[m_k], inverses[m_k]
+                psi = A_inv @ sigma @ A_inv.T * np.outer(s, s) / s2
+                lam = (
+                    np.linalg.cholesky(psi)
+                    if t.covariance == "unstructured"
+                    else np.diag(np.sqrt(np.diag(psi)))
+                )
+                theta[sl] = lam[t.structure.rows, t.structure.cols]
+            return theta
+
+        def precision(tau):  # Phi^{-1} = X'V^{-1}X in the user's coordinates
+            f = objective._factor(theta_of(tau))
+            C = f["L_C"] @ f["L_C"].T
+            return T_inv.T @ C @ T_inv / tau[-1]
+
+        def logdets(tau):  # log|V| + log|X'V^{-1}X| (up to constants)
+            f = objective._factor(theta_of(tau))
+            return (
+                f["logdet"]
+                + (model.n - p) * np.log(tau[-1])
+                + 2.0 * np.log(np.diag(f["L_C"])).sum()
+            )
+
+        steps = h * np.maximum(np.abs(tau0), 1e-8 * tau0[-1])
+        scale = np.diag(steps)  # derivatives in tau / steps, rescaled after
+        try:
+            with objective.blas_limit():
+                H = _richardson_hessian(
+                    lambda u: logdets(tau0 + scale @ u), np.zeros(len(tau0)), 1.0
+                )
+                P = _richardson_jacobian(
+                    lambda u: precision(tau0 + scale @ u), np.zeros(len(tau0)), 1.0
+                )
+                Q = _richardson_second(lambda u: precision(tau0 + scale @ u), len(tau0))
+                phi = np.linalg.inv(precision(tau0))
+        finally:
+            objective.release()
+        H = H / np.outer(steps, steps)
+        P = [Pi / si for Pi, si in zip(P, steps, strict=True)]
+        Q = {key: Qij / (steps[key[0]] * steps[key[1]]) for key, Qij in Q.items()}
+        W = np.linalg.inv(-0.5 * H)
+        n = len(tau0)
+        U = np.zeros_like(phi)
+        for i in range(n):
+            for j in range(n):
+                Qij = 0.5 * Q[(min(i, j), max(i, j))]  # (Q_ij + Q_ji) / 2
+                U += W[i, j] * (Qij - P[i] @ phi @ P[j])
+        self.beta = fitted.beta
+        self.phi = phi
+        self.cov = phi + 2 * phi @ U @ phi  # the adjusted covariance, vcovAdj
+        self.P, self.W = P, W
+
+    def _kr(self, L):
+        """``(F scaling lambda, denominator df m)`` of the test of the rows of ``L``."""
+        q = L.shape[0]
+        phi, P, W = self.phi, self.P, self.W
+        Theta = L.T @ np.linalg.solve(L @ phi @ L.T, L)
+        M = [Theta @ phi @ Pi @ phi for Pi in P]
+        traces = np.array([np.trace(Mi) for Mi in M])
+        A1 = float(traces @ W @ traces)
+        A2 = float(
+            sum(W[i, j] * np.trace(M[i] @ M[j]) for i in range(len(M)) for j in range(len(M)))
+        )
+        B = (A1 + 6 * A2) / (2 * q)
+        g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
+        d = 3 * q + 2 * (1 - g)
+        c1, c2, c3 = g / d, (q - g) / d, (q + 2 - g) / d
+        E = 1 / (1 - A2 / q)
+        V = 2 / q * (1 + c1 * B) / ((1 - c2 * B) ** 2 * (1 - c3 * B))
+        rho = V / (2 * E**2)
+        m = 4 + (q + 2) / (q * rho - 1)
+        lam = m / (E * (m - 2))
+        return lam, m
+
+    def _df(self, L):
+        return np.array([self._kr(row[None, :])[1] for row in np.atleast_2d(L)])
+
+    def f_test(self, L, tol=1e-8):
+        """pbkrtest's Kenward-Roger F test: the scaled Wald F with the adjusted covariance."""
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        values, vectors = np.linalg.eigh(L @ self.cov @ L.T)
+        keep = values > max(tol * values.max(), 0.0) if len(values) else np.zeros(0, bool)
+        if not keep.any():
+            raise ValueError("the contrast L has no estimable direction (L Cov(beta) L' is 0)")
+        L = vectors[:, keep].T @ L  # full row rank
+        q = L.shape[0]
+        Lb = L @ self.beta
+        F = float(Lb @ np.linalg.solve(L @ self.cov @ L.T, Lb) / q)
+        lam, m = self._kr(L)
+        return {"num_df": q, "den_df": m, "F": lam * F, "p": float(stats.f.sf(lam * F, q, m))}
+
+
+def _richardson_second(f, n, h=1.0):
+    """``{(i, j): d2 f / dx_i dx_j}`` for ``i <= j`` at 0 (array-valued ``f``)."""
+
+    def central(step):
+        out = {}
+        f0 = f(np.zeros(n))
+        E = np.eye(n) * step
+        for a in range(n):
+            for b in range(a, n):
+                if a == b:
+                    out[(a, b)] = (f(E[a]) - 2 * f0 + f(-E[a])) / step**2
+                else:
+                    out[(a, b)] = (
+                        f(E[a] + E[b]) - f(E[a] - E[b]) - f(-E[a] + E[b]) + f(-E[a] - E[b])
+                    ) / (4 * step**2)
+        return out
+
+    fine, coarse = central(h), central(2 * h)
+    return {k: (4 * fine[k] - coarse[k]) / 3 for k in fine}

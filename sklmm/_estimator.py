@@ -985,13 +985,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             summarised too (lme4's "Scaled residuals").
         alpha : float, default=0.05
             One minus the confidence level of the intervals.
-        ddf : {"satterthwaite", "normal"}, default="satterthwaite"
+        ddf : {"satterthwaite", "kenward-roger", "normal"}, default="satterthwaite"
             The reference distribution of the fixed-effects tests and intervals.
             ``"satterthwaite"``: t tests with Satterthwaite's degrees of freedom,
             lmerTest's ``summary`` (its default, and the default here: with few
             groups the normal reference is anti-conservative, and the df show
-            how much information each estimate has). ``"normal"``: Wald z tests,
-            as lme4's ``confint(method = "Wald")``.
+            how much information each estimate has). ``"kenward-roger"``:
+            Kenward and Roger's adjusted standard errors and df (pbkrtest, lmerTest's
+            ``ddf = "Kenward-Roger"``; REML fits off the boundary).
+            ``"normal"``: Wald z tests, as lme4's ``confint(method = "Wald")``.
         sample_weight : array-like of shape (n_samples,), default=None
             The weights of ``fit``, required with ``X`` and ``y`` for a weighted
             model: the scaled residuals are then lme4's Pearson residuals
@@ -1072,9 +1074,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         df = None
         if ddf != "normal":
             df = method.t_tests(np.eye(len(fitted.beta)))["df"].to_numpy()
-        return fixed_effects_table(
-            fitted.model.fixed_names, fitted.beta, self.fixed_effects_cov_, alpha, df
-        )
+        # Kenward-Roger's table has its adjusted standard errors (pbkrtest's vcovAdj)
+        return fixed_effects_table(fitted.model.fixed_names, fitted.beta, method.cov, alpha, df)
 
     def test_contrast(self, L, *, ddf="satterthwaite", joint=True):
         """Test linear combinations ``L beta`` of the fixed effects (lmerTest's ``contest``).
@@ -1086,9 +1087,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             ``fixed_effects_`` (the intercept first when fitted), or named by
             ``fixed_effects_``'s index (a DataFrame with those columns, a Series or a
             dict for one contrast; effects left out get 0).
-        ddf : {"satterthwaite", "normal"}, default="satterthwaite"
-            Satterthwaite's degrees of freedom (lmerTest), or the normal reference
-            (Wald z and chi-square tests).
+        ddf : {"satterthwaite", "kenward-roger", "normal"}, default="satterthwaite"
+            Satterthwaite's degrees of freedom (lmerTest), Kenward and Roger's
+            adjusted covariance, scaled F and df (pbkrtest's ``KRmodcomp``; REML fits
+            off the boundary), or the normal reference (Wald z and chi-square tests).
         joint : bool, default=True
             One F test of ``L beta = 0`` (all rows together; lmerTest's
             ``contest(..., joint = TRUE)``), or one t test per row.
@@ -1136,7 +1138,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        ddf : {"satterthwaite", "normal"}, default="satterthwaite"
+        ddf : {"satterthwaite", "kenward-roger", "normal"}, default="satterthwaite"
             Denominator degrees of freedom, as in :meth:`test_contrast`.
         type : {3, 1}, default=3
             Type III: for each term, the joint test that its columns are 0, which is

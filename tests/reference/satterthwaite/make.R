@@ -2,14 +2,17 @@
 #   Rscript make.R     (lme4 1.1.31, lmerTest 3.1.3, nlme, jsonlite)
 # Writes <case>.csv (the data) and lmerTest.json: per case the formula, REML, the
 # coefficient table of summary(fit, ddf = "Satterthwaite"), the type I and type III
-# anova tables with their contrast matrices (lmerTest::show_tests), and the joint test
-# that each term's columns are zero (contest(fit, L, joint = TRUE)).
-suppressMessages({library(lme4); library(lmerTest); library(nlme); library(jsonlite)})
+# anova tables with their contrast matrices (lmerTest::show_tests), the joint test that
+# each term's columns are zero (contest(fit, L, joint = TRUE)), lme4's profile intervals
+# (confint(fit, method = "profile")) and, for REML fits off the boundary, the
+# Kenward-Roger tables (summary and anova with ddf = "Kenward-Roger", pbkrtest::vcovAdj).
+suppressMessages({library(lme4); library(lmerTest); library(pbkrtest); library(nlme)
+                  library(jsonlite)})
 ctrl <- lmerControl(optimizer = "bobyqa", optCtrl = list(rhobeg = 1e-3, rhoend = 1e-12, maxfun = 1e6))
 out <- list()
 
-tables <- function(fit, type) {
-  a <- anova(fit, type = type, ddf = "Satterthwaite")
+tables <- function(fit, type, ddf = "Satterthwaite") {
+  a <- anova(fit, type = type, ddf = ddf)
   L <- show_tests(a, fractions = FALSE)
   lapply(seq_len(nrow(a)), function(i) list(
     term = rownames(a)[i], sum_sq = a[i, "Sum Sq"], mean_sq = a[i, "Mean Sq"],
@@ -31,6 +34,15 @@ case <- function(name, formula, data, reml, factors = list()) {
          den_df = ct$DenDF, F = ct[["F value"]], num_df = ct$NumDF, p = ct[["Pr(>F)"]])
   })
   ci <- suppressWarnings(confint(fit, method = "profile", level = 0.95, oldNames = FALSE))
+  kr <- NULL
+  if (reml && !isSingular(fit)) {  # pbkrtest: REML fits; the KR table uses vcovAdj's se
+    ck <- summary(fit, ddf = "Kenward-Roger")$coefficients
+    kr <- list(
+      coef = list(names = I(rownames(ck)), se = I(unname(ck[, 2])), df = I(unname(ck[, 3])),
+                  t = I(unname(ck[, 4])), p = I(unname(ck[, 5]))),
+      vcov_adj = unname(as.matrix(vcovAdj(fit))),
+      anova_type3 = tables(fit, 3, "Kenward-Roger"), anova_type1 = tables(fit, 1, "Kenward-Roger"))
+  }
   write.csv(data, paste0(name, ".csv"), row.names = FALSE)
   out[[name]] <<- list(
     formula = formula, reml = reml, factors = factors, logLik = as.numeric(logLik(fit)),
@@ -39,7 +51,8 @@ case <- function(name, formula, data, reml, factors = list()) {
                 df = I(unname(co[, 3])), t = I(unname(co[, 4])), p = I(unname(co[, 5]))),
     anova_type1 = tables(fit, 1), anova_type3 = tables(fit, 3), column_tests = columns,
     confint_profile = list(names = I(rownames(ci)), lower = I(unname(ci[, 1])),
-                           upper = I(unname(ci[, 2]))))
+                           upper = I(unname(ci[, 2]))),
+    kenward_roger = kr)
 }
 
 # A factor interaction (R's factor order Male, Female: SexFemale is the column).
