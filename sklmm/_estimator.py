@@ -1255,6 +1255,43 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         out = params.apply(func, axis=1)
         return out.to_frame() if isinstance(out, pd.Series) else out
 
+    def ranova(self):
+        """Likelihood-ratio tests of the random effects (lmerTest's ``ranova``).
+
+        Each term is reduced in turn: a term with one column is removed, a term with
+        several loses one column other than its intercept (``Days in (Days |
+        Subject)`` compares with ``(1 | Subject)``). The reduced models are refitted
+        from the statistics (no data needed) by the same criterion: REML fits are
+        compared by their REML likelihoods (lme4's ``anova(..., refit = FALSE)``,
+        valid since the fixed effects are the same). The chi-square reference is
+        conservative for a variance on the boundary of its space (the p-value of a
+        test of one variance is about twice the exact one).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows ``"<none>"`` (the model) and one per reduction, with ``npar``,
+            ``logLik``, ``AIC``, ``LRT``, ``Df`` and ``p_value``.
+
+        Examples
+        --------
+        >>> from sklmm import lmer
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+        >>> fit.ranova().round(3)[["npar", "logLik", "LRT", "Df"]]
+                                      npar   logLik     LRT   Df
+        term
+        <none>                           6 -871.814     NaN  NaN
+        Days in (1 + Days | Subject)     4 -893.233  42.837  2.0
+        """
+        from ._ranova import ranova_table
+
+        check_is_fitted(self)
+        options = self._refit_options()
+        options["requested_solver"] = self.solver
+        options["em_max_iter"] = self.em_max_iter
+        return ranova_table(self._fitted, options)
+
     def _refit_options(self):
         """The solver settings of ``fit``, for refits from the statistics."""
         one_factor = self._fitted.model.one_factor

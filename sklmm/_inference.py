@@ -437,12 +437,15 @@ def _lr_table(small, large):
     return table
 
 
-def likelihood_ratio_test(model_a, model_b):
+def likelihood_ratio_test(model_a, model_b, *, refit=True):
     """Likelihood-ratio test between two nested fits (lme4's ``anova(m1, m2)``).
 
     REML fits are refitted by ML first (from their stored cross-products, no data
     needed), as lme4 does: REML likelihoods of models with different fixed effects
-    are not comparable.
+    are not comparable. ``refit=False`` compares the REML likelihoods themselves
+    (lme4's ``anova(m1, m2, refit = FALSE)``, lmerTest's ``ranova``): valid, and
+    preferred for tests of random effects, when both models are REML fits with the
+    same fixed effects.
 
     Parameters
     ----------
@@ -452,13 +455,16 @@ def likelihood_ratio_test(model_a, model_b):
         other's, a random-effects term being identified by its name). Their order
         does not matter. Either may have several terms, for example
         ``(1 | Subject)`` against ``(1 | Subject) + (1 | Item)``.
+    refit : bool, default=True
+        Refit REML fits by ML (lme4's default), or compare the fits' own (REML)
+        likelihoods: then both must be REML fits with the same fixed effects.
 
     Returns
     -------
     pandas.DataFrame
-        Rows ``small`` and ``large`` with npar, AIC, BIC, logLik, deviance (all ML),
-        and for ``large`` the chi-squared statistic, its degrees of freedom and
-        p-value.
+        Rows ``small`` and ``large`` with npar, AIC, BIC, logLik, deviance (ML, or
+        REML with ``refit=False``), and for ``large`` the chi-squared statistic, its
+        degrees of freedom and p-value.
 
     Raises
     ------
@@ -507,12 +513,24 @@ def likelihood_ratio_test(model_a, model_b):
             "not only the same names) and random effects must be a subset of the other's, "
             "with fewer parameters"
         )
+    if not refit:
+        same_fixed = small_cols.keys() == large_cols.keys()
+        if not (small.model.reml and large.model.reml and same_fixed):
+            raise ValueError(
+                "refit=False compares REML likelihoods, which is valid only for two REML "
+                "fits with the same fixed effects; use refit=True (the default) to refit "
+                "them by ML"
+            )
     info = [
-        {"log_likelihood": m.ml_log_likelihood(), "df": m.n_params, "n": fa["n"]}
+        {
+            "log_likelihood": m.ml_log_likelihood() if refit else m.log_likelihood,
+            "df": m.n_params,
+            "n": fa["n"],
+        }
         for m in (small, large)
     ]
     if info[0]["log_likelihood"] > info[1]["log_likelihood"] + 1e-6:
         raise ValueError(
-            "the smaller model has the higher ML log-likelihood, so the models are not nested"
+            "the smaller model has the higher log-likelihood, so the models are not nested"
         )
     return _lr_table(*info)

@@ -323,3 +323,72 @@ def test_kenward_roger_inference_cases(case):
         got = est.anova(ddf="kenward-roger").loc[t["term"]]
         assert got["F"] == pytest.approx(t["F"], rel=1e-4)
         assert got["den_df"] == pytest.approx(t["den_df"], rel=1e-3)
+
+
+# -- tests of the random effects ---------------------------------------------------------
+
+
+def test_ranova_sleepstudy():
+    # lmerTest::ranova(lmer(Reaction ~ Days + (Days | Subject), sleepstudy)):
+    #   <none> 6 -871.81; Days in (Days | Subject) 4 -893.23, LRT 42.837, Df 2
+    fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+    table = fit.ranova()
+    assert list(table.index) == ["<none>", "Days in (1 + Days | Subject)"]
+    assert table.loc["<none>", "logLik"] == pytest.approx(fit.log_likelihood_)
+    row = table.iloc[1]
+    assert row["npar"] == 4 and row["Df"] == 2
+    assert row["logLik"] == pytest.approx(-893.2325, abs=1e-3)
+    assert row["LRT"] == pytest.approx(42.837, abs=1e-3)
+    assert row["p_value"] == pytest.approx(stats.chi2.sf(row["LRT"], 2), rel=1e-12)
+
+
+def test_ranova_and_lrt_without_refit_penicillin():
+    # lme4's anova(m_small, m_big, refit = FALSE) on the Penicillin train rows: REML
+    # logLik -278.9285 (1 | plate) and -149.0212 (both terms), Chisq 259.8145
+    from sklmm import likelihood_ratio_test
+
+    folder = REFERENCE / "penicillin_reml_inference"
+    spec = json.loads((folder / "spec.json").read_text())
+    ref = json.loads((folder / "inference.json").read_text())["lrt"]
+    data = pd.read_csv(folder / "data.csv", dtype={c: str for c in spec["group_columns"]})
+    train = data[data["split"] == "train"]
+    big = MixedLMRegressor(formula=ref["big"], tol=1e-10).fit(train)
+    small = MixedLMRegressor(formula=ref["small"], tol=1e-10).fit(train)
+    want = ref["refit_false"]["table"]
+    got = likelihood_ratio_test(small, big, refit=False)
+    np.testing.assert_allclose(got["logLik"], want["logLik"], atol=1e-4)
+    assert got.loc["large", "Chisq"] == pytest.approx(want["Chisq"][1], abs=1e-3)
+    refit = likelihood_ratio_test(small, big)
+    np.testing.assert_allclose(refit["logLik"], ref["table"]["logLik"], atol=1e-4)
+    table = big.ranova()
+    assert table.loc["(1 | sample)", "logLik"] == pytest.approx(want["logLik"][0], abs=1e-4)
+    assert table.loc["(1 | sample)", "LRT"] == pytest.approx(want["Chisq"][1], abs=1e-3)
+    # refit=False needs two REML fits with the same fixed effects
+    ml = MixedLMRegressor(formula=ref["small"], reml=False).fit(train)
+    with pytest.raises(ValueError, match="refit=False compares REML likelihoods"):
+        likelihood_ratio_test(ml, big, refit=False)
+
+
+def test_ranova_reduces_each_slope_and_matches_refits():
+    # Reduced models refitted from the statistics equal fits of the reduced formulas.
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(15), 10)
+    a, b = rng.normal(size=(2, 150))
+    u = rng.normal(size=(15, 3)) * [1.0, 0.7, 0.5]
+    y = 1 + a + b + u[g, 0] + u[g, 1] * a + u[g, 2] * b + rng.normal(size=150)
+    data = pd.DataFrame({"y": y, "a": a, "b": b, "g": g, "h": g % 5})
+    fit = MixedLMRegressor(formula="y ~ a + b + (1 + a + b | g) + (1 | h)").fit(data)
+    table = fit.ranova()
+    assert list(table.index) == [
+        "<none>",
+        "a in (1 + a + b | g)",
+        "b in (1 + a + b | g)",
+        "(1 | h)",
+    ]
+    for label, formula in [
+        ("a in (1 + a + b | g)", "y ~ a + b + (1 + b | g) + (1 | h)"),
+        ("b in (1 + a + b | g)", "y ~ a + b + (1 + a | g) + (1 | h)"),
+        ("(1 | h)", "y ~ a + b + (1 + a + b | g)"),
+    ]:
+        refit = MixedLMRegressor(formula=formula).fit(data)
+        assert table.loc[label, "logLik"] == pytest.approx(refit.log_likelihood_, abs=1e-5)
