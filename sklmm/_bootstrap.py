@@ -156,7 +156,8 @@ def run_replicates(fitted, seeds, options):
     if len(model.terms) > 1 or (model.terms and not model.one_factor):
         raise ValueError(
             "bootstrap supports models with one random-effects term with an intercept (or "
-            "none) for now; models with several terms are not implemented yet"
+            f"no random effects) for now; the model's terms {[str(t.spec) for t in model.terms]}"
+            " are not supported yet (several terms, or a term without an intercept)"
         )
     ev = fitted.opt.evaluation
     term = model.terms[0] if model.terms else None

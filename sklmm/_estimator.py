@@ -81,6 +81,22 @@ def _n_rows(X):
     return int(shape[0]) if shape is not None else len(X)
 
 
+def _varcorr_positions(terms):
+    """Rows of lme4's ``as.data.frame(VarCorr)`` table (per term: the sd's, then the
+    correlations by column; sigma last) in lme4's parameter order (per column: its sd,
+    then its correlations with the later columns)."""
+    from ._bootstrap import term_parameters
+
+    rows, start = [], 0
+    for t in terms:
+        unstructured = t.covariance == "unstructured"
+        pairs = [(i, j) for j in range(t.q) for i in range(j + 1, t.q)] if unstructured else []
+        for kind, i, j in term_parameters(t.q, unstructured):
+            rows.append(start + (j if kind == "sd" else t.q + pairs.index((i, j))))
+        start += t.q + len(pairs)
+    return [*rows, start]
+
+
 def _expand(out, keep):
     """Predictions (and standard deviations) on all rows: ``NaN`` where ``keep`` is false."""
     if keep.all():
@@ -1278,7 +1294,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         >>> from sklmm import lmer
         >>> from sklmm.datasets import load_sleepstudy
         >>> fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
-        >>> fit.ranova().round(3)[["npar", "logLik", "LRT", "Df"]]
+        >>> fit.ranova().round(3)[["npar", "logLik", "LRT", "Df"]]  # doctest: +NORMALIZE_WHITESPACE
                                       npar   logLik     LRT   Df
         term
         <none>                           6 -871.814     NaN  NaN
@@ -1357,8 +1373,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         if method == "wald":
             fixed = self._fixed_table(alpha, "normal")
             vc, _ = fitted.variance_table(alpha)
-            lo = [*fixed.iloc[:, -2], *vc.iloc[:, -2]]
-            hi = [*fixed.iloc[:, -1], *vc.iloc[:, -1]]
+            rows = _varcorr_positions(fitted.model.terms)  # lme4's order in VarCorr's
+            lo = [*fixed.iloc[:, -2], *vc.iloc[rows, -2]]
+            hi = [*fixed.iloc[:, -1], *vc.iloc[rows, -1]]
         elif method == "bootstrap":
             if boot_type not in ("percentile", "basic"):
                 raise ValueError(f"boot_type={boot_type!r}: expected 'percentile' or 'basic'")
@@ -1369,11 +1386,16 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             else:
                 lo, hi = (2 * estimate - q_hi).to_numpy(), (2 * estimate - q_lo).to_numpy()
         elif method == "profile":
-            from ._likelihood_profile import profile_fixed_effects, profile_variance_parameters
+            from ._likelihood_profile import (
+                ml_fit,
+                profile_fixed_effects,
+                profile_variance_parameters,
+            )
 
             options = self._refit_options()
-            fixed = profile_fixed_effects(fitted, alpha, options)
-            variance = profile_variance_parameters(fitted, alpha, options)
+            ml = ml_fit(fitted, options)  # lme4 profiles every parameter on the ML deviance
+            fixed = profile_fixed_effects(fitted, alpha, options, ml)
+            variance = profile_variance_parameters(fitted, alpha, options, ml)
             both = np.vstack([fixed, variance])
             lo, hi = both[:, 0], both[:, 1]
         else:

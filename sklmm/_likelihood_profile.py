@@ -7,11 +7,12 @@ the signed square root of the likelihood-ratio statistic::
 
 with ``D_min(psi)`` the criterion minimised over every other parameter with ``psi``
 held, is close to a standard normal; the interval is ``{psi: |zeta(psi)| <= z_{1-a/2}}``.
-The variance parameters are profiled on the fit's own criterion (REML or ML, ``beta``
-profiled out), on lme4's scales: standard deviations in ``[0, inf)``, correlations in
-``[-1, 1]``, sigma. A fixed effect ``beta_j = v`` is an offset: the statistics of the
-model with ``y - v x_j`` and the other columns follow from the fit's cross-products
-(no pass over the data), and the criterion is minimised over the variance parameters.
+Every parameter is profiled on the ML deviance, of REML fits too, as lme4 does
+(``beta`` profiled out for the variance parameters), on lme4's scales: standard
+deviations in ``[0, inf)``, correlations in ``[-1, 1]``, sigma. A fixed effect
+``beta_j = v`` is an offset: the statistics of the model with ``y - v x_j`` and the
+other columns follow from the fit's cross-products (no pass over the data), and the
+criterion is minimised over the variance parameters.
 Where the profile does not reach the critical value before the edge of the parameter
 space the limit is that edge (0 for a standard deviation, +/-1 for a correlation), as
 lme4 reports; where an inner fit fails the limit is NaN.
@@ -145,16 +146,19 @@ def _limit(zeta, x_hat, crit, direction, lo, hi, step):
     return np.nan
 
 
-def profile_variance_parameters(fitted, alpha, options):
-    """Intervals of the standard deviations, correlations and sigma (ML profiles)."""
-    objective, opt = ml_fit(fitted, options)
+def profile_variance_parameters(fitted, alpha, options, ml=None):
+    """Intervals of the standard deviations, correlations and sigma (ML profiles).
+
+    ``ml`` is :func:`ml_fit`'s result when the caller has it.
+    """
+    objective, opt = ml_fit(fitted, options) if ml is None else ml
     deviance, layout = _user_deviance(fitted, objective)
     x_hat = _estimates(fitted, opt.theta, float(opt.evaluation.sigma2))
     bounds = _bounds(layout, x_hat[-1])
     d_hat = min(deviance(x_hat), opt.objective)
     crit = stats.norm.ppf(1 - alpha / 2)
 
-    lower = np.concatenate([t.structure.lower_bounds for t in fitted.model.terms])
+    lower = np.concatenate([t.structure.lower_bounds for t in fitted.model.terms] or [[]])
     theta_bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
     def best_of(f, starts, box):
@@ -181,6 +185,8 @@ def profile_variance_parameters(fitted, alpha, options):
                 except np.linalg.LinAlgError:
                     return np.inf
 
+            if not len(theta_bounds):  # no random effects: nothing to minimise
+                return f_theta(np.zeros(0)), np.zeros(0)
             starts = [opt.theta] + ([] if start is None else [start])
             return best_of(f_theta, starts, theta_bounds)
         free = [k for k in range(len(x_hat)) if k != j]
@@ -225,13 +231,13 @@ def _offset_model(model, c, v):
     return dataclasses.replace(model, stats=new)
 
 
-def profile_fixed_effects(fitted, alpha, options):
+def profile_fixed_effects(fitted, alpha, options, ml=None):
     """Intervals of the fixed effects on the ML deviance, as lme4 profiles them."""
     model = fitted.model
     T = model.T
     crit = stats.norm.ppf(1 - alpha / 2)
     solver = options["solver"]
-    d_hat = ml_fit(fitted, options)[1].objective
+    d_hat = (ml_fit(fitted, options) if ml is None else ml)[1].objective
     se = np.sqrt(np.diag(fitted.fixed_cov))
     out = np.full((len(fitted.beta), 2), np.nan)
     for j in range(len(fitted.beta)):

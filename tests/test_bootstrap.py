@@ -72,7 +72,7 @@ def test_bootstrap_spread_matches_the_standard_errors(fit):
     assert boot["sigma"].mean() == pytest.approx(np.sqrt(fit.residual_variance_), rel=0.03)
 
 
-def test_model_without_random_effects():
+def test_model_without_random_effects_profile_and_bootstrap():
     rng = np.random.default_rng(1)
     x = rng.normal(size=60)
     y = 2 - x + rng.normal(size=60)
@@ -82,6 +82,12 @@ def test_model_without_random_effects():
     assert list(boot.columns) == ["(Intercept)", "x0", "sigma", "converged", "n_iter"]
     se = np.sqrt(np.diag(est.fixed_effects_cov_))
     np.testing.assert_allclose(boot[["(Intercept)", "x0"]].std(), se, rtol=0.15)
+    # without random effects the profile interval of a coefficient is the ML-based
+    # chi-square interval, close to the Wald one
+    profile = est.conf_int("profile")
+    assert list(profile.index) == ["(Intercept)", "x0", "sigma"]
+    wald = est.conf_int()
+    np.testing.assert_allclose(profile.iloc[:2], wald.iloc[:2], rtol=0.05)
 
 
 def test_conf_int(fit):
@@ -90,6 +96,12 @@ def test_conf_int(fit):
     np.testing.assert_allclose(wald.iloc[:2, 0], table["ci_0.025"])
     np.testing.assert_allclose(wald.iloc[:2, 1], table["ci_0.975"])
     assert list(wald.columns) == ["2.5 %", "97.5 %"]
+    # the variance rows are summary's Wald intervals, under lme4's names and order
+    vc = fit.summary().random_effects
+    np.testing.assert_allclose(
+        wald.loc["cor_Days.(Intercept)|Subject"], vc.iloc[2, -2:].astype(float)
+    )
+    np.testing.assert_allclose(wald.loc["sd_Days|Subject"], vc.iloc[1, -2:].astype(float))
     assert (
         wald.index[-1] == "sigma"
         and wald.loc["sigma", "2.5 %"] < 25.59 < wald.loc["sigma", "97.5 %"]
@@ -112,5 +124,5 @@ def test_func_and_errors(fit):
         fit.bootstrap(0)
     df = load_penicillin()
     crossed = lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", df)
-    with pytest.raises(ValueError, match="several terms are not implemented yet"):
+    with pytest.raises(ValueError, match="are not supported yet"):
         crossed.bootstrap(10)
