@@ -13,7 +13,7 @@ from ._exceptions import (
 )
 from ._inference import likelihood_ratio_test
 from ._lmer import lmer
-from ._plotting import plot_caterpillar, plot_residuals
+from ._plotting import plot_caterpillar, plot_profile, plot_residuals
 from ._scorer import make_group_scorer
 from ._splitters import SplitByFactor
 
@@ -29,6 +29,7 @@ __all__ = [
     "lmer",
     "make_group_scorer",
     "plot_caterpillar",
+    "plot_profile",
     "plot_residuals",
 ]
 

@@ -1308,6 +1308,34 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         options["em_max_iter"] = self.em_max_iter
         return ranova_table(self._fitted, options)
 
+    def profile(self, alpha=0.05):
+        """The likelihood profiles of every parameter (lme4's ``profile(fit)``).
+
+        The points evaluated to find the profile intervals of :meth:`conf_int`
+        (``method="profile"``): for each parameter, its value and the signed square
+        root of the likelihood-ratio statistic, ``zeta`` (on the ML deviance, as lme4),
+        from the estimate out to ``|zeta| = z_{1 - alpha/2}`` or the edge of the
+        parameter space. :func:`sklmm.plot_profile` draws them (lme4's
+        ``xyplot(profile(fit))``).
+
+        Parameters
+        ----------
+        alpha : float, default=0.05
+            How far out the profiles go, as the intervals of :meth:`conf_int`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``parameter`` (lme4's names, as :meth:`conf_int`), ``value`` and
+            ``zeta``, sorted by value within each parameter.
+        """
+        from ._bootstrap import parameter_names
+        from ._likelihood_profile import profile_table
+
+        check_is_fitted(self)
+        names = parameter_names(self._fitted.model)
+        return profile_table(self._fitted, alpha, self._refit_options(), names)[1]
+
     def _refit_options(self):
         """The solver settings of ``fit``, for refits from the statistics."""
         one_factor = self._fitted.model.one_factor
@@ -1386,17 +1414,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             else:
                 lo, hi = (2 * estimate - q_hi).to_numpy(), (2 * estimate - q_lo).to_numpy()
         elif method == "profile":
-            from ._likelihood_profile import (
-                ml_fit,
-                profile_fixed_effects,
-                profile_variance_parameters,
-            )
+            from ._likelihood_profile import profile_table
 
-            options = self._refit_options()
-            ml = ml_fit(fitted, options)  # lme4 profiles every parameter on the ML deviance
-            fixed = profile_fixed_effects(fitted, alpha, options, ml)
-            variance = profile_variance_parameters(fitted, alpha, options, ml)
-            both = np.vstack([fixed, variance])
+            # lme4 profiles every parameter on the ML deviance
+            both, _ = profile_table(fitted, alpha, self._refit_options(), names)
             lo, hi = both[:, 0], both[:, 1]
         else:
             raise ValueError(f"method={method!r}: expected 'wald', 'bootstrap' or 'profile'")

@@ -111,6 +111,7 @@ class _Profile:
     def __init__(self, inner, d_hat, x_hat, j):
         self.inner, self.d_hat, self.x_hat, self.j = inner, d_hat, x_hat, j
         self.start = {}
+        self.points = [(float(x_hat[j]), 0.0)]  # (value, zeta) of every evaluation
 
     def __call__(self, v):
         side = v >= self.x_hat[self.j]
@@ -119,7 +120,9 @@ class _Profile:
             return np.nan
         value, rest = d
         self.start[side] = rest
-        return np.sign(v - self.x_hat[self.j]) * np.sqrt(max(value - self.d_hat, 0.0))
+        z = np.sign(v - self.x_hat[self.j]) * np.sqrt(max(value - self.d_hat, 0.0))
+        self.points.append((float(v), float(z)))
+        return z
 
 
 def _limit(zeta, x_hat, crit, direction, lo, hi, step):
@@ -201,14 +204,16 @@ def profile_variance_parameters(fitted, alpha, options, ml=None):
         return best_of(f, starts, [bounds[k] for k in free])
 
     out = np.full((len(x_hat), 2), np.nan)
+    points = []
     with objective.blas_limit():
         for j, (lo, hi) in enumerate(bounds):
             zeta = _Profile(inner, d_hat, x_hat, j)
+            points.append(zeta.points)
             step = 0.25 if hi == 1.0 else max(0.25 * x_hat[j], 1e-3 * x_hat[-1])
             out[j, 0] = _limit(zeta, x_hat[j], crit, -1, lo, hi, step)
             out[j, 1] = _limit(zeta, x_hat[j], crit, 1, lo, hi, step)
     objective.release()
-    return out
+    return out, points
 
 
 def _offset_model(model, c, v):
@@ -237,20 +242,46 @@ def profile_fixed_effects(fitted, alpha, options, ml=None):
     T = model.T
     crit = stats.norm.ppf(1 - alpha / 2)
     solver = options["solver"]
-    d_hat = (ml_fit(fitted, options) if ml is None else ml)[1].objective
+    ml_opt = (ml_fit(fitted, options) if ml is None else ml)[1]
+    d_hat = ml_opt.objective
+    beta = T @ ml_opt.evaluation.beta  # the ML estimates, where zeta is 0
+    if model.fit_intercept:
+        beta[0] += model.y_mean
     se = np.sqrt(np.diag(fitted.fixed_cov))
     out = np.full((len(fitted.beta), 2), np.nan)
+    points = []
     for j in range(len(fitted.beta)):
         c = T[j]  # user beta_j = T[j] @ beta_c (+ the mean of y on the intercept)
         offset = model.y_mean if (model.fit_intercept and j == 0) else 0.0
+        seen = [(float(beta[j]), 0.0)]
 
-        def zeta(v, c=c, offset=offset, j=j):
+        def zeta(v, c=c, offset=offset, j=j, seen=seen):
             reduced = _offset_model(model, c, v - offset)
             objective = reduced.criterion(solver, reml=False)
             opt = optimize(objective, blocks=model.blocks, theta0=fitted.opt.theta, **options)
             objective.release()
-            return np.sign(v - fitted.beta[j]) * np.sqrt(max(opt.objective - d_hat, 0.0))
+            z = np.sign(v - beta[j]) * np.sqrt(max(opt.objective - d_hat, 0.0))
+            seen.append((float(v), float(z)))
+            return z
 
         for k, direction in enumerate((-1, 1)):
-            out[j, k] = _limit(zeta, fitted.beta[j], crit, direction, None, None, se[j])
-    return out
+            out[j, k] = _limit(zeta, beta[j], crit, direction, None, None, se[j])
+        points.append(seen)
+    return out, points
+
+
+def profile_table(fitted, alpha, options, names):
+    """``(intervals, profiles)``: the limits (rows in ``names`` order: the fixed effects,
+    then the variance parameters and sigma) and every evaluated ``(value, zeta)``, as
+    a long DataFrame with the columns ``parameter``, ``value``, ``zeta``."""
+    import pandas as pd
+
+    ml = ml_fit(fitted, options)
+    fixed, fixed_points = profile_fixed_effects(fitted, alpha, options, ml)
+    variance, variance_points = profile_variance_parameters(fitted, alpha, options, ml)
+    frames = [
+        pd.DataFrame(sorted(set(pts)), columns=["value", "zeta"]).assign(parameter=name)
+        for name, pts in zip(names, [*fixed_points, *variance_points], strict=True)
+    ]
+    profiles = pd.concat(frames, ignore_index=True)[["parameter", "value", "zeta"]]
+    return np.vstack([fixed, variance]), profiles

@@ -11,7 +11,7 @@ from scipy.stats import norm
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils.validation import check_array, check_is_fitted
 
-__all__ = ["plot_caterpillar", "plot_residuals"]
+__all__ = ["plot_caterpillar", "plot_profile", "plot_residuals"]
 
 
 def _pyplot():
@@ -260,3 +260,60 @@ def plot_residuals(estimator, X, y=None, groups=None, ax=None, variance_componen
     ax.set_ylabel("Residuals")
     ax.set_title("Residuals vs fitted")
     return ax
+
+
+def plot_profile(estimator, alpha=0.05, profiles=None):
+    """The likelihood profiles of every parameter: lme4's ``xyplot(profile(fit))``.
+
+    One panel per parameter: ``zeta`` (the signed square root of the likelihood-ratio
+    statistic, on the ML deviance) against the parameter's value, with the horizontal
+    lines ``+/- z_{1-alpha/2}`` whose crossings are the profile intervals of
+    ``estimator.conf_int("profile", alpha)``. A profile close to a straight line means
+    the Wald interval is close to the profile one.
+
+    Parameters
+    ----------
+    estimator : MixedLMRegressor
+        A fitted estimator.
+    alpha : float, default=0.05
+        One minus the confidence level of the lines (and how far the profiles go).
+    profiles : pandas.DataFrame, default=None
+        ``estimator.profile(alpha)``, if already computed.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        One Axes per parameter, titled with lme4's parameter name.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> from sklmm import lmer, plot_profile
+    >>> from sklmm.datasets import load_dyestuff
+    >>> fit = lmer("Yield ~ 1 + (1 | Batch)", load_dyestuff())
+    >>> fig = plot_profile(fit)
+    >>> [ax.get_title() for ax in fig.axes]
+    ['(Intercept)', 'sd_(Intercept)|Batch', 'sigma']
+    >>> plt.close(fig)
+    """
+    check_is_fitted(estimator)
+    if profiles is None:
+        profiles = estimator.profile(alpha)
+    plt = _pyplot()
+    names = list(dict.fromkeys(profiles["parameter"]))
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
+    crit = norm.ppf(1 - alpha / 2)
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        part = profiles[profiles["parameter"] == name].sort_values("value")
+        ax.plot(part["value"], part["zeta"], "-o", markersize=3)
+        for level in (-crit, 0.0, crit):
+            ax.axhline(level, color="0.6", linestyle="--" if level else ":", linewidth=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("value")
+        ax.set_ylabel("zeta")
+    for ax in axes.ravel()[len(names) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

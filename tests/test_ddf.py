@@ -392,3 +392,23 @@ def test_ranova_reduces_each_slope_and_matches_refits():
     ]:
         refit = MixedLMRegressor(formula=formula).fit(data)
         assert table.loc[label, "logLik"] == pytest.approx(refit.log_likelihood_, abs=1e-5)
+
+
+def test_profiles_and_their_plot():
+    # profile(): the evaluated points, crossing +/- 1.96 at the limits of conf_int
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from sklmm import plot_profile
+
+    fit = lmer("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+    profiles = fit.profile()
+    limits = fit.conf_int("profile")
+    assert list(dict.fromkeys(profiles["parameter"])) == list(limits.index)
+    for name, part in profiles.groupby("parameter"):
+        part = part.sort_values("value")
+        assert np.all(np.diff(part["zeta"]) >= -1e-8), name  # increasing
+        lo, hi = limits.loc[name]
+        assert np.interp(-1.959964, part["zeta"], part["value"]) == pytest.approx(lo, rel=1e-4)
+        assert np.interp(1.959964, part["zeta"], part["value"]) == pytest.approx(hi, rel=1e-4)
+    fig = plot_profile(fit, profiles=profiles)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == list(limits.index)
+    plt.close(fig)
