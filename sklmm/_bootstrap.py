@@ -198,24 +198,50 @@ def _no_terms_stats(st):
     )
 
 
-def bootstrap_table(fitted, n_boot, random_state, n_jobs, options):
-    """``n_boot`` replicates as a DataFrame (one column per parameter), in seed order."""
+def bootstrap_table(fitted, n_boot, random_state, n_jobs, options, progress=False):
+    """``n_boot`` replicates as a DataFrame (one column per parameter), in seed order.
+
+    The replicates run in chunks (joblib workers for ``n_jobs``); with ``progress`` a
+    tqdm bar counts them as chunks finish. The seeds are spawned from one
+    ``SeedSequence``, so the table does not depend on the chunks or workers.
+    """
     from joblib import Parallel, delayed
     from sklearn.utils import check_random_state
 
+    bar = _progress_bar(n_boot) if progress else None
     rng = check_random_state(random_state)
     root = np.random.SeedSequence(int(rng.randint(0, 2**31 - 1)))
     seeds = root.spawn(n_boot)
     n_chunks = 1 if n_jobs in (None, 1) else min(n_boot, 4 * max(abs(int(n_jobs)), 2))
+    if progress:
+        n_chunks = max(n_chunks, min(n_boot, 50))
     chunks = [c for c in np.array_split(np.arange(n_boot), n_chunks) if len(c)]
-    with_blas = fitted.objective.blas_limit()
-    with with_blas:
-        parts = Parallel(n_jobs=n_jobs)(
+    parts = []
+    with fitted.objective.blas_limit():
+        jobs = (
             delayed(run_replicates)(fitted, [seeds[i] for i in chunk], options) for chunk in chunks
         )
+        for part in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+            parts.append(part)
+            if bar is not None:
+                bar.update(len(part))
+    if bar is not None:
+        bar.close()
     rows = [row for part in parts for row in part]
     columns = [*parameter_names(fitted.model), "converged", "n_iter"]
     table = pd.DataFrame(rows, columns=columns)
     table["converged"] = table["converged"].astype(bool)
     table["n_iter"] = table["n_iter"].astype(int)
     return table
+
+
+def _progress_bar(total):
+    """A tqdm progress bar, or an ImportError saying how to get tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as exc:
+        raise ImportError(
+            "progress=True shows a tqdm progress bar, and tqdm is not installed: "
+            "pip install tqdm (or sklmm[progress])"
+        ) from exc
+    return tqdm(total=total, desc="bootstrap", unit="replicate")

@@ -1204,7 +1204,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             ddf_method(fitted, ddf), positions, self.residual_variance_, type, xtx, contained
         )
 
-    def bootstrap(self, n_boot=1000, *, func=None, random_state=None, n_jobs=None):
+    def bootstrap(self, n_boot=1000, *, func=None, random_state=None, n_jobs=None, progress=False):
         """Parametric bootstrap replicates (lme4's ``bootMer``, MixedModels.jl's
         ``parametricbootstrap``).
 
@@ -1227,6 +1227,8 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             ``n_jobs``.
         n_jobs : int, default=None
             Replicates run in parallel with joblib (``None``: one process).
+        progress : bool, default=False
+            Show a tqdm progress bar (the ``progress`` extra: ``pip install tqdm``).
 
         Returns
         -------
@@ -1258,7 +1260,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         if not isinstance(n_boot, Integral) or isinstance(n_boot, bool) or n_boot < 1:
             raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
         fitted = self._fitted
-        table = bootstrap_table(fitted, int(n_boot), random_state, n_jobs, self._refit_options())
+        table = bootstrap_table(
+            fitted, int(n_boot), random_state, n_jobs, self._refit_options(), progress
+        )
         if not table["converged"].all():
             warn_user(
                 f"{int((~table['converged']).sum())} of {n_boot} bootstrap refits did not "

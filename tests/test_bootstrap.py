@@ -62,6 +62,14 @@ def test_replicates_are_reproducible_and_parallel_safe(fit):
     ]
 
 
+def test_progress_bar_does_not_change_the_replicates(fit, capsys):
+    pytest.importorskip("tqdm")
+    a = fit.bootstrap(30, random_state=5)
+    b = fit.bootstrap(30, random_state=5, progress=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert "30/30" in capsys.readouterr().err
+
+
 def test_bootstrap_spread_matches_the_standard_errors(fit):
     boot = fit.bootstrap(400, random_state=0)
     assert boot["converged"].all()
