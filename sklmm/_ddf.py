@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._inference import central_hessian, central_second
+
 DDF_METHODS = ("satterthwaite", "kenward-roger", "normal")
 
 
@@ -49,27 +51,7 @@ def ddf_method(fitted, ddf):
 
 def _richardson_hessian(f, x0, h):
     """Hessian of ``f`` at ``x0``: central differences at steps ``2h`` and ``h``, extrapolated."""
-
-    def central(step):
-        n = len(x0)
-        H = np.empty((n, n))
-        f0 = f(x0)
-        E = np.eye(n) * step
-        for a in range(n):
-            for b in range(a, n):
-                if a == b:
-                    val = (f(x0 + E[a]) - 2 * f0 + f(x0 - E[a])) / step**2
-                else:
-                    val = (
-                        f(x0 + E[a] + E[b])
-                        - f(x0 + E[a] - E[b])
-                        - f(x0 - E[a] + E[b])
-                        + f(x0 - E[a] - E[b])
-                    ) / (4 * step**2)
-                H[a, b] = H[b, a] = val
-        return H
-
-    return (4 * central(h) - central(2 * h)) / 3
+    return (4 * central_hessian(f, x0, h) - central_hessian(f, x0, 2 * h)) / 3
 
 
 def _richardson_jacobian(f, x0, h):
@@ -441,21 +423,6 @@ class KenwardRoger(Satterthwaite):
 
 
 def _richardson_second(f, n, h=1.0):
-    """``{(i, j): d2 f / dx_i dx_j}`` for ``i <= j`` at 0 (array-valued ``f``)."""
-
-    def central(step):
-        out = {}
-        f0 = f(np.zeros(n))
-        E = np.eye(n) * step
-        for a in range(n):
-            for b in range(a, n):
-                if a == b:
-                    out[(a, b)] = (f(E[a]) - 2 * f0 + f(-E[a])) / step**2
-                else:
-                    out[(a, b)] = (
-                        f(E[a] + E[b]) - f(E[a] - E[b]) - f(-E[a] + E[b]) + f(-E[a] - E[b])
-                    ) / (4 * step**2)
-        return out
-
-    fine, coarse = central(h), central(2 * h)
+    """``{(i, j): d2 f / dx_i dx_j}`` for ``i <= j`` at 0 (array-valued ``f``), extrapolated."""
+    fine, coarse = central_second(f, np.zeros(n), h), central_second(f, np.zeros(n), 2 * h)
     return {k: (4 * fine[k] - coarse[k]) / 3 for k in fine}

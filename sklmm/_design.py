@@ -87,21 +87,28 @@ def _scan(formula):
     return out
 
 
-def _summands(text, offset, formula):
-    """Split ``text`` at its top-level ``+`` and ``-``: ``[(sign, summand, position)]``."""
-    out, sign, start, depth = [], "+", 0, 0
-    quote = None
+def _outside_quotes(text):
+    """``(position, character, depth)`` of the characters of ``text`` outside quotes and
+    backquotes; ``depth`` counts the open brackets of any kind before the character."""
+    depth, quote = 0, None
     for i, ch in enumerate(text):
         if quote is not None:
             quote = None if ch == quote else quote
-            continue
-        if ch in "`'\"":
+        elif ch in "`'\"":
             quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif depth == 0 and ch in "+-" and not _in_exponent(text, i):
+        else:
+            if ch in ")]}":
+                depth -= 1
+            yield i, ch, depth
+            if ch in "([{":
+                depth += 1
+
+
+def _summands(text, offset, formula):
+    """Split ``text`` at its top-level ``+`` and ``-``: ``[(sign, summand, position)]``."""
+    out, sign, start = [], "+", 0
+    for i, ch, depth in _outside_quotes(text):
+        if depth == 0 and ch in "+-" and not _in_exponent(text, i):
             out.append((sign, text[start:i], offset + start))
             sign, start = ch, i + 1
     out.append((sign, text[start:], offset + start))
@@ -119,21 +126,11 @@ def _bar_term(summand, pos, formula):
     lead = pos + len(summand) - len(summand.lstrip())
     if not (s.startswith("(") and s.endswith(")")):
         return None
-    inner, depth, bar = s[1:-1], 0, None
-    quote = None
-    for i, ch in enumerate(inner):
-        if quote is not None:
-            quote = None if ch == quote else quote
-            continue
-        if ch in "`'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:  # "(a) + (b)": the parentheses do not wrap the summand
-                return None
-        elif ch == "|" and depth == 0:
+    inner, bar = s[1:-1], None
+    for i, ch, depth in _outside_quotes(inner):
+        if depth < 0:  # "(a) + (b)": the parentheses do not wrap the summand
+            return None
+        if ch == "|" and depth == 0:
             bar = i
             break
     if bar is None:

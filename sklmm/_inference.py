@@ -110,7 +110,6 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
             corr = [sigma[i, j] / (sd[i] * sd[j]) for i, j in pairs]
             phi0 += [*np.log(sd), *np.arctanh(np.clip(corr, -0.999999, 0.999999))]
     phi0 = np.array([*phi0, 0.5 * np.log(sigma2)])
-    n_par = len(phi0)
 
     def at(phi):
         sigmas, k = [], 0
@@ -127,11 +126,8 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
         return deviance(sigmas, np.exp(2 * phi[-1]))
 
     n_rows = sum(q + len(pairs) for q, pairs, _ in blocks) + 1
-    h = 1e-3
-    H = np.empty((n_par, n_par))
-    E = np.eye(n_par) * h
     try:
-        _information(at, phi0, E, h, H)
+        H = central_hessian(at, phi0, 1e-3)
         cov_phi = 2.0 * np.linalg.inv(H)  # D = -2 log L: information = H / 2
     except np.linalg.LinAlgError:  # a singular information, or a neighbour that fails
         return np.full((n_rows, 2), np.nan)
@@ -153,21 +149,33 @@ def variance_parameter_cis(terms, sigma2, deviance, alpha):
     return out
 
 
-def _information(at, phi0, E, h, H):
-    """Fill ``H`` with the central-difference Hessian of ``at`` at ``phi0`` (steps ``E``)."""
-    d0 = at(phi0)
-    for a in range(len(phi0)):
-        for b in range(a, len(phi0)):
+def central_second(f, x0, h):
+    """``{(a, b): d2 f / dx_a dx_b}`` for ``a <= b`` at ``x0``: central differences with
+    step ``h`` (``f`` may be array-valued)."""
+    n = len(x0)
+    E = np.eye(n) * h
+    f0 = f(x0)
+    out = {}
+    for a in range(n):
+        for b in range(a, n):
             if a == b:
-                val = (at(phi0 + E[a]) - 2 * d0 + at(phi0 - E[a])) / h**2
+                out[(a, b)] = (f(x0 + E[a]) - 2 * f0 + f(x0 - E[a])) / h**2
             else:
-                val = (
-                    at(phi0 + E[a] + E[b])
-                    - at(phi0 + E[a] - E[b])
-                    - at(phi0 - E[a] + E[b])
-                    + at(phi0 - E[a] - E[b])
+                out[(a, b)] = (
+                    f(x0 + E[a] + E[b])
+                    - f(x0 + E[a] - E[b])
+                    - f(x0 - E[a] + E[b])
+                    + f(x0 - E[a] - E[b])
                 ) / (4 * h**2)
-            H[a, b] = H[b, a] = val
+    return out
+
+
+def central_hessian(f, x0, h):
+    """The central-difference Hessian of scalar ``f`` at ``x0`` (step ``h``)."""
+    H = np.empty((len(x0), len(x0)))
+    for (a, b), value in central_second(f, x0, h).items():
+        H[a, b] = H[b, a] = value
+    return H
 
 
 def information_criteria(log_likelihood, df, n):
