@@ -20,6 +20,8 @@ the rows. Models with several random-effects terms are not supported yet (their
 ``Z'e*`` couple the terms' levels).
 """
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -150,15 +152,92 @@ def parameters(model, beta, covs, sigma2):
     return [*beta, *variance_values(model.terms, covs), np.sqrt(sigma2)]
 
 
+#: Random effects of all terms together above which the general simulator (a dense
+#: factorization of ``[Z X]'W[Z X]``) is refused: its memory grows as their square.
+MAX_DENSE_EFFECTS = 6000
+
+
+class DenseStatsSimulator:
+    """The statistics of new responses for any model, from the dense Gram matrix.
+
+    ``G = [Z X]'W[Z X]`` (every term's columns, in the statistics' sorted order, then
+    ``X``) is assembled from the blocks of the statistics and factorized once;
+    ``(Z'We*, X'We*) ~ N(0, sigma2 G)`` is drawn from it, ``e*'We*`` is its squared
+    length in the ``G^+`` metric plus ``sigma2`` times a chi-square on ``n - rank(G)``
+    degrees of freedom, and the new cross-products with ``y*`` follow as in
+    :class:`StatsSimulator`. Each draw costs ``O(M^2)`` for ``M`` random effects.
+    """
+
+    def __init__(self, fitted):
+        model, st = fitted.model, fitted.model.stats
+        p = st.p
+        sizes = [z.shape[0] * z.shape[1] for z in st.ZtZ]
+        M = int(sum(sizes))
+        if M > MAX_DENSE_EFFECTS:
+            raise ValueError(
+                f"bootstrap of a model with several terms draws from a dense {M:,} x {M:,} "
+                f"matrix (all the random effects), more than {MAX_DENSE_EFFECTS:,}: not "
+                "supported; use conf_int('profile')"
+            )
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        G = np.zeros((M + p, M + p))
+        for i, (z, zx) in enumerate(zip(st.ZtZ, st.ZtXy, strict=True)):
+            m, q = z.shape[:2]
+            sl = slice(starts[i], starts[i + 1])
+            block = np.zeros((m * q, m * q))
+            for lvl in range(m):
+                block[lvl * q : (lvl + 1) * q, lvl * q : (lvl + 1) * q] = z[lvl]
+            G[sl, sl] = block
+            G[sl, M:] = zx[:, :, :p].reshape(m * q, p)
+            G[M:, sl] = G[sl, M:].T
+        for (i, j), mat in st.cross.items():
+            dense = mat.toarray()
+            G[starts[i] : starts[i + 1], starts[j] : starts[j + 1]] = dense
+            G[starts[j] : starts[j + 1], starts[i] : starts[i + 1]] = dense.T
+        G[M:, M:] = st.XytXy[:p, :p]
+        self.G, self.M, self.p, self.starts = (G + G.T) / 2, M, p, starts
+        self.V, self.root, self.inv, rank = _pinv_parts(self.G)
+        self.df = max(int(st.n - rank), 0)
+        self.stats, self.sigma = st, np.sqrt(fitted.sigma2)
+        theta = fitted.opt.theta
+        self.lams = []  # per sorted term: Lambda in the statistics' coordinates
+        for k in st.order:
+            t, sl = model.terms[k], model.slices[k]
+            self.lams.append(t.structure.lam(theta[sl]))
+        self.beta = np.asarray(fitted.opt.evaluation.beta, float)
+
+    def draw(self, rng):
+        st, sigma, M, p = self.stats, self.sigma, self.M, self.p
+        b = np.concatenate(
+            [
+                (sigma * rng.standard_normal((z.shape[0], z.shape[1])) @ lam.T).ravel()
+                for z, lam in zip(st.ZtZ, self.lams, strict=True)
+            ]
+        )
+        w = sigma * (self.V @ (self.root * rng.standard_normal(M + p)))  # [Z'We*; X'We*]
+        epe = float(np.sum(self.inv * (self.V.T @ w) ** 2))
+        mean = np.concatenate([b, self.beta])  # the coefficients of [Z X]
+        Gm = self.G @ mean
+        cross = Gm + w  # [Z X]'W y*
+        yty = float(mean @ Gm) + 2 * float(mean @ w) + epe
+        if self.df:
+            yty += sigma**2 * rng.chisquare(self.df)
+        ZtXy = []
+        for i, z in enumerate(st.ZtXy):
+            new = z.copy()
+            new[:, :, p] = cross[self.starts[i] : self.starts[i + 1]].reshape(z.shape[:2])
+            ZtXy.append(new)
+        XytXy = st.XytXy.copy()
+        XytXy[:p, p] = XytXy[p, :p] = cross[M:]
+        XytXy[p, p] = yty
+        return dataclasses.replace(st, ZtXy=ZtXy, XytXy=XytXy)
+
+
 def run_replicates(fitted, seeds, options):
     """Refit the model on the simulated statistics of each seed; rows of parameters."""
     model = fitted.model
     if len(model.terms) > 1 or (model.terms and not model.one_factor):
-        raise ValueError(
-            "bootstrap supports models with one random-effects term with an intercept (or "
-            f"no random effects) for now; the model's terms {[str(t.spec) for t in model.terms]}"
-            " are not supported yet (several terms, or a term without an intercept)"
-        )
+        return _run_general(fitted, seeds, options)
     ev = fitted.opt.evaluation
     term = model.terms[0] if model.terms else None
     structure = term.structure if term else None
@@ -180,6 +259,31 @@ def run_replicates(fitted, seeds, options):
         if term is not None:
             s, A = model.scales[0], model.shifts[0]
             L = A @ (structure.lam(opt.theta) / s[:, None])
+            covs.append(sigma2 * L @ L.T)
+        rows.append(
+            [*parameters(model, beta, covs, sigma2), float(opt.converged), float(opt.n_iter)]
+        )
+    return rows
+
+
+def _run_general(fitted, seeds, options):
+    """:func:`run_replicates` for any model, by :class:`DenseStatsSimulator`."""
+    model = fitted.model
+    sim = DenseStatsSimulator(fitted)
+    T, rows = model.T, []
+    for seed in seeds:
+        reduced = dataclasses.replace(model, stats=sim.draw(np.random.default_rng(seed)))
+        objective = reduced.criterion(options["solver"])
+        opt = optimize(objective, blocks=model.blocks, theta0=fitted.opt.theta, **options)
+        objective.release()
+        beta = T @ opt.evaluation.beta
+        if model.fit_intercept:
+            beta[0] += model.y_mean
+        sigma2 = float(opt.evaluation.sigma2)
+        covs = []
+        for k, (t, sl) in enumerate(zip(model.terms, model.slices, strict=True)):
+            s, A = model.scales[k], model.shifts[k]
+            L = A @ (t.structure.lam(opt.theta[sl]) / s[:, None])
             covs.append(sigma2 * L @ L.T)
         rows.append(
             [*parameters(model, beta, covs, sigma2), float(opt.converged), float(opt.n_iter)]

@@ -1240,8 +1240,11 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
 
         Notes
         -----
-        Models with one random-effects term with an intercept, or none; several terms
-        raise ``ValueError`` (not implemented yet).
+        A model with one random-effects term with an intercept (or none) draws the
+        statistics per level, at a cost linear in the levels. Any other model (several
+        terms, nested or crossed, or a term without an intercept) draws them from a
+        dense factorization of ``[Z X]'W[Z X]``, computed once; beyond 6,000 random
+        effects in all that is refused with ``ValueError``.
 
         Examples
         --------

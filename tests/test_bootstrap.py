@@ -132,5 +132,45 @@ def test_func_and_errors(fit):
         fit.bootstrap(0)
     df = load_penicillin()
     crossed = lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", df)
-    with pytest.raises(ValueError, match="are not supported yet"):
-        crossed.bootstrap(10)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sklmm._bootstrap.MAX_DENSE_EFFECTS", 10)
+        with pytest.raises(ValueError, match="dense 30 x 30 matrix"):
+            crossed.bootstrap(10)
+
+
+def test_crossed_model_replicates_match_refits_of_simulated_data():
+    # Several terms: the statistics are drawn from the dense [Z X]'[Z X]. The replicates
+    # have the distribution of fits to responses simulated row by row from the model.
+    df = load_penicillin()
+    fit = lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", df)
+    boot = fit.bootstrap(300, random_state=0)
+    assert boot["converged"].all()
+    rng = np.random.default_rng(1)
+    sd_plate = np.sqrt(fit.variance_components_["plate"])
+    sd_sample = np.sqrt(fit.variance_components_["sample"])
+    plate = df["plate"].astype("category").cat.codes.to_numpy()
+    sample = df["sample"].astype("category").cat.codes.to_numpy()
+    refits = []
+    for _ in range(300):
+        y = (
+            fit.intercept_
+            + sd_plate * rng.standard_normal(plate.max() + 1)[plate]
+            + sd_sample * rng.standard_normal(sample.max() + 1)[sample]
+            + np.sqrt(fit.residual_variance_) * rng.standard_normal(len(df))
+        )
+        est = lmer("y ~ 1 + (1 | plate) + (1 | sample)", df.assign(y=y))
+        sds = np.sqrt(est.variance_components_[["plate", "sample"]].to_numpy())
+        refits.append([est.intercept_, *sds, np.sqrt(est.residual_variance_)])
+    refits = np.array(refits)
+    ours = boot[["(Intercept)", "sd_(Intercept)|plate", "sd_(Intercept)|sample", "sigma"]]
+    se = np.sqrt((ours.var().to_numpy() + refits.var(0)) / 300)
+    assert np.all(np.abs(ours.mean().to_numpy() - refits.mean(0)) < 4 * se)
+    np.testing.assert_allclose(ours.std().to_numpy(), refits.std(0), rtol=0.2)
+
+
+def test_term_without_intercept():
+    sleep = load_sleepstudy()
+    fit = lmer("Reaction ~ Days + (0 + Days | Subject)", sleep)
+    boot = fit.bootstrap(50, random_state=0)
+    assert list(boot.columns)[:3] == ["(Intercept)", "Days", "sd_Days|Subject"]
+    assert boot["converged"].all()
