@@ -221,7 +221,7 @@ def type1_contrasts(xtx, rows):
     return U[rows]
 
 
-def anova_table(sat, terms, sigma2, kind, xtx=None, contained=None):
+def anova_table(sat, terms, sigma2, kind, xtx=None, contained=None, type3=None):
     """The F table: one joint test per term.
 
     Parameters
@@ -236,17 +236,22 @@ def anova_table(sat, terms, sigma2, kind, xtx=None, contained=None):
         for terms no other term contains, where lmerTest's type III contrast is that).
     contained : dict of str to list of str, default=None
         For type III: the terms that contain each term (their factors a superset).
+    type3 : dict of str to ndarray, default=None
+        lmerTest's type III contrast of every term, where known (a formula's terms):
+        used in place of the column tests, contained terms included.
     """
     rows = []
     for name, cols in terms.items():
-        if kind == 3 and contained and contained.get(name):
+        if kind == 3 and type3 is not None and name in type3:
+            L = type3[name]
+        elif kind == 3 and contained and contained.get(name):
             raise ValueError(
                 f"type III test of {name!r}, which the term(s) {contained[name]} contain: "
                 "lmerTest's contrast for it (the effect averaged over the other factors' "
                 "levels) is not implemented yet. Use type=1, a model with sum-to-zero "
                 "contrasts and test_contrast, or test the larger term"
             )
-        if kind == 3:
+        elif kind == 3:
             L = np.eye(len(sat.beta))[cols]
         else:
             L = type1_contrasts(xtx, cols)

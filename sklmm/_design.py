@@ -19,6 +19,7 @@ columns); at prediction such a row gets ``NaN``.
 
 import ast
 import functools
+import itertools
 import re
 import warnings
 from dataclasses import dataclass
@@ -564,6 +565,91 @@ class FormulaDesign:
             if factors == ["1"]:
                 continue
             out[str(term)] = ([names[i] for i in indices], factors)
+        return out
+
+    def type3_contrasts(self, fixed_names):
+        """lmerTest's type III contrast of every fixed term, or None where not defined here.
+
+        The hypothesis of a term is about the expected response on a grid of the
+        variables: the term's factors at each of their levels, every other factor
+        averaged over its levels with equal weights, the covariates outside the term at
+        0, and the term's covariates as a unit change (1 against 0). The contrast rows
+        are the term's interaction contrasts (products of the level differences of its
+        variables) of those grid means. For treatment contrasts this is lmerTest's
+        type III test: ``age`` in ``age * Sex`` is the slope averaged over the levels
+        of ``Sex``, ``Sex`` the difference at ``age = 0``.
+
+        Only hierarchical formulas (every lower-order term of a term present) whose
+        variables enter the fixed part as plain columns are supported (a transformation
+        such as ``poly(x, 2)`` has no unit change): otherwise the result is None.
+        """
+        spec = self.fixed_spec
+        kinds = {}
+        for expr, (kind, state) in spec.encoder_state.items():
+            categorical = str(getattr(kind, "value", kind)) == "categorical"
+            name = _plain_name(expr) if categorical else expr
+            if name is None or name not in self.numeric:
+                return None
+            kinds[name] = state.get("categories") if categorical else None
+        if any(levels is not None and len(levels) < 1 for levels in kinds.values()):
+            return None
+        if not kinds:  # an intercept-only fixed part: no term to test
+            return {}
+        axes = {v: (list(lv) if lv is not None else [0.0, 1.0]) for v, lv in kinds.items()}
+        n_cells = int(np.prod([len(a) for a in axes.values()])) if axes else 1
+        if n_cells > 100_000:
+            return None
+        grid = pd.MultiIndex.from_product(list(axes.values()), names=list(axes)).to_frame(
+            index=False
+        )
+        for v, levels in kinds.items():
+            if levels is not None:
+                grid[v] = pd.Categorical(grid[v], categories=levels)
+        # a hierarchical formula only: every subset of a term's variables is a term too
+        # (in y ~ A + A:B, lmerTest's contrasts are not these grid contrasts)
+        present = set()
+        for term in spec.term_indices:
+            present.add(frozenset(str(f.expr) for f in term.factors if str(f.expr) != "1"))
+        for variables in list(present):
+            for r in range(1, len(variables)):
+                if any(frozenset(c) not in present for c in itertools.combinations(variables, r)):
+                    return None
+        Xg = _apply(spec, grid, "type III contrasts")
+        names = ["Intercept" if c == "(Intercept)" else c for c in fixed_names]
+        Xg = Xg.reindex(columns=names, fill_value=0.0).to_numpy(dtype=float)
+        out = {}
+        for term, _ in spec.term_indices.items():
+            variables = [str(f.expr) for f in term.factors if str(f.expr) != "1"]
+            variables = [
+                _plain_name(v) if kinds.get(_plain_name(v) or "", 0) is not None else v
+                for v in variables
+            ]
+            if not variables:
+                continue
+            if any(v not in axes for v in variables):
+                return None
+            keep = np.ones(len(grid), dtype=bool)
+            for v, levels in kinds.items():
+                if levels is None and v not in variables:
+                    keep &= grid[v].to_numpy(dtype=float) == 0.0  # other covariates at 0
+            cells = grid.loc[keep, variables].astype(object)
+            means = (
+                pd.DataFrame(Xg[keep])
+                .groupby([cells[v].to_numpy() for v in variables], sort=False)
+                .mean()
+            )
+            rows = []
+            for combo in itertools.product(*[range(1, len(axes[v])) for v in variables]):
+                coef = np.zeros(len(means))
+                for pos, key in enumerate(means.index):
+                    key = key if isinstance(key, tuple) else (key,)
+                    c = 1.0
+                    for v, k, value in zip(variables, combo, key, strict=True):
+                        level = axes[v].index(value)
+                        c *= 1.0 if level == k else (-1.0 if level == 0 else 0.0)
+                    coef[pos] = c
+                rows.append(coef @ means.to_numpy())
+            out[str(term)] = np.array(rows)
         return out
 
     def _column(self, name, values, columns):

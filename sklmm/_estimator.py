@@ -1157,11 +1157,15 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         ddf : {"satterthwaite", "kenward-roger", "normal"}, default="satterthwaite"
             Denominator degrees of freedom, as in :meth:`test_contrast`.
         type : {3, 1}, default=3
-            Type III: for each term, the joint test that its columns are 0, which is
-            lmerTest's type III test for every term that no other term contains
-            (for a term contained in an interaction, lmerTest averages over the
-            other factor's levels: not implemented yet, a ``ValueError`` says so).
-            Type I: sequential tests, in the order of the terms (lmerTest's
+            Type III: lmerTest's type III tests. For a formula that is hierarchical
+            (every lower-order term of a term present) in plain variables, every term
+            is tested by lmerTest's contrast, contained terms included: ``age`` in
+            ``age * Sex`` is the slope averaged over the levels of ``Sex``, ``Sex``
+            the difference at ``age = 0``. Otherwise (a ``terms`` mapping, no formula,
+            a non-hierarchical formula, transformed variables) a term is tested by the
+            joint test that its columns are 0, which is lmerTest's type III test for a
+            term no other term contains; for a contained term a ``ValueError`` says
+            so. Type I: sequential tests, in the order of the terms (lmerTest's
             Doolittle contrasts of ``X'X``).
         terms : dict of str to list of str, default=None
             Term name -> its fixed-effect columns (names of ``fixed_effects_``).
@@ -1179,8 +1183,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"type={type!r}: expected 3 (type III) or 1 (type I, sequential)")
         fitted = self._fitted
         names = list(fitted.model.fixed_names)
-        contained = None
+        contained = type3 = None
         if terms is None and self._from_formula:
+            type3 = self._design.type3_contrasts(names) if type == 3 else None
             spec = self._design.fixed_terms()
             terms = {label: cols for label, (cols, _) in spec.items()}
             factors = {label: set(f) for label, (_, f) in spec.items()}
@@ -1201,7 +1206,13 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             positions[label] = [names.index(c) for c in cols]
         xtx = fitted.fixed_crossprod() if type == 1 else None
         return anova_table(
-            ddf_method(fitted, ddf), positions, self.residual_variance_, type, xtx, contained
+            ddf_method(fitted, ddf),
+            positions,
+            self.residual_variance_,
+            type,
+            xtx,
+            contained,
+            type3,
         )
 
     def bootstrap(self, n_boot=1000, *, func=None, random_state=None, n_jobs=None, progress=False):

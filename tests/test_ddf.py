@@ -137,21 +137,26 @@ def test_contrast_inputs_and_errors():
     assert list(named.index) == ["a", "b"]
 
 
-def test_type3_of_a_contained_term_says_it_is_not_implemented():
-    rng = np.random.default_rng(2)
-    data = pd.DataFrame(
-        {
-            "y": rng.normal(size=60) + rng.normal(size=10)[np.repeat(np.arange(10), 6)],
-            "x": rng.normal(size=60),
-            "f": np.tile(["a", "b", "c"], 20),
-            "g": np.repeat(np.arange(10), 6),
-        }
-    )
-    est = MixedLMRegressor(formula="y ~ x * f + (1 | g)").fit(data)
-    with pytest.raises(ValueError, match="contain: lmerTest's contrast for it"):
-        est.anova()
-    assert list(est.anova(type=1).index) == ["x", "f", "x:f"]
-    assert est.anova(terms={"x:f": ["x:f[T.b]", "x:f[T.c]"]}).loc["x:f", "num_df"] == 2
+def test_type3_of_contained_terms_as_lmertest():
+    # lmerTest's anova(fit, type = 3) on hierarchical formulas (factor x factor, factor x
+    # covariate, a three-way interaction, two covariates): every term, contained ones
+    # included, from sklmm's grid contrasts (tests/reference/satterthwaite/type3.R)
+    data = pd.read_csv(REFERENCE / "satterthwaite" / "type3.csv")
+    ref = json.loads((REFERENCE / "satterthwaite" / "type3.json").read_text())
+    for formula, want in ref.items():
+        est = MixedLMRegressor(formula=formula).fit(data)
+        if formula.startswith("y ~ A + A:B"):  # not hierarchical: B has no main effect
+            with pytest.raises(ValueError, match="contain: lmerTest's contrast for it"):
+                est.anova()
+            cols = [c for c in est.fixed_effects_.index if ":" in c]
+            got = est.anova(terms={"A:B": cols}).loc["A:B"]
+            assert got["F"] == pytest.approx(want["F"][1], rel=1e-4)
+            continue
+        table = est.anova()
+        assert list(table.index) == want["terms"], formula
+        np.testing.assert_allclose(table["F"], want["F"], rtol=1e-4, err_msg=formula)
+        np.testing.assert_allclose(table["den_df"], want["den"], rtol=1e-3, err_msg=formula)
+        np.testing.assert_array_equal(table["num_df"], want["num"])
 
 
 # -- more designs: tests/reference/satterthwaite (make.R there) --------------------------
@@ -227,6 +232,10 @@ def test_satterthwaite_designs_f_tests(satt_case):
             assert got["den_df"] == pytest.approx(t["den_df"], rel=1e-3)
             assert got["F"] == pytest.approx(t["F"], rel=1e-4)
             assert got["p_value"] == pytest.approx(t["p"], rel=1e-4)
+    type3 = est.anova()  # sklmm's own type III contrasts, contained terms included
+    for t in ref["anova_type3"]:
+        assert type3.loc[t["term"], "F"] == pytest.approx(t["F"], rel=1e-4)
+        assert type3.loc[t["term"], "den_df"] == pytest.approx(t["den_df"], rel=1e-3)
     type1 = est.anova(type=1)
     for t in ref["anova_type1"]:
         assert type1.loc[t["term"], "F"] == pytest.approx(t["F"], rel=1e-4)
