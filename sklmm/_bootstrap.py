@@ -313,8 +313,11 @@ def bootstrap_table(fitted, n_boot, random_state, n_jobs, options, progress=Fals
     from sklearn.utils import check_random_state
 
     bar = _progress_bar(n_boot) if progress else None
-    rng = check_random_state(random_state)
-    root = np.random.SeedSequence(int(rng.randint(0, 2**31 - 1)))
+    if isinstance(random_state, np.random.Generator):
+        root = np.random.SeedSequence(int(random_state.integers(0, 2**31 - 1)))
+    else:
+        rng = check_random_state(random_state)
+        root = np.random.SeedSequence(int(rng.randint(0, 2**31 - 1)))
     seeds = root.spawn(n_boot)
     n_chunks = 1 if n_jobs in (None, 1) else min(n_boot, 4 * max(abs(int(n_jobs)), 2))
     if progress:

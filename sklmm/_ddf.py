@@ -210,15 +210,21 @@ def contrast_matrix(L, names):
     return out
 
 
-def type1_contrasts(xtx, rows):
+def type1_contrasts(xtx, terms):
     """lmerTest's type I (sequential) contrasts: rows of the unit upper Doolittle factor.
 
-    ``xtx`` is ``X'X`` of the fixed-effects design in the user's coordinates (intercept
-    first when fitted); ``rows`` the column positions of one term.
+    ``xtx`` is ``X'X`` of the fixed-effects design in the user's coordinates; ``terms``
+    maps each term to its column positions, in the order of the sequence. The columns
+    of no term (the intercept) come first, then the terms' in their order: each term is
+    tested adjusted for those before it. Returns ``{term: L}``.
     """
-    R = np.linalg.cholesky(xtx).T  # X'X = R'R, R upper triangular
-    U = R / np.diag(R)[:, None]  # unit diagonal: X'X = U' D U
-    return U[rows]
+    listed = [c for cols in terms.values() for c in cols]
+    order = [c for c in range(len(xtx)) if c not in listed] + listed
+    R = np.linalg.cholesky(xtx[np.ix_(order, order)]).T  # X'X = R'R, R upper triangular
+    U = R / np.diag(R)[:, None]  # unit diagonal: X'X = U' D U (in the sequence's order)
+    back = np.empty_like(U)
+    back[:, order] = U  # columns back in the fixed effects' order
+    return {name: back[[order.index(c) for c in cols]] for name, cols in terms.items()}
 
 
 def anova_table(sat, terms, sigma2, kind, xtx=None, contained=None, type3=None):
@@ -241,6 +247,7 @@ def anova_table(sat, terms, sigma2, kind, xtx=None, contained=None, type3=None):
         used in place of the column tests, contained terms included.
     """
     rows = []
+    type1 = type1_contrasts(xtx, terms) if kind == 1 else None
     for name, cols in terms.items():
         if kind == 3 and type3 is not None and name in type3:
             L = type3[name]
@@ -254,13 +261,10 @@ def anova_table(sat, terms, sigma2, kind, xtx=None, contained=None, type3=None):
         elif kind == 3:
             L = np.eye(len(sat.beta))[cols]
         else:
-            L = type1_contrasts(xtx, cols)
+            L = type1[name]
         out = sat.f_test(L)
-        out = {
-            "sum_sq": out["F"] * out["num_df"] * sigma2,
-            "mean_sq": out["F"] * sigma2,
-            **out,
-        }
+        wald = out.pop("F_unscaled", out["F"])
+        out = {"sum_sq": wald * out["num_df"] * sigma2, "mean_sq": wald * sigma2, **out}
         rows.append(pd.Series(out, name=name))
     columns = ["sum_sq", "mean_sq", "num_df", "den_df", "F", "p"]
     table = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
@@ -313,7 +317,7 @@ class KenwardRoger(Satterthwaite):
             )
         T_inv = np.linalg.inv(model.T)
         layout = []  # per term: the (i, j) entries of Sigma_k that are parameters
-        tau0 = []
+        tau0, scale0 = [], []  # the values and the size of a step in each
         for t in model.terms:
             cov = fitted.covs[t.name].to_numpy()
             pairs = [(i, j) for j in range(t.q) for i in range(j, t.q)]
@@ -321,7 +325,10 @@ class KenwardRoger(Satterthwaite):
                 pairs = [(i, i) for i in range(t.q)]
             layout.append(pairs)
             tau0 += [cov[i, j] for i, j in pairs]
+            # a covariance's step is set by its variances: one near 0 has no scale
+            scale0 += [np.sqrt(abs(cov[i, i] * cov[j, j])) for i, j in pairs]
         tau0 = np.array([*tau0, fitted.sigma2])
+        scale0 = np.array([*scale0, fitted.sigma2])
         inverses = [np.linalg.inv(A) for A in model.shifts]
         p = model.stats.p
 
@@ -358,7 +365,7 @@ class KenwardRoger(Satterthwaite):
                 + 2.0 * np.log(np.diag(f["L_C"])).sum()
             )
 
-        steps = h * np.maximum(np.abs(tau0), 1e-8 * tau0[-1])
+        steps = h * np.maximum(scale0, 1e-8 * tau0[-1])
         scale = np.diag(steps)  # derivatives in tau / steps, rescaled after
         try:
             with objective.blas_limit():
@@ -375,7 +382,14 @@ class KenwardRoger(Satterthwaite):
         H = H / np.outer(steps, steps)
         P = [Pi / si for Pi, si in zip(P, steps, strict=True)]
         Q = {key: Qij / (steps[key[0]] * steps[key[1]]) for key, Qij in Q.items()}
-        W = np.linalg.inv(-0.5 * H)
+        try:
+            W = np.linalg.inv(-0.5 * H)
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "Kenward-Roger: the expected information of the covariance parameters is "
+                "singular at this fit (a parameter not identified by the data); use "
+                "ddf='satterthwaite'"
+            ) from None
         n = len(tau0)
         U = np.zeros_like(phi)
         for i in range(n):
@@ -424,7 +438,13 @@ class KenwardRoger(Satterthwaite):
         Lb = L @ self.beta
         F = float(Lb @ np.linalg.solve(L @ self.cov @ L.T, Lb) / q)
         lam, m = self._kr(L)
-        return {"num_df": q, "den_df": m, "F": lam * F, "p": float(stats.f.sf(lam * F, q, m))}
+        return {
+            "num_df": q,
+            "den_df": m,
+            "F": lam * F,
+            "p": float(stats.f.sf(lam * F, q, m)),
+            "F_unscaled": F,  # lmerTest's sums of squares use the Wald F
+        }
 
 
 def _richardson_second(f, n, h=1.0):

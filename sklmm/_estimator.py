@@ -81,6 +81,21 @@ def _n_rows(X):
     return int(shape[0]) if shape is not None else len(X)
 
 
+def _check_alpha(alpha):
+    """``alpha`` strictly between 0 and 1 (one minus a confidence level)."""
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, Real)
+        or not np.isfinite(alpha)
+        or not 0 < alpha < 1
+    ):
+        raise ValueError(
+            f"alpha must be a number strictly between 0 and 1 (one minus the confidence "
+            f"level, 0.05 for 95% intervals), got {alpha!r}"
+        )
+    return float(alpha)
+
+
 def _varcorr_positions(terms):
     """Rows of lme4's ``as.data.frame(VarCorr)`` table (per term: the sd's, then the
     correlations by column; sigma last) in lme4's parameter order (per column: its sd,
@@ -1030,6 +1045,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             residual).
         """
         check_is_fitted(self)
+        alpha = _check_alpha(alpha)
         if sample_weight is not None and (X is None or (y is None and not self._from_formula)):
             raise ValueError(
                 "summary() uses sample_weight for the scaled residuals only: pass it "
@@ -1139,9 +1155,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
                 out.index = L.index
             return out.rename(columns={"se": "std_error", "p": "p_value"})
         out = method.f_test(Lm)
+        wald = out.get("F_unscaled", out["F"])  # lmerTest's sums of squares: the Wald F
         row = {
-            "sum_sq": out["F"] * out["num_df"] * self.residual_variance_,
-            "mean_sq": out["F"] * self.residual_variance_,
+            "sum_sq": wald * out["num_df"] * self.residual_variance_,
+            "mean_sq": wald * self.residual_variance_,
             "num_df": out["num_df"],
             "den_df": out["den_df"],
             "F": out["F"],
@@ -1232,8 +1249,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             Number of replicates.
         func : callable, default=None
             ``func(params) -> float or pandas.Series``, applied to each replicate's
-            parameters (a Series indexed as below); ``None`` keeps the parameters.
-        random_state : int, RandomState instance or None, default=None
+            parameters (a Series indexed as below); ``None`` keeps the parameters. A
+            number gives a one-column table (``value``); a Series (the same index for
+            every replicate) one column per entry.
+        random_state : int, RandomState or Generator instance, or None, default=None
             Seeds the replicates: the same seed gives the same table, whatever
             ``n_jobs``.
         n_jobs : int, default=None
@@ -1273,6 +1292,12 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         if not isinstance(n_boot, Integral) or isinstance(n_boot, bool) or n_boot < 1:
             raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+        if func is not None and not callable(func):
+            raise ValueError(f"func must be a callable of the parameters, got {func!r}")
+        if n_jobs is not None and (
+            not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0
+        ):
+            raise ValueError(f"n_jobs must be None or a non-zero integer, got {n_jobs!r}")
         fitted = self._fitted
         table = bootstrap_table(
             fitted, int(n_boot), random_state, n_jobs, self._refit_options(), progress
@@ -1286,8 +1311,16 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         if func is None:
             return table
         params = table.drop(columns=["converged", "n_iter"])
-        out = params.apply(func, axis=1)
-        return out.to_frame() if isinstance(out, pd.Series) else out
+        values = [func(row) for _, row in params.iterrows()]
+        if all(np.ndim(v) == 0 and v is not None for v in values):
+            return pd.DataFrame({"value": np.asarray(values, dtype=float)})
+        if all(isinstance(v, pd.Series) for v in values):
+            index = values[0].index
+            if all(v.index.equals(index) for v in values):
+                return pd.DataFrame([v.to_numpy() for v in values], columns=index)
+        raise ValueError(
+            "func must return a number, or a pandas Series with the same index, for every replicate"
+        )
 
     def ranova(self):
         """Likelihood-ratio tests of the random effects (lmerTest's ``ranova``).
@@ -1351,6 +1384,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         from ._likelihood_profile import profile_table
 
         check_is_fitted(self)
+        alpha = _check_alpha(alpha)
         names = parameter_names(self._fitted.model)
         return profile_table(self._fitted, alpha, self._refit_options(), names)[1]
 
@@ -1409,6 +1443,7 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         from ._bootstrap import parameter_names, parameters
 
+        alpha = _check_alpha(alpha)
         fitted = self._fitted
         names = parameter_names(fitted.model)
         covs = [fitted.covs[t.name].to_numpy() for t in fitted.model.terms]

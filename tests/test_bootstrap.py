@@ -127,7 +127,7 @@ def test_conf_int(fit):
 
 def test_func_and_errors(fit):
     out = fit.bootstrap(20, random_state=0, func=lambda p: p["Days"] / p["sigma"])
-    assert out.shape == (20, 1)
+    assert out.shape == (20, 1) and list(out.columns) == ["value"]
     with pytest.raises(ValueError, match="n_boot must be a positive integer"):
         fit.bootstrap(0)
     df = load_penicillin()
@@ -174,3 +174,24 @@ def test_term_without_intercept():
     boot = fit.bootstrap(50, random_state=0)
     assert list(boot.columns)[:3] == ["(Intercept)", "Days", "sd_Days|Subject"]
     assert boot["converged"].all()
+
+
+def test_bad_inputs_of_the_intervals(fit):
+    for alpha in (0, 1, 1.5, -0.1, float("nan"), True, "0.05"):
+        with pytest.raises(ValueError, match="alpha must be a number strictly between"):
+            fit.conf_int(alpha=alpha)
+        with pytest.raises(ValueError, match="alpha must be a number strictly between"):
+            fit.summary(alpha=alpha)
+    with pytest.raises(ValueError, match="func must be a callable"):
+        fit.bootstrap(5, func="mean")
+    with pytest.raises(ValueError, match="n_jobs must be None or a non-zero integer"):
+        fit.bootstrap(5, n_jobs=0)
+    varying = iter([pd.Series({"a": 1.0}), pd.Series({"a": 1.0, "b": 2.0})] * 5)
+    with pytest.raises(ValueError, match="func must return a number, or a pandas Series"):
+        fit.bootstrap(4, random_state=0, func=lambda p: next(varying))
+    # a Generator seeds the replicates as an int does: the same generator, the same table
+    a = fit.bootstrap(5, random_state=np.random.default_rng(3))
+    b = fit.bootstrap(5, random_state=np.random.default_rng(3))
+    pd.testing.assert_frame_equal(a, b)
+    out = fit.bootstrap(6, random_state=0, func=lambda p: p[["Days", "sigma"]])
+    assert list(out.columns) == ["Days", "sigma"] and out.shape == (6, 2)

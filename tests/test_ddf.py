@@ -111,6 +111,10 @@ def test_type1_is_sequential():
     R = np.linalg.cholesky(X.T @ X).T
     L = (R / np.diag(R)[:, None])[[1]]
     assert est.test_contrast(L).loc[0, "F"] == pytest.approx(t1.loc["x1", "F"], rel=1e-8)
+    # the order of a terms mapping is the sequence: x2 first, then x1 given x2
+    swapped = est.anova(type=1, terms={"x2": ["x2"], "x1": ["x1"]})
+    assert swapped.loc["x1", "F"] == pytest.approx(t3.loc["x1", "F"], rel=1e-8)
+    assert swapped.loc["x2", "F"] != pytest.approx(t3.loc["x2", "F"], rel=1e-3)
 
 
 def test_contrast_inputs_and_errors():
@@ -308,10 +312,26 @@ def test_kenward_roger_against_pbkrtest(satt_case):
         for t in kr[kind]:
             got = est.test_contrast(pd.DataFrame(t["L"], columns=names), ddf="kenward-roger")
             got = got.iloc[0]
+            assert got["sum_sq"] == pytest.approx(t["sum_sq"], rel=1e-4)  # the Wald F's
             assert got["num_df"] == t["num_df"]
             assert got["den_df"] == pytest.approx(t["den_df"], rel=1e-3)
             assert got["F"] == pytest.approx(t["F"], rel=1e-4)
             assert got["p_value"] == pytest.approx(t["p"], rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["kr_zero_cov", "kr_small_cov"])
+def test_kenward_roger_with_a_covariance_near_zero(name):
+    # The steps of the differences follow the variances, not the covariance itself
+    # (a covariance of 0 has no scale): pbkrtest's numbers (kr_small_cov.R)
+    ref = json.loads((REFERENCE / "satterthwaite" / "kr_small_cov.json").read_text())[name]
+    data = pd.read_csv(REFERENCE / "satterthwaite" / f"{name}.csv")
+    fit = MixedLMRegressor(formula="y ~ x + (x | g)", tol=1e-10).fit(data)
+    table = fit.summary(ddf="kenward-roger").fixed_effects
+    np.testing.assert_allclose(table["std_error"], ref["se"], rtol=1e-4)
+    np.testing.assert_allclose(table["df"], ref["df"], rtol=1e-3)
+    np.testing.assert_allclose(
+        fit._fitted._ddf["kenward-roger"].cov, ref["vcov_adj"], rtol=1e-4, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
