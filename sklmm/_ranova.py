@@ -9,6 +9,7 @@ fit's criterion (REML for a REML fit, lme4's ``anova(..., refit = FALSE)``).
 """
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -18,13 +19,13 @@ from ._formula import INTERCEPT, Term, _quote
 from ._optimize import optimize
 
 
-def _drop_column(model, k, c):
-    """The model with column ``c`` of term ``k`` left out (the term if it is its only one)."""
+def _drop_columns(model, k, drop):
+    """The model with the columns ``drop`` of term ``k`` left out (all: the term)."""
     st = model.stats
     i = int(np.flatnonzero(st.order == k)[0])
     t = model.terms[k]
     terms, scales, shifts = list(model.terms), list(model.scales), list(model.shifts)
-    if t.q == 1:  # remove the term
+    if len(drop) == t.q:  # remove the term
         keep_sorted = [j for j in range(len(st.ZtZ)) if j != i]
         new_index = {old: new for new, old in enumerate(keep_sorted)}
         cross = {
@@ -42,7 +43,7 @@ def _drop_column(model, k, c):
         )
         del terms[k], scales[k], shifts[k]
         return dataclasses.replace(model, terms=terms, stats=new, scales=scales, shifts=shifts)
-    keep = [j for j in range(t.q) if j != c]
+    keep = [j for j in range(t.q) if j not in drop]
     m = t.n_levels
     rows = (np.arange(m)[:, None] * t.q + np.array(keep)[None, :]).ravel()
     cross = {}
@@ -57,8 +58,10 @@ def _drop_column(model, k, c):
     ZtXy[i] = ZtXy[i][:, keep, :]
     new = dataclasses.replace(st, ZtZ=ZtZ, ZtXy=ZtXy, cross=cross)
     columns = t.spec.columns
-    slopes = tuple(s for s in t.spec.slopes if s != columns[c])
-    spec = Term(t.spec.group, t.spec.intercept and c != 0, slopes, t.spec.covariance)
+    gone = {columns[c] for c in drop}
+    slopes = tuple(s for s in t.spec.slopes if s not in gone)
+    intercept = t.spec.intercept and INTERCEPT not in gone
+    spec = Term(t.spec.group, intercept, slopes, t.spec.covariance)
     slope_pos = [p for name, p in zip(t.spec.slopes, t.slopes, strict=True) if name in slopes]
     terms[k] = dataclasses.replace(t, spec=spec, slopes=np.asarray(slope_pos, dtype=int))
     scales[k] = scales[k][keep]
@@ -66,12 +69,31 @@ def _drop_column(model, k, c):
     return dataclasses.replace(model, terms=terms, stats=new, scales=scales, shifts=shifts)
 
 
-def _label(t, c):
-    """lmerTest's row name: ``"Days in (Days | Subject)"`` or ``"(1 | Subject)"``."""
-    if t.q == 1:
-        return str(t.spec)
-    name = t.spec.columns[c]
-    return f"{'1' if name == INTERCEPT else _quote(name)} in {t.spec}"
+def _variable(column):
+    """The variable of a model-matrix column: ``g3[T.b]`` -> ``g3`` (formulaic's names)."""
+    return re.sub(r"\[[^\]]*\]", "", column)
+
+
+def reductions(t):
+    """lmerTest's reductions of a term: ``[(label, columns dropped)]``.
+
+    A term whose columns are one variable is removed; otherwise each variable's columns
+    go together (a factor's dummies at once), the intercept of a correlated term kept
+    (``Days in (1 + Days | Subject)`` compares with ``(1 | Subject)``), that of a
+    diagonal term reduced too (lme4's ``||`` is separate terms).
+    """
+    groups = {}
+    for c, name in enumerate(t.spec.columns):
+        groups.setdefault("1" if name == INTERCEPT else _variable(name), []).append(c)
+    if len(groups) == 1:
+        return [(str(t.spec), list(range(t.q)))]
+    out = []
+    for variable, cols in groups.items():
+        if variable == "1" and t.covariance == "unstructured":
+            continue
+        label = variable if variable == "1" else _quote(variable)
+        out.append((f"{label} in {t.spec}", cols))
+    return out
 
 
 def ranova_table(fitted, options):
@@ -81,10 +103,8 @@ def ranova_table(fitted, options):
     model = fitted.model
     rows = [("<none>", fitted.n_params, fitted.log_likelihood)]
     for k, t in enumerate(model.terms):
-        for c in range(t.q) if t.q > 1 else [0]:
-            if t.q > 1 and c == 0 and t.spec.intercept:
-                continue  # lmerTest keeps the intercept of a term with slopes
-            reduced = _drop_column(model, k, c)
+        for label, drop in reductions(t):
+            reduced = _drop_columns(model, k, drop)
             solver, em = resolve_solver(
                 options["requested_solver"], options["em_max_iter"], reduced.one_factor
             )
@@ -99,7 +119,7 @@ def ranova_table(fitted, options):
             )
             objective.release()
             n_theta = sum(u.structure.n_theta for u in reduced.terms)
-            rows.append((_label(t, c), model.stats.p + n_theta + 1, -0.5 * opt.objective))
+            rows.append((label, model.stats.p + n_theta + 1, -0.5 * opt.objective))
     table = pd.DataFrame(rows, columns=["term", "npar", "logLik"]).set_index("term")
     table["AIC"] = -2 * table["logLik"] + 2 * table["npar"]
     full = table.iloc[0]

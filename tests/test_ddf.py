@@ -441,3 +441,20 @@ def test_profiles_and_their_plot():
     fig = plot_profile(fit, profiles=profiles)
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == list(limits.index)
     plt.close(fig)
+
+
+def test_ranova_of_diagonal_terms_and_factor_slopes():
+    # lmerTest::ranova (tests/reference/satterthwaite/ranova.R): a diagonal term reduces
+    # its intercept too (lme4's || is separate terms), a factor's dummies go together
+    ref = json.loads((REFERENCE / "satterthwaite" / "ranova.json").read_text())
+    diag = lmer("Reaction ~ Days + (Days || Subject)", load_sleepstudy()).ranova()
+    data = pd.read_csv(REFERENCE / "satterthwaite" / "ranova_factor.csv")
+    data["Subject"] = data["Subject"].astype(str)
+    factor = lmer("Reaction ~ Days + g3 + (1 + g3 | Subject)", data).ranova()
+    for got, want in ((diag, ref["diagonal"]), (factor, ref["factor"])):
+        assert len(got) == len(want["terms"])
+        np.testing.assert_array_equal(got["npar"], want["npar"])
+        np.testing.assert_allclose(got["logLik"], want["logLik"], atol=1e-3)
+        np.testing.assert_allclose(got["LRT"].iloc[1:], want["LRT"][1:], atol=2e-3)
+        np.testing.assert_allclose(got["p_value"].iloc[1:], want["p"][1:], rtol=1e-3)
+    assert list(factor.index)[1].startswith("g3 in (1 + ")
