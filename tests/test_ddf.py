@@ -458,3 +458,12 @@ def test_ranova_of_diagonal_terms_and_factor_slopes():
         np.testing.assert_allclose(got["LRT"].iloc[1:], want["LRT"][1:], atol=2e-3)
         np.testing.assert_allclose(got["p_value"].iloc[1:], want["p"][1:], rtol=1e-3)
     assert list(factor.index)[1].startswith("g3 in (1 + ")
+
+
+def test_profiles_are_monotone_without_a_fixed_intercept():
+    # An inner fit that stopped early near a bound left a jag in this profile; the
+    # restart of the inner minimisation removes it.
+    fit = lmer("Reaction ~ 0 + Days + (Days | Subject)", load_sleepstudy())
+    for name, part in fit.profile().groupby("parameter"):
+        zeta = part.sort_values("value")["zeta"].to_numpy()
+        assert np.all(np.diff(zeta) >= -1e-6), name
