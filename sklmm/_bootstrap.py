@@ -27,6 +27,7 @@ import pandas as pd
 
 from ._covariance import CovarianceStructure
 from ._crossprod import SufficientStats
+from ._fitted import user_beta
 from ._optimize import optimize
 from ._profile import ProfiledDeviance
 
@@ -244,50 +245,34 @@ def run_replicates(fitted, seeds, options):
     base = model.stats.term(0) if term else _no_terms_stats(model.stats)
     lam = structure.lam(fitted.opt.theta) if term else np.zeros((0, 0))
     sim = StatsSimulator(base, np.asarray(ev.beta, float), lam, fitted.sigma2)
-    T = model.T
     rows = []
     for seed in seeds:
-        rng = np.random.default_rng(seed)
-        stats = sim.draw(rng)
+        stats = sim.draw(np.random.default_rng(seed))
         objective = ProfiledDeviance(stats, structure or CovarianceStructure(0), model.reml)
         opt = optimize(objective, blocks=model.blocks, theta0=fitted.opt.theta, **options)
-        beta = T @ opt.evaluation.beta
-        if model.fit_intercept:
-            beta[0] += model.y_mean
-        sigma2 = float(opt.evaluation.sigma2)
-        covs = []
-        if term is not None:
-            s, A = model.scales[0], model.shifts[0]
-            L = A @ (structure.lam(opt.theta) / s[:, None])
-            covs.append(sigma2 * L @ L.T)
-        rows.append(
-            [*parameters(model, beta, covs, sigma2), float(opt.converged), float(opt.n_iter)]
-        )
+        rows.append(_row(fitted, opt))
     return rows
+
+
+def _row(fitted, opt):
+    """A replicate's parameters (lme4's order), ``converged`` and ``n_iter``."""
+    sigma2 = float(opt.evaluation.sigma2)
+    beta = user_beta(fitted.model, opt.evaluation.beta)
+    covs = fitted._user_covs(opt.theta, sigma2)
+    return [*parameters(fitted.model, beta, covs, sigma2), float(opt.converged), float(opt.n_iter)]
 
 
 def _run_general(fitted, seeds, options):
     """:func:`run_replicates` for any model, by :class:`DenseStatsSimulator`."""
     model = fitted.model
     sim = DenseStatsSimulator(fitted)
-    T, rows = model.T, []
+    rows = []
     for seed in seeds:
         reduced = dataclasses.replace(model, stats=sim.draw(np.random.default_rng(seed)))
         objective = reduced.criterion(options["solver"])
         opt = optimize(objective, blocks=model.blocks, theta0=fitted.opt.theta, **options)
         objective.release()
-        beta = T @ opt.evaluation.beta
-        if model.fit_intercept:
-            beta[0] += model.y_mean
-        sigma2 = float(opt.evaluation.sigma2)
-        covs = []
-        for k, (t, sl) in enumerate(zip(model.terms, model.slices, strict=True)):
-            s, A = model.scales[k], model.shifts[k]
-            L = A @ (t.structure.lam(opt.theta[sl]) / s[:, None])
-            covs.append(sigma2 * L @ L.T)
-        rows.append(
-            [*parameters(model, beta, covs, sigma2), float(opt.converged), float(opt.n_iter)]
-        )
+        rows.append(_row(fitted, opt))
     return rows
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._fitted import term_theta
 from ._inference import central_hessian, central_second
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "normal")
@@ -329,12 +330,11 @@ class KenwardRoger(Satterthwaite):
             scale0 += [np.sqrt(abs(cov[i, i] * cov[j, j])) for i, j in pairs]
         tau0 = np.array([*tau0, fitted.sigma2])
         scale0 = np.array([*scale0, fitted.sigma2])
-        inverses = [np.linalg.inv(A) for A in model.shifts]
         p = model.stats.p
 
         def theta_of(tau):
             theta = np.empty(sum(t.structure.n_theta for t in model.terms))
-            k, s2 = 0, tau[-1]
+            k = 0
             for m_k, (t, sl, pairs) in enumerate(
                 zip(model.terms, model.slices, layout, strict=True)
             ):
@@ -342,14 +342,10 @@ class KenwardRoger(Satterthwaite):
                 for i, j in pairs:
                     sigma[i, j] = sigma[j, i] = tau[k]
                     k += 1
-                s, A_inv = model.scales[m_k], inverses[m_k]
-                psi = A_inv @ sigma @ A_inv.T * np.outer(s, s) / s2
-                lam = (
-                    np.linalg.cholesky(psi)
-                    if t.covariance == "unstructured"
-                    else np.diag(np.sqrt(np.diag(psi)))
-                )
-                theta[sl] = lam[t.structure.rows, t.structure.cols]
+                th = term_theta(model, m_k, sigma, tau[-1])
+                if th is None:
+                    raise np.linalg.LinAlgError("a covariance left the parameter space")
+                theta[sl] = th
             return theta
 
         def precision(tau):  # Phi^{-1} = X'V^{-1}X in the user's coordinates

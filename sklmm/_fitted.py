@@ -45,6 +45,32 @@ def _psd_cholesky(psi, tol=1e-12):
     return L
 
 
+def user_beta(model, beta_c):
+    """The fixed effects on the user's scale from those of the centred design."""
+    beta = model.T @ beta_c
+    if model.fit_intercept:
+        beta[0] += model.y_mean
+    return beta
+
+
+def term_theta(model, k, sigma, sigma2, psd=False):
+    """The slice of ``theta`` of term ``k`` for its user-scale covariance ``sigma`` and
+    ``sigma2``: the inverse of :meth:`FittedModel._user_covs`. None outside the space;
+    ``psd`` admits singular covariances (a zero variance, a correlation of +/-1)."""
+    t, s = model.terms[k], model.scales[k]
+    A_inv = np.linalg.inv(model.shifts[k])  # b = A b_centred
+    psi = A_inv @ sigma @ A_inv.T * np.outer(s, s) / sigma2
+    if t.covariance == "unstructured" and psd:
+        lam = _psd_cholesky(psi)
+        return None if lam is None else lam[t.structure.rows, t.structure.cols]
+    if t.covariance != "unstructured" and psd:
+        d = np.diag(psi)
+        if np.any(d < -1e-12 * max(float(np.max(np.abs(d))), 1e-300)):
+            return None
+        return np.sqrt(np.clip(d, 0.0, None))
+    return _theta_from_psi(psi, t.structure)
+
+
 def _theta_from_psi(psi, structure):
     """``theta`` of a relative covariance ``psi`` for a structure, None if not PD."""
     try:
@@ -91,10 +117,7 @@ class FittedModel:
         self.tol, self.max_iter, self.em_max_iter = tol, max_iter, em_max_iter
         ev, theta = opt.evaluation, opt.theta
         T = model.T
-        beta = T @ ev.beta
-        if model.fit_intercept:
-            beta[0] += model.y_mean
-        self.beta = beta
+        self.beta = beta = user_beta(model, ev.beta)
         self.sigma2 = float(ev.sigma2)
         self.log_likelihood = -0.5 * float(ev.deviance)
         self.fixed_cov = T @ objective.fixed_effects_cov(theta) @ T.T
@@ -305,10 +328,7 @@ class FittedModel:
                 if t.name in self.singular:  # held at its user-scale covariance
                     theta[sl] = theta_hat[sl] * np.sqrt(self.sigma2 / s2)
                     continue
-                s, A = m.scales[k], m.shifts[k]
-                A_inv = np.linalg.inv(A)
-                psi = A_inv @ sigmas[k] @ A_inv.T * np.outer(s, s) / s2
-                th = _theta_from_psi(psi, t.structure)
+                th = term_theta(m, k, sigmas[k], s2)
                 if th is None:
                     return np.inf
                 theta[sl] = th

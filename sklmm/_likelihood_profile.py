@@ -25,7 +25,7 @@ from scipy import optimize as sopt
 from scipy import stats
 
 from ._bootstrap import term_parameters, variance_values
-from ._fitted import _psd_cholesky
+from ._fitted import term_theta, user_beta
 from ._optimize import optimize
 
 
@@ -53,23 +53,17 @@ def _user_deviance(fitted, objective):
     """``D(x)``: ``objective`` at user-scale parameters ``x`` (``inf`` outside)."""
     m = fitted.model
     layout = _variance_layout(m)
-    inverses = [np.linalg.inv(A) for A in m.shifts]
 
     def deviance(x):
         sigmas, s2 = _to_sigmas(x, layout)
         if s2 <= 0:
             return np.inf
         theta = np.empty(sum(t.structure.n_theta for t in m.terms))
-        for k, (t, sl) in enumerate(zip(m.terms, m.slices, strict=True)):
-            s, A_inv = m.scales[k], inverses[k]
-            psi = A_inv @ sigmas[k] @ A_inv.T * np.outer(s, s) / s2
-            lam = _psd_cholesky(psi) if t.covariance == "unstructured" else None
-            if lam is None:
-                d = np.diag(psi)
-                if np.any(d < -1e-12):
-                    return np.inf
-                lam = np.diag(np.sqrt(np.clip(d, 0, None)))
-            theta[sl] = lam[t.structure.rows, t.structure.cols]
+        for k, sl in enumerate(m.slices):
+            th = term_theta(m, k, sigmas[k], s2, psd=True)
+            if th is None:
+                return np.inf
+            theta[sl] = th
         try:
             return objective.unprofiled_deviance(theta, s2)
         except np.linalg.LinAlgError:
@@ -257,9 +251,7 @@ def profile_fixed_effects(fitted, alpha, options, ml=None):
     solver = options["solver"]
     ml_opt = (ml_fit(fitted, options) if ml is None else ml)[1]
     d_hat = ml_opt.objective
-    beta = T @ ml_opt.evaluation.beta  # the ML estimates, where zeta is 0
-    if model.fit_intercept:
-        beta[0] += model.y_mean
+    beta = user_beta(model, ml_opt.evaluation.beta)  # the ML estimates: zeta is 0 there
     se = np.sqrt(np.diag(fitted.fixed_cov))
     out = np.full((len(fitted.beta), 2), np.nan)
     points = []
