@@ -67,7 +67,6 @@ O(groups q^3 + groups q^2 p + p^3) and independent of the number of rows.
 """
 
 import contextlib
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,21 +143,11 @@ def _cho_solve(L_inv, B):
     return L_inv.T @ (L_inv @ B)
 
 
-@functools.lru_cache(maxsize=256)
-def _einsum_path(subscripts, *shapes):
-    """The contraction order of an ``einsum``, found once per subscripts and shapes."""
-    operands = [np.empty(shape) for shape in shapes]
-    return np.einsum_path(subscripts, *operands, optimize="greedy")[0]
-
-
-def _einsum(subscripts, *operands):
-    """``np.einsum`` with an optimized contraction order, without searching it each call.
-
-    The search (``optimize=True``) costs more than the contraction itself on the small
-    arrays of a small fit; the shapes repeat at every iteration of a fit.
-    """
-    path = _einsum_path(subscripts, *(np.shape(a) for a in operands))
-    return np.einsum(subscripts, *operands, optimize=path)
+def _group_sum(A, B):
+    """``T[m, j, k, l] = sum_g A[g, j, k] B[g, l, m]``: one matrix product."""
+    n_g, q = A.shape[0], A.shape[1]
+    T = (A.reshape(n_g, -1).T @ B.reshape(n_g, -1)).reshape(q, q, q, q)  # [j, k, l, m]
+    return T.transpose(3, 0, 1, 2)
 
 
 def profile_fixed_effects(S, logdet, p, k, reml, log_weights=0.0):
@@ -286,27 +275,35 @@ class ProfiledDeviance(FactorCache):
         grad = 2.0 * (G @ lam)[rows, cols]
         if order < 2:
             return grad, None
-        # Second derivative as a bilinear form H4[m,j,k,l] E[m,j] F[k,l].
-        H4 = -_einsum("gjk,glm->mjkl", A, A)
+        # Second derivative as a bilinear form H4[m,j,k,l] E[m,j] F[k,l]; every sum over
+        # the groups is one matrix product of the flattened per-group blocks.
+        q, n_g = st.q, st.n_groups
+        H4 = -_group_sum(A, A)
         Sn = Su / r2  # scaled before the product: r2**2 overflows for |y| ~ 1e80
-        H4 -= k * np.einsum("mj,kl->mjkl", Sn, Sn)
-        H4 += (2.0 * k / r2) * _einsum("gm,gjk,gl->mjkl", u, A, u)
+        H4 -= k * np.multiply.outer(Sn, Sn)
+        uu = u[:, :, None] * u[:, None, :]  # [g, m, l]
+        H4 += (2.0 * k / r2) * (
+            (A.reshape(n_g, -1).T @ uu.reshape(n_g, -1)).reshape(q, q, q, q).transpose(2, 0, 1, 3)
+        )
         if p:
-            Rw = np.einsum("gma,gj->mja", W, u)
+            Rw = (W.reshape(n_g, -1).T @ u).reshape(q, p, q).transpose(0, 2, 1)  # [m, j, a]
             CiR = _cho_solve(f["L_C_inv"], Rw.reshape(-1, p).T)
             H4 -= (2.0 * k / r2) * (Rw.reshape(-1, p) @ CiR).reshape(H4.shape)
         if self.reml:
-            H4 += 2.0 * _einsum("gjk,glm->mjkl", A, B)
-            Wf = W.reshape(st.n_groups, -1)  # [g, (m, a)]
-            Q = (Wf.T @ Wf).reshape(st.q, p, st.q, p).transpose(0, 2, 1, 3)  # [m, j, a, b]
+            H4 += 2.0 * _group_sum(A, B)
+            Wf = W.reshape(n_g, -1)  # [g, (m, a)]
+            Q = (Wf.T @ Wf).reshape(q, p, q, p).transpose(0, 2, 1, 3)  # [m, j, a, b]
             CiQ = _cho_solve(f["L_C_inv"], Q.reshape(-1, p).T)  # (p, q*q*p)
-            CiQ = CiQ.T.reshape(st.q, st.q, p, p).swapaxes(2, 3)  # [m,j] -> C^{-1} Q_mj
-            H4 -= _einsum("mjab,klba->mjkl", CiQ, CiQ)
+            CiQ = CiQ.T.reshape(q, q, p, p).swapaxes(2, 3)  # [m,j] -> C^{-1} Q_mj
+            # sum over a, b of CiQ[m,j,a,b] CiQ[k,l,b,a]
+            H4 -= (CiQ.reshape(q * q, -1) @ CiQ.swapaxes(2, 3).reshape(q * q, -1).T).reshape(
+                q, q, q, q
+            )
         # Chain rule through Psi = Lambda Lambda'.
         P = np.matmul(E, lam.T)
-        P = P + _t(P)
-        H = _einsum("amj,mjkl,bkl->ab", P, H4, P)
-        H += 2.0 * _einsum("xy,ayz,bxz->ab", G, E, E)
+        P = (P + _t(P)).reshape(len(E), -1)
+        H = P @ H4.reshape(q * q, q * q) @ P.T
+        H += 2.0 * (np.matmul(G, E).reshape(len(E), -1) @ E.reshape(len(E), -1).T)
         return grad, 0.5 * (H + H.T)
 
     # -- conditional modes ----------------------------------------------
@@ -437,7 +434,9 @@ class ProfiledDeviance(FactorCache):
             cov_b = cov_b + sigma2 * np.matmul(Ci, _t(PZtX))
             KX = K_X.reshape(-1, p)
             D_X = (
-                st.XytXy[:p, :p] - 2.0 * KX.T @ KX + _einsum("gia,gij,gjb->ab", PZtX, st.ZtZ, PZtX)
+                st.XytXy[:p, :p]
+                - 2.0 * KX.T @ KX
+                + np.matmul(_t(PZtX), np.matmul(st.ZtZ, PZtX)).sum(axis=0)
             )
             trace += np.trace(_cho_solve(f["L_C_inv"], D_X))
         coef = np.append(beta, -1.0)
