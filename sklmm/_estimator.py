@@ -755,7 +755,6 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         self.residual_variance_ = fitted.sigma2
         self.random_effects_ = fitted.blups
         self.random_effects_cov_ = fitted.covs
-        self.random_effects_condvar_ = fitted.condvars
         self.variance_components_ = fitted.variance_components
         self.terms_ = tuple(str(t.spec) for t in fitted.model.terms)
         self.log_likelihood_ = fitted.log_likelihood
@@ -765,7 +764,6 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         self.converged_ = fitted.opt.converged
         self.n_iter_ = fitted.opt.n_iter
         self.is_singular_ = bool(fitted.singular)
-        self.fit_log_ = fitted.fit_log
         self._fitted = fitted
         if not self.converged_:
             warn_user(
@@ -1481,6 +1479,18 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         """Whether the fitted model came from a formula (the fitted state, not the
         parameter, which ``set_params`` may have changed since)."""
         return "_design" in self.__dict__
+
+    # Built on first use from the fitted model (their DataFrames cost more than a small
+    # fit's optimization); documented with the class's attributes.
+    @property
+    def random_effects_condvar_(self):
+        check_is_fitted(self)
+        return self._fitted.condvars
+
+    @property
+    def fit_log_(self):
+        check_is_fitted(self)
+        return self._fitted.fit_log
 
     def _get_metadata_request(self):
         """Metadata requests; with a formula, ``groups`` is not requested unless set.

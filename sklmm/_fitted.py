@@ -124,7 +124,8 @@ class FittedModel:
         n_theta = sum(t.structure.n_theta for t in model.terms)
         self.n_params = len(beta) + n_theta + 1
         self.aic, self.bic = information_criteria(self.log_likelihood, self.n_params, model.n)
-        self.covs, self.blups, self.condvars, self.singular = {}, {}, {}, []
+        self.covs, self.blups, self.singular = {}, {}, []
+        self._condvar_parts, self._condvars, self._fit_log_frame = {}, None, None
         if model.terms:
             b, condvar = objective.conditional_modes(theta)
             if not isinstance(b, list):  # the one-factor criterion: one term
@@ -137,10 +138,26 @@ class FittedModel:
                 index = t.index()
                 self.blups[t.name] = pd.DataFrame((b[k] / s) @ A.T, index=index, columns=cols)
                 cv = A @ (condvar[k] / np.outer(s, s)) @ A.T
-                self.condvars[t.name] = _condvar_frame(cv, index, cols)
+                self._condvar_parts[t.name] = (cv, index, cols)
             self.singular = [model.terms[k].name for k in boundary_terms(theta, model.blocks)]
         objective.release()
-        self.fit_log = self._fit_log(opt.log)
+
+    @property
+    def condvars(self):
+        """The conditional covariances of the BLUPs per term, as DataFrames (built on
+        first use: a fit that never reads them does not pay for their indexes)."""
+        if self._condvars is None:
+            self._condvars = {
+                name: _condvar_frame(*parts) for name, parts in self._condvar_parts.items()
+            }
+        return self._condvars
+
+    @property
+    def fit_log(self):
+        """The optimizer's log as a DataFrame (built on first use)."""
+        if self._fit_log_frame is None:
+            self._fit_log_frame = self._fit_log(self.opt.log)
+        return self._fit_log_frame
 
     def for_prediction(self, return_std):
         """A copy with only what prediction needs (the statistics too for ``return_std``).
@@ -150,7 +167,7 @@ class FittedModel:
         import copy
 
         light = copy.copy(self)
-        light.fit_log = None
+        light._fit_log_frame = None
         light.opt = copy.copy(self.opt)
         light.opt.log = []
         if not return_std:

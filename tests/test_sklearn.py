@@ -119,8 +119,12 @@ def fit_fold(params, X, y, g, train):
 
 
 def fitted_state(est):
-    """The public fitted attributes (names ending in ``_``)."""
-    return {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}
+    """The public fitted attributes (names ending in ``_``), those built on first use too."""
+    state = {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}
+    if state:
+        state["random_effects_condvar_"] = est.random_effects_condvar_
+        state["fit_log_"] = est.fit_log_
+    return state
 
 
 def assert_same_value(va, vb, key):
