@@ -915,9 +915,10 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
             Xm, levels, return_std=return_std, include_residual=include_residual
         )
 
-    def _formula_targets(self, X, y, sample_weight, method):
-        """``(y_true, y_pred, weights)`` of a formula model on the complete rows of ``X``."""
-        Xm, g, y_data, keep = self._formula_rows(X, None, None, y is None, method)
+    def _formula_targets(self, X, y, sample_weight, method, groups=None, variance_components=None):
+        """``(y_true, y_pred, weights)`` of a formula model on the complete rows of ``X``
+        (label arguments are refused: the data holds the grouping factors)."""
+        Xm, g, y_data, keep = self._formula_rows(X, groups, variance_components, y is None, method)
         if g is None and self._fitted.model.terms:
             warn_user(
                 f"the data has none of the grouping factors {self._design.factors}, so "
@@ -978,9 +979,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         if self._from_formula:
-            if groups is not None or variance_components is not None:
-                self._formula_rows(X, groups, variance_components, False, "score")
-            y_true, pred, weights = self._formula_targets(X, y, sample_weight, "score")
+            y_true, pred, weights = self._formula_targets(
+                X, y, sample_weight, "score", groups, variance_components
+            )
             return r2_score(y_true, pred, sample_weight=weights)
         if y is None:
             raise ValueError("score() requires y (the true response) for a model without a formula")
@@ -1053,9 +1054,9 @@ class MixedLMRegressor(RegressorMixin, BaseEstimator):
         fixed = self._fixed_table(alpha, ddf)
         resid = None
         if self._from_formula and X is not None:
-            if groups is not None or variance_components is not None:
-                self._formula_rows(X, groups, variance_components, False, "summary")
-            y_true, pred, weights = self._formula_targets(X, y, sample_weight, "summary")
+            y_true, pred, weights = self._formula_targets(
+                X, y, sample_weight, "summary", groups, variance_components
+            )
             resid = (y_true - pred) / np.sqrt(self.residual_variance_)
         elif X is not None and y is not None:
             self._warn_population("summary", groups, variance_components)
