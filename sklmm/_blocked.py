@@ -394,7 +394,12 @@ class BlockedDeviance(FactorCache):
         return (Bw @ B.T).toarray()
 
     # -- factorization ------------------------------------------------------
-    def _compute_factor(self, theta):
+    def log_det(self, theta):
+        """``log|M|`` alone, without ``[X y]'V^{-1}[X y]`` (which weights that are not all
+        positive, such as a GLMM's observed curvature, may leave indefinite)."""
+        return self._compute_factor(np.asarray(theta, dtype=float), profile=False)["logdet"]
+
+    def _compute_factor(self, theta, profile=True):
         st, p, q1 = self.stats, self.stats.p, self.q1
         lams = self._lams(theta)
         lam1 = lams[0]
@@ -428,6 +433,9 @@ class BlockedDeviance(FactorCache):
             S = S - K2.T @ K2
             logdet += 2.0 * np.log(np.diag(L22)).sum()
             f.update(lam_r=lam_r, W=W, GP=GP, L22=L22, K2=K2)
+        if not profile:
+            f["logdet"] = logdet
+            return f
         f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml, self.stats.log_weights))
         return f
 

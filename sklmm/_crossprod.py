@@ -67,7 +67,9 @@ def _row_reader(A):
     return A if callable(A) else (lambda start, stop: A[start:stop])
 
 
-def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None):
+def compute_stats(
+    X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None, log_weights=True
+):
     """Reduce the rows to :class:`SufficientStats`.
 
     With ``weights`` (precision weights ``w``, all positive), the cross-products are
@@ -92,6 +94,9 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None)
         Rows per chunk.
     weights : ndarray of shape (n,), default=None
         Precision weights of the rows.
+    log_weights : bool, default=True
+        Whether to sum ``log w`` (``False`` for weights that need not be positive, such
+        as a GLMM's working weights: ``log_weights`` is then 0).
 
     Returns
     -------
@@ -133,7 +138,7 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None)
         XytXy=XytXy,
         counts=counts,
         n=n,
-        log_weights=_log_weights(weights),
+        log_weights=_log_weights(weights) if log_weights else 0.0,
     )
 
 
@@ -223,7 +228,9 @@ class BlockedStats:
         )
 
 
-def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS, weights=None):
+def model_stats(
+    X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS, weights=None, log_weights=True
+):
     """Reduce the rows to :class:`BlockedStats` (any number of terms, zero included).
 
     Parameters
@@ -244,6 +251,8 @@ def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS, weigh
         Rows per chunk of the per-term reduction.
     weights : ndarray of shape (n,), default=None
         Precision weights of the rows (all positive): every cross-product is weighted.
+    log_weights : bool, default=True
+        Whether to sum ``log w`` (see :func:`compute_stats`).
 
     Returns
     -------
@@ -260,14 +269,15 @@ def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS, weigh
             W = np.column_stack([x_rows(start, stop), y[start:stop]])
             WW = W if weights is None else W * weights[start:stop, None]
             XytXy += WW.T @ W
-        return BlockedStats([], {}, [], XytXy, n, np.zeros(0, dtype=int), [], _log_weights(weights))
+        lw = _log_weights(weights) if log_weights else 0.0
+        return BlockedStats([], {}, [], XytXy, n, np.zeros(0, dtype=int), [], lw)
     order = np.argsort(-n_levels, kind="stable")
     codes = [np.asarray(codes_list[k], dtype=np.intp) for k in order]
     Zs = [Z_list[k] for k in order]
     levels = n_levels[order]
     ZtZ, ZtXy, XytXy, counts = [], [], None, []
     for c, m, Z in zip(codes, levels, Zs, strict=True):
-        st = compute_stats(X, Z, y, c, int(m), chunk_rows, weights)
+        st = compute_stats(X, Z, y, c, int(m), chunk_rows, weights, log_weights)
         ZtZ.append(st.ZtZ)
         ZtXy.append(st.ZtXy)
         counts.append(st.counts)
@@ -296,7 +306,7 @@ def model_stats(X, y, codes_list, n_levels, Z_list, chunk_rows=CHUNK_ROWS, weigh
         n=n,
         order=order,
         level_counts=counts,
-        log_weights=_log_weights(weights),
+        log_weights=_log_weights(weights) if log_weights else 0.0,
     )
 
 
