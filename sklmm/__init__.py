@@ -1,4 +1,4 @@
-"""sklmm: linear mixed-effects models for scikit-learn.
+"""sklmm: linear and generalized linear mixed-effects models for scikit-learn.
 
 The public surface is what this module exports; every other module is private.
 """
@@ -8,9 +8,11 @@ from ._exceptions import (
     MissingDataWarning,
     MixedLMConvergenceWarning,
     NoGroupsWarning,
+    SeparationWarning,
     SingularFitWarning,
     ZeroWeightWarning,
 )
+from ._glm_estimator import MixedGLMClassifier, MixedGLMRegressor
 from ._inference import likelihood_ratio_test
 from ._lmer import lmer
 from ._plotting import plot_caterpillar, plot_profile, plot_residuals
@@ -19,9 +21,12 @@ from ._splitters import SplitByFactor
 
 __all__ = [
     "MissingDataWarning",
+    "MixedGLMClassifier",
+    "MixedGLMRegressor",
     "MixedLMConvergenceWarning",
     "MixedLMRegressor",
     "NoGroupsWarning",
+    "SeparationWarning",
     "SingularFitWarning",
     "SplitByFactor",
     "ZeroWeightWarning",

@@ -20,6 +20,10 @@ class ZeroWeightWarning(UserWarning):
     """Rows of zero ``sample_weight`` left some levels of a grouping factor without rows."""
 
 
+class SeparationWarning(UserWarning):
+    """A GLMM's fixed effects separate the outcomes: some estimates diverge."""
+
+
 class MissingDataWarning(UserWarning):
     """Rows with missing values in a formula's variables were left out (``na_action="omit"``).
 

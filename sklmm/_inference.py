@@ -68,7 +68,8 @@ def varcorr_table(group, names, sigma, sigma2, covariances=True):
         for i in range(j + 1, len(names)):
             corr = sigma[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
             rows.append((group, names[j], names[i], sigma[i, j], corr))
-    rows.append(("Residual", None, None, sigma2, np.sqrt(sigma2)))
+    if sigma2 is not None:  # a GLMM without a scale parameter has no residual row
+        rows.append(("Residual", None, None, sigma2, np.sqrt(sigma2)))
     return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
 
@@ -253,7 +254,7 @@ def format_pvalues(pvalues, digits=3):
 def _varcorr_rows(random_terms, sigma2):
     """lme4's printed ``VarCorr`` (``formatVC``): the rows of strings, header first."""
     sds = [np.sqrt(np.diag(sigma)) for _, _, sigma, _ in random_terms]
-    sd_all = np.concatenate([*sds, [np.sqrt(sigma2)]])
+    sd_all = np.concatenate([*sds, [] if sigma2 is None else [np.sqrt(sigma2)]])
     variances = r_format(sd_all**2)
     std_devs = r_format(sd_all)
     max_q = max((len(names) for _, names, _, _ in random_terms), default=1)
@@ -271,7 +272,8 @@ def _varcorr_rows(random_terms, sigma2):
             row += [cells[i, j] if j < i else "" for j in range(n_corr)]
             rows.append(row)
             k += 1
-    rows.append(["Residual", "", variances[k], std_devs[k], *[""] * n_corr])
+    if sigma2 is not None:  # a GLMM without a scale parameter has no residual row
+        rows.append(["Residual", "", variances[k], std_devs[k], *[""] * n_corr])
     header = ["Groups", "Name", "Variance", "Std.Dev."]
     header += ["Corr", *[""] * (n_corr - 1)] if n_corr else []
     return [header, *rows]
@@ -345,16 +347,20 @@ def summary_blocks(
     converged,
     message,
     formula=None,
+    title=None,
 ):
     """The blocks of :class:`MixedLMSummary`: ``(text, table)`` pairs.
 
     ``text`` is the block's part of the printout; ``table`` is ``None`` or a
     ``(title, DataFrame)`` shown in its place in HTML. ``random_terms`` lists
     ``(group, names, sigma, n_levels)`` per random-effects term; ``formula`` is the
-    model's formula, printed under the title as lme4 does (``None``: no line).
+    model's formula, printed under the title as lme4 does (``None``: no line). ``title``
+    replaces the first line(s) (a GLMM's method and family); ``sigma2=None``: no
+    residual row.
     """
     blocks = []
-    head = [f"Linear mixed model fit by {'REML' if reml else 'maximum likelihood'} [sklmm]"]
+    method = "REML" if reml else "maximum likelihood"
+    head = [title or f"Linear mixed model fit by {method} [sklmm]"]
     if formula is not None:
         head.append(f"Formula: {formula}")
     if reml:

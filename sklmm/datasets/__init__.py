@@ -9,6 +9,7 @@ from importlib import resources
 import pandas as pd
 
 __all__ = [
+    "load_cbpp",
     "load_dyestuff",
     "load_orthodont",
     "load_pastes",
@@ -88,3 +89,20 @@ def load_orthodont():
     pandas.DataFrame
     """
     return _load("orthodont", ["Subject", "Sex"])
+
+
+def load_cbpp():
+    """Contagious bovine pleuropneumonia in zebu herds (Lesnoff et al., 2004).
+
+    56 rows: ``incidence`` (new cases in the period), ``size`` (herd size at the start of
+    the period), ``period`` (1-4, as strings), ``herd`` (15 levels, as strings). From
+    lme4's ``cbpp``. Classic model (binomial proportions, the sizes as trials):
+    ``cbind(incidence, size - incidence) ~ period + (1 | herd)``, in sklmm
+    ``MixedGLMRegressor(family="binomial", formula="I(incidence / size) ~ period +
+    (1 | herd)").fit(df, sample_weight=df["size"])``.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    return _load("cbpp", ["herd", "period"])
