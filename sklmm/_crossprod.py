@@ -67,9 +67,7 @@ def _row_reader(A):
     return A if callable(A) else (lambda start, stop: A[start:stop])
 
 
-def compute_stats(
-    X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None, log_weights=True
-):
+def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None, log_weights=True):
     """Reduce the rows to :class:`SufficientStats`.
 
     With ``weights`` (precision weights ``w``, all positive), the cross-products are

@@ -113,7 +113,7 @@ def _theta_of(est):
 
 
 def test_log_likelihood(fitted):
-    case, est, ref = fitted
+    _case, est, ref = fitted
     # The textbook Laplace value (lme4's tight fit is within 1e-6 of it: see README).
     target = ref.get("logLik_laplace_textbook", ref["logLik"])
     np.testing.assert_allclose(est.log_likelihood_, target, rtol=1e-7)
@@ -136,7 +136,7 @@ def test_estimates(fitted):
 
 def test_standard_errors(fitted):
     """lme4's default vcov: from the Hessian of the deviance in (theta, beta)."""
-    case, est, ref = fitted
+    _case, est, ref = fitted
     se = np.sqrt(np.diag(est.fixed_effects_cov_))
     np.testing.assert_allclose(se, ref["se_fixef"], rtol=2e-3)
 
@@ -227,7 +227,7 @@ class TestProbit:
 
     def test_differs_from_lme4_laplace(self, probit):
         """lme4's expected-curvature Laplace is another approximation (documented)."""
-        case, est = probit
+        _case, est = probit
         lme4 = _json("binary_probit", "tight.json")
         assert est.log_likelihood_ - lme4["logLik"] > 0.5
 
