@@ -350,7 +350,22 @@ class MixedModelBase(BaseEstimator):
             Xm, levels, return_std=return_std, include_residual=include_residual
         )
 
-    def _formula_targets(self, X, y, sample_weight, method, groups=None, variance_components=None):
+    def _response(self, raw, response_method):
+        """The predictions of ``response_method`` from the fitted model's raw predictions."""
+        if response_method != "predict":
+            raise ValueError(f"{type(self).__name__} has no {response_method}()")
+        return raw
+
+    def _formula_targets(
+        self,
+        X,
+        y,
+        sample_weight,
+        method,
+        groups=None,
+        variance_components=None,
+        response_method="predict",
+    ):
         """``(y_true, y_pred, weights)`` of a formula model on the complete rows of ``X``
         (label arguments are refused: the data holds the grouping factors)."""
         Xm, g, y_data, keep = self._formula_rows(X, groups, variance_components, y is None, method)
@@ -374,7 +389,7 @@ class MixedModelBase(BaseEstimator):
             y_true = y_true[keep]
         weights = check_sample_weight(sample_weight, len(keep))
         weights = None if weights is None else weights[keep]
-        return y_true, self._predict_design(Xm, g), weights
+        return y_true, self._response(self._predict_design(Xm, g), response_method), weights
 
     def _warn_population(self, method, groups, variance_components):
         """Warn when a model with random effects is scored without any labels."""

@@ -484,7 +484,8 @@ class FormulaDesign:
             if f.response in data.columns:  # a column: no formulaic
                 self.response_variables = [f.response]
                 column = data[f.response]
-                if not self.numeric[f.response]:
+                # a boolean column is a 0/1 response (a GLMM classifier's two classes)
+                if not (self.numeric[f.response] or pd.api.types.is_bool_dtype(column)):
                     raise ValueError(
                         f"formula: the response {f.response!r} must be one numeric column; "
                         f"it has dtype {column.dtype}"

@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import assert_all_finite, check_is_fitted, column_or_1d
 
 from ._base import MixedModelBase, _is_dask_collection, check_offset
 from ._covariance import COVARIANCE_TYPES
@@ -128,6 +128,11 @@ class _MixedGLMBase(MixedModelBase):
         if self.formula is not None:
             y = self._encode_y(y)
         _check_response(family, y, m)
+        if family.family == "binomial" and n and (np.all(y == 0) or np.all(y == 1)):
+            raise ValueError(
+                f"every row (of positive weight) has the response {y[0]:g}: only one class "
+                "is left, and its probability has no finite maximum-likelihood estimate"
+            )
         Xf = X[:, :p]
         design = np.column_stack([np.ones(n), Xf]) if fit_intercept else Xf
         fixed_names = (["(Intercept)"] if fit_intercept else []) + list(feature_names[:p])
@@ -262,6 +267,19 @@ class _MixedGLMBase(MixedModelBase):
             eta = eta + check_offset(offset, len(eta))
         return (eta, out[1]) if return_std else eta
 
+    def _response(self, raw, response_method):
+        """Predictions of ``response_method`` from the linear predictor (``"link"``: itself)."""
+        if response_method in ("link", "decision_function"):
+            return raw
+        mu = self._family_.linkinv(raw)
+        if response_method == "predict" and not isinstance(self, ClassifierMixin):
+            return mu
+        if response_method == "predict":
+            return self.classes_[(mu > 0.5).astype(int)]
+        if response_method == "predict_proba":
+            return np.column_stack([1.0 - mu, mu])
+        raise ValueError(f"{type(self).__name__} has no {response_method}()")
+
     def _mean(self, X, groups, offset, variance_components):
         eta = self.linear_predictor(
             X, groups, offset=offset, variance_components=variance_components
@@ -348,6 +366,8 @@ class _MixedGLMBase(MixedModelBase):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        if getattr(self, "family", None) == "poisson":
+            tags.target_tags.positive_only = True
         return tags
 
 
@@ -474,12 +494,15 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
 
     def _encode_y(self, y):
         y = column_or_1d(np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y), warn=True)
+        if y.dtype.kind in "fc":
+            assert_all_finite(y, input_name="y")
         check_classification_targets(y)
         classes, y01 = np.unique(y, return_inverse=True)
         if len(classes) != 2:
             raise ValueError(
-                f"MixedGLMClassifier needs a response with exactly two classes, got "
-                f"{len(classes)}: {classes[:5].tolist()}"
+                "Only binary classification is supported: MixedGLMClassifier needs a "
+                f"response with exactly two classes, got {len(classes)} class(es): "
+                f"{classes[:5].tolist()}"
             )
         self.classes_ = classes
         return y01.astype(float)
@@ -582,11 +605,10 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
         check_is_fitted(self)
         if self._from_formula:
             y_true, eta, weights = self._formula_targets(
-                X, y, sample_weight, "score", groups, variance_components
+                X, y, sample_weight, "score", groups, variance_components, response_method="link"
             )
             if offset is not None:
                 raise ValueError("score() of a formula model takes no offset")
-            y_true = self._as_classes(y_true) if y is None else y_true
             pred = self.classes_[(self._family_.linkinv(eta) > 0.5).astype(int)]
             return accuracy_score(y_true, pred, sample_weight=weights)
         if y is None:
@@ -594,9 +616,6 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
         self._warn_no_labels("score", groups, variance_components)
         pred = self.predict(X, groups, offset=offset, variance_components=variance_components)
         return accuracy_score(y, pred, sample_weight=sample_weight)
-
-    def _as_classes(self, y01):
-        return self.classes_[np.asarray(y01 > 0.5, dtype=int)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -753,7 +772,7 @@ feature_names_in_
         check_is_fitted(self)
         if self._from_formula:
             y_true, eta, weights = self._formula_targets(
-                X, y, sample_weight, "score", groups, variance_components
+                X, y, sample_weight, "score", groups, variance_components, response_method="link"
             )
             if offset is not None:
                 raise ValueError("score() of a formula model takes no offset")

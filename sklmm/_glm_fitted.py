@@ -75,7 +75,11 @@ class FittedGLMM:
         # vcov(use.hessian = FALSE)) and of the predictions.
         joint = criterion.data.row_pass(criterion.family, beta, mode.b, joint=True)
         self._joint = criterion._objective(joint.stats)
-        self.fixed_cov_conditional = self._joint.fixed_effects_cov(theta, sigma2=1.0)
+        try:
+            self.fixed_cov_conditional = self._joint.fixed_effects_cov(theta, sigma2=1.0)
+        except np.linalg.LinAlgError:  # separated outcomes: X'WX is numerically singular
+            p = len(beta)
+            self.fixed_cov_conditional = np.full((p, p), np.nan)
         self.fixed_cov = self._hessian_cov(fit.hessian, n_theta)
         self.covs, self.blups, self._condvar_parts = {}, {}, {}
         lams = criterion.lams(theta)

@@ -167,7 +167,24 @@ class GLMMData:
         return family.link_function(mu)
 
     def _stats(self, X, z, w):
-        """The weighted statistics of ``[Z X z]``."""
+        """The weighted statistics of ``[Z X z]``.
+
+        Far from the optimum (a trial step of the optimizer) a row whose fitted mean is
+        ~0 or ~1 against its response has a weight of ~0 and a working response of ~1/0:
+        ``z'Wz`` may overflow. The solves use ``Z'Wz`` and ``X'Wz`` only (``z'Wz`` is the
+        linear model's residual sum of squares, not used here), so it is capped; any other
+        overflow is a :class:`FloatingPointError` that ends the PIRLS run where it is.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            st = self._raw_stats(X, z, w)
+        zz = st.XytXy[-1, -1]
+        if not np.isfinite(zz):
+            st.XytXy[-1, -1] = 1e300
+        if not (np.isfinite(st.XytXy).all() and all(np.isfinite(a).all() for a in st.ZtXy)):
+            raise FloatingPointError("the working statistics overflow")
+        return st
+
+    def _raw_stats(self, X, z, w):
         if not self.sorted:
             return model_stats(
                 X, z, self.codes, self.n_levels, self.Z, weights=w, log_weights=False
@@ -274,8 +291,40 @@ class Mode:
         return self.objective if self.objective_obs is None else self.objective_obs
 
 
+class _NoTerms:
+    """The weighted least squares of a model without random effects (a GLM's IRLS step),
+    with the interface of :class:`~sklmm._blocked.BlockedDeviance` that is used here."""
+
+    def __init__(self, stats):
+        self.stats = stats
+        self.k = stats.n
+
+    def _factor(self, theta):
+        S = self.stats.XytXy
+        p = S.shape[0] - 1
+        R = np.linalg.cholesky(S)
+        return {
+            "beta": np.linalg.solve(R[:p, :p].T, R[p, :p]),
+            "L_C": R[:p, :p],
+            "r2": R[p, p] ** 2,
+        }
+
+    def log_det(self, theta):
+        return 0.0
+
+    def fixed_effects_cov(self, theta, sigma2=None):
+        p = self.stats.XytXy.shape[0] - 1
+        L_inv = np.linalg.inv(np.linalg.cholesky(self.stats.XytXy[:p, :p]))
+        return (1.0 if sigma2 is None else sigma2) * (L_inv.T @ L_inv)
+
+    def release(self):
+        pass
+
+
 def _spherical(obj, f, p):
     """``u`` (caller's order, (m_k, q_k) each) and ``beta`` from a factorization."""
+    if isinstance(obj, _NoTerms):
+        return np.asarray(f["beta"], dtype=float), []
     st = obj.stats
     Q1, Q2 = obj._solve_Q(f)
     beta = np.asarray(f["beta"], dtype=float)
@@ -338,6 +387,8 @@ class LaplaceCriterion:
         return [uk @ lam.T for uk, lam in zip(u, lams, strict=True)]
 
     def _objective(self, stats):
+        if not self.structures:
+            return _NoTerms(stats)
         return BlockedDeviance(stats, False, self.structures)
 
     def pirls(self, theta, beta, u, joint, start=False):
@@ -355,15 +406,27 @@ class LaplaceCriterion:
             it += 1
             self.n_pirls += 1
             obj = self._objective(rp.stats)
-            f = obj._factor(theta)
+            try:
+                f = obj._factor(theta)
+            except (np.linalg.LinAlgError, FloatingPointError):
+                # The working statistics are not positive definite: weights of ~0 with
+                # working responses of ~1/0, where the fitted means are 0 or 1 (the fixed
+                # effects separate the outcomes). The mode is where it is now.
+                break
             beta_new, u_new = _spherical(obj, f, p)
             if not joint:
                 beta_new = beta
             for _ in range(12):
-                rp_new = data.row_pass(fam, beta_new, self._b(u_new, lams), joint)
-                pen_new = sum(float(np.sum(uk * uk)) for uk in u_new)
-                pdev_new = -2.0 * rp_new.loglik + pen_new
-                if not np.isfinite(pdev) or pdev_new <= pdev + 1e-11 * (abs(pdev) + 1.0):
+                try:
+                    rp_new = data.row_pass(fam, beta_new, self._b(u_new, lams), joint)
+                except FloatingPointError:
+                    pdev_new = np.inf
+                else:
+                    pen_new = sum(float(np.sum(uk * uk)) for uk in u_new)
+                    pdev_new = -2.0 * rp_new.loglik + pen_new
+                if np.isfinite(pdev_new) and (
+                    not np.isfinite(pdev) or pdev_new <= pdev + 1e-11 * (abs(pdev) + 1.0)
+                ):
                     break
                 beta_new = 0.5 * (beta + beta_new)
                 u_new = [0.5 * (a + c) for a, c in zip(u, u_new, strict=True)]
@@ -395,7 +458,11 @@ class LaplaceCriterion:
         return -2.0 * ll
 
     def value(self, x, u=None):
-        """``D`` at ``x = (theta, beta)`` with PIRLS in ``u`` from ``u`` (or the last modes)."""
+        """``D`` at ``x = (theta, beta)`` with PIRLS in ``u`` from ``u`` (or the last modes).
+
+        Raises :class:`FloatingPointError` where the working statistics overflow (far
+        outside the region of the optimum).
+        """
         self.n_evaluations += 1
         theta, beta = x[: self.n_theta], x[self.n_theta :]
         mode = self.pirls(theta, beta, self.u if u is None else u, joint=False)
@@ -512,6 +579,10 @@ class GLMMFit:
     log: list
 
 
+#: The criterion's value where it cannot be evaluated (the working statistics overflow).
+_FAR = 1e300
+
+
 def _bounds(lower):
     return [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
@@ -564,7 +635,10 @@ def fit_glmm(criterion, *, max_iter=200, tol=1e-7, hessian=True):
     if c.analytic_gradient:
 
         def fun_grad(x):
-            val, grad, mode = c.value_and_grad(x, center["u"])
+            try:
+                val, grad, mode = c.value_and_grad(x, center["u"])
+            except FloatingPointError:  # a trial step far out: the line search backs off
+                return _FAR, np.zeros_like(x)
             center["u"] = mode.u
             return val, grad
 
@@ -574,10 +648,16 @@ def fit_glmm(criterion, *, max_iter=200, tol=1e-7, hessian=True):
     else:
 
         def fun2(x):
-            return c.value(x, center["u"])[0]
+            try:
+                return c.value(x, center["u"])[0]
+            except FloatingPointError:
+                return _FAR
 
         def fun_grad(x):
-            val, mode = c.value(x, center["u"])
+            try:
+                val, mode = c.value(x, center["u"])
+            except FloatingPointError:  # a trial step far out: the line search backs off
+                return _FAR, np.zeros_like(x)
             center["u"] = mode.u  # every difference warm-started at the modes of x
             h = 1e-4 * np.maximum(1.0, np.abs(x))
             return val, _fd_gradient(fun2, x, lower, h)
@@ -613,7 +693,7 @@ def fit_glmm(criterion, *, max_iter=200, tol=1e-7, hessian=True):
         deviance=float(dev),
         hessian=H,
         converged=converged,
-        n_iter=int(res2.nit),
+        n_iter=int(res2.nit) if c.n_theta else glm.iterations,  # a GLM: its IRLS steps
         message=str(res2.message),
         n_pirls=c.n_pirls,
         n_evaluations=c.n_evaluations,

@@ -24,10 +24,11 @@ class _GroupScorer:
     (once requested with :meth:`set_score_request`) to it.
     """
 
-    def __init__(self, score_func, sign, kwargs):
+    def __init__(self, score_func, sign, kwargs, response_method="predict"):
         self._score_func = score_func
         self._sign = sign
         self._kwargs = kwargs
+        self._response_method = response_method
         self._requests = {"groups": True, "variance_components": True, "sample_weight": None}
 
     def __call__(
@@ -37,7 +38,9 @@ class _GroupScorer:
         if getattr(final, "_from_formula", False) and not isinstance(estimator, Pipeline):
             # A formula model reads its grouping factors (and the response, for a
             # two-sided formula scored with y=None) from the data.
-            y_true, y_pred, weights = final._formula_targets(X, y_true, sample_weight, "score")
+            y_true, y_pred, weights = final._formula_targets(
+                X, y_true, sample_weight, "score", response_method=self._response_method
+            )
             kwargs = dict(self._kwargs)
             if weights is not None:
                 kwargs["sample_weight"] = weights
@@ -46,7 +49,8 @@ class _GroupScorer:
         if no_labels and not getattr(final, "_from_formula", False):
             warn_user(_SCORER_NO_GROUPS, NoGroupsWarning)
         labels = {"groups": groups, "variance_components": variance_components}
-        y_pred = _predict(estimator, X, {k: v for k, v in labels.items() if v is not None})
+        labels = {k: v for k, v in labels.items() if v is not None}
+        y_pred = _predict(estimator, X, labels, self._response_method)
         kwargs = dict(self._kwargs)
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
@@ -91,8 +95,8 @@ class _GroupScorer:
         return request
 
 
-def _predict(estimator, X, labels):
-    """``estimator.predict(X, **labels)``; a Pipeline's last step gets the labels directly.
+def _predict(estimator, X, labels, method="predict"):
+    """``estimator.<method>(X, **labels)``; a Pipeline's last step gets the labels directly.
 
     With metadata routing, a Pipeline passes ``groups`` to its last step's ``predict``
     only when that step requested it (``set_predict_request(groups=True)``); without the
@@ -102,9 +106,9 @@ def _predict(estimator, X, labels):
     is raised as it is.
     """
     if not labels:
-        return estimator.predict(X)
+        return getattr(estimator, method)(X)
     try:
-        return estimator.predict(X, **labels)
+        return getattr(estimator, method)(X, **labels)
     except UnsetMetadataPassedError:
         if not isinstance(estimator, Pipeline) or _transform_requests(estimator):
             raise
@@ -112,7 +116,7 @@ def _predict(estimator, X, labels):
     for _, step in estimator.steps[:-1]:
         if step is not None and not (isinstance(step, str) and step == "passthrough"):
             Xt = step.transform(Xt)
-    return _predict(estimator.steps[-1][1], Xt, labels)
+    return _predict(estimator.steps[-1][1], Xt, labels, method)
 
 
 def _transform_requests(pipeline):
@@ -126,7 +130,10 @@ def _transform_requests(pipeline):
     return False
 
 
-def make_group_scorer(metric, *, greater_is_better=True, **kwargs):
+_RESPONSE_METHODS = ("predict", "predict_proba", "decision_function")
+
+
+def make_group_scorer(metric, *, greater_is_better=True, response_method="predict", **kwargs):
     """Make a scorer that scores conditional predictions with a metric.
 
     scikit-learn's string scorers (``"r2"``, ``"neg_mean_squared_error"``) call
@@ -148,6 +155,12 @@ def make_group_scorer(metric, *, greater_is_better=True, **kwargs):
     greater_is_better : bool, default=True
         Whether a higher ``metric`` is better; if not, the scorer returns its negative, as
         scikit-learn's ``make_scorer`` does.
+    response_method : {"predict", "predict_proba", "decision_function"}, default="predict"
+        The estimator's method whose output ``metric`` scores (with the labels):
+        ``"predict_proba"`` passes a classifier's (n, 2) probabilities, as to
+        :func:`sklearn.metrics.log_loss`; for a metric of the probability of the second
+        class, such as :func:`sklearn.metrics.roc_auc_score`, use
+        ``"decision_function"`` (a monotone function of it) or wrap the metric.
     **kwargs
         Further keyword arguments of ``metric``.
 
@@ -180,4 +193,8 @@ def make_group_scorer(metric, *, greater_is_better=True, **kwargs):
     """
     if not callable(metric):
         raise TypeError(f"metric must be a callable metric(y_true, y_pred), got {metric!r}")
-    return _GroupScorer(metric, 1 if greater_is_better else -1, kwargs)
+    if response_method not in _RESPONSE_METHODS:
+        raise ValueError(
+            f"response_method={response_method!r}: expected one of {list(_RESPONSE_METHODS)}"
+        )
+    return _GroupScorer(metric, 1 if greater_is_better else -1, kwargs, response_method)
