@@ -60,6 +60,23 @@ def _check_response(family, y, m):
         warn_user("non-integer counts in a Poisson model (R's glm warns too)", UserWarning)
 
 
+def _check_design(xtx, n, fixed_names, fit_intercept, names_given):
+    """The linear model's checks of the fixed effects (rows, constant and collinear
+    columns) from the design's cross-products ``X'X`` (intercept column first when
+    fitted), centred here; a response column of 1 stands in for ``y``."""
+    k = xtx.shape[0]
+    cp = np.zeros((k + 1, k + 1))
+    if fit_intercept and n:
+        col_means = xtx[0, 1:] / n
+        cp[0, 0] = n
+        cp[1:k, 1:k] = xtx[1:, 1:] - n * np.outer(col_means, col_means)
+    else:
+        col_means = np.zeros(max(k - 1, 0))
+        cp[:k, :k] = xtx
+    cp[-1, -1] = 1.0
+    check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept, None, names_given)
+
+
 class _MixedGLMBase(MixedModelBase):
     """The fit, linear predictor and summary of both GLMM estimators."""
 
@@ -136,14 +153,7 @@ class _MixedGLMBase(MixedModelBase):
         Xf = X[:, :p]
         design = np.column_stack([np.ones(n), Xf]) if fit_intercept else Xf
         fixed_names = (["(Intercept)"] if fit_intercept else []) + list(feature_names[:p])
-        # The linear model's checks of the fixed effects (rows, constant and collinear
-        # columns), on the centred cross-products; a response column of 1 stands in for y.
-        col_means = Xf.mean(axis=0) if n else np.zeros(p)
-        Xc = np.column_stack([np.ones(n), Xf - col_means]) if fit_intercept else Xf
-        cp = np.zeros((Xc.shape[1] + 1, Xc.shape[1] + 1))
-        cp[:-1, :-1] = Xc.T @ Xc
-        cp[-1, -1] = 1.0
-        check_fixed_effects(cp, n, col_means, fixed_names, fit_intercept, None, names_given)
+        _check_design(design.T @ design, n, fixed_names, fit_intercept, names_given)
         data = GLMMData(
             X=design,
             y=np.asarray(y, dtype=float),
@@ -166,10 +176,57 @@ class _MixedGLMBase(MixedModelBase):
         return model, data
 
     def _dask_model(self, X, y, groups, variance_components, sample_weight, offset=None):
-        raise ValueError(
-            "the GLMM estimators fit in-memory data; compute the Dask collections first "
-            "(Dask input is supported by MixedLMRegressor)"
+        """The model of Dask collections: persisted row blocks, summed per pass."""
+        from ._dask import DaskData
+        from ._glmm_dask import dask_glmm_data
+        from ._validation import check_slope_labels
+
+        if self.random_effects is None and _is_dask_collection(X) and hasattr(X, "columns"):
+            check_slope_labels(X._meta, self.random_slopes)
+        data = DaskData(X, y, groups, variance_components, sample_weight)
+        self.n_features_in_ = data.n_features
+        if data.feature_names is not None:
+            self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
+        terms = self._terms_for(None, data.groups_names, data.vc_names)
+        data.summarize(terms)
+        binary = isinstance(self, ClassifierMixin)
+        if binary:
+            self.classes_ = np.array([0, 1])
+        gdata, summary = dask_glmm_data(
+            data,
+            terms,
+            offset,
+            fit_intercept=self.fit_intercept,
+            n_features=data.n_features,
+            family=self._family_,
+            binary=binary,
         )
+        names = self._feature_names()
+        fixed_names = (["(Intercept)"] if self.fit_intercept else []) + list(names)
+        n = summary["n"]
+        _check_design(
+            summary["xtx"], n, fixed_names, self.fit_intercept, data.feature_names is not None
+        )
+        if self._family_.family == "binomial" and summary["y_min"] == summary["y_max"]:
+            raise ValueError(
+                f"every row (of positive weight) has the response {summary['y_min']:g}: only "
+                "one class is left, and its probability has no finite maximum-likelihood "
+                "estimate"
+            )
+        model = GLMMModel(
+            terms=terms,
+            fixed_names=fixed_names,
+            fit_intercept=bool(self.fit_intercept),
+            x_mean=np.zeros(data.n_features),
+            label_columns={
+                "groups": data.groups_names.names(),
+                "variance_components": data.vc_names.names(),
+            },
+            n=n,
+            family=self._family_,
+            weighted=sample_weight is not None,
+        )
+        return model, gdata
 
     def _set_fitted(self, fitted, data):
         beta = fitted.beta
@@ -219,12 +276,10 @@ class _MixedGLMBase(MixedModelBase):
         """Warn when the fixed effects separate the responses (estimates diverging)."""
         if fitted.family.family != "binomial":
             return
-        eta = data.X @ fitted.beta + data.offset
-        mu = fitted.family.linkinv(eta)
-        extreme = (mu < 1e-10) | (mu > 1 - 1e-10)
-        if extreme.any():
+        extreme = data.extreme_rows(fitted.family, fitted.beta)
+        if extreme:
             warn_user(
-                f"{int(extreme.sum())} row(s) have fitted probabilities of 0 or 1 from the "
+                f"{extreme} row(s) have fitted probabilities of 0 or 1 from the "
                 "fixed effects alone: the fixed effects (quasi-)separate the outcomes, so "
                 "some estimates and their standard errors are not finite in fact (they "
                 "stop where the optimizer stopped). Remove or merge the separating "
@@ -264,13 +319,18 @@ class _MixedGLMBase(MixedModelBase):
         out = self._predict_raw(X, groups, variance_components, return_std)
         eta = out[0] if return_std else out
         if offset is not None:
-            eta = eta + check_offset(offset, len(eta))
+            if _is_dask_collection(eta) or _is_dask_collection(offset):
+                eta = eta + offset  # lazily; the offset partitioned like X
+            else:
+                eta = eta + check_offset(offset, len(eta))
         return (eta, out[1]) if return_std else eta
 
     def _response(self, raw, response_method):
         """Predictions of ``response_method`` from the linear predictor (``"link"``: itself)."""
         if response_method in ("link", "decision_function"):
             return raw
+        if _is_dask_collection(raw):
+            return self._dask_response(raw, response_method)
         mu = self._family_.linkinv(raw)
         if response_method == "predict" and not isinstance(self, ClassifierMixin):
             return mu
@@ -280,11 +340,36 @@ class _MixedGLMBase(MixedModelBase):
             return np.column_stack([1.0 - mu, mu])
         raise ValueError(f"{type(self).__name__} has no {response_method}()")
 
-    def _mean(self, X, groups, offset, variance_components):
+    def _dask_response(self, raw, response_method):
+        """:meth:`_response` of a lazy linear predictor, partition by partition (a Dask
+        Series stays one; ``predict_proba`` gives a Dask Array of two columns)."""
+        if response_method == "predict_proba":
+            eta = raw.to_dask_array(lengths=True) if hasattr(raw, "to_dask_array") else raw
+            return eta.map_blocks(
+                lambda e: self._response(e, response_method),
+                dtype=float,
+                new_axis=1,
+                chunks=(eta.chunks[0], (2,)),
+            )
+        dtype = (
+            self.classes_.dtype
+            if response_method == "predict" and hasattr(self, "classes_")
+            else float
+        )
+        if hasattr(raw, "map_partitions"):
+            return raw.map_partitions(
+                lambda e: pd.Series(
+                    self._response(e.to_numpy(), response_method), index=e.index, name=e.name
+                ),
+                meta=pd.Series(dtype=dtype, name=raw.name),
+            )
+        return raw.map_blocks(lambda e: self._response(e, response_method), dtype=dtype)
+
+    def _predict_response(self, X, groups, offset, variance_components, response_method):
         eta = self.linear_predictor(
             X, groups, offset=offset, variance_components=variance_components
         )
-        return self._family_.linkinv(eta)
+        return self._response(eta, response_method)
 
     def _warn_no_labels(self, method, groups, variance_components):
         if (
@@ -564,8 +649,7 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
         ndarray of shape (n_samples, 2)
             The probabilities of ``classes_[0]`` and ``classes_[1]``.
         """
-        p1 = self._mean(X, groups, offset, variance_components)
-        return np.column_stack([1.0 - p1, p1])
+        return self._predict_response(X, groups, offset, variance_components, "predict_proba")
 
     def predict(self, X, groups=None, *, offset=None, variance_components=None):
         """The more probable class of each row.
@@ -579,8 +663,7 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
         -------
         ndarray of shape (n_samples,)
         """
-        p1 = self._mean(X, groups, offset, variance_components)
-        return self.classes_[(p1 > 0.5).astype(int)]
+        return self._predict_response(X, groups, offset, variance_components, "predict")
 
     def score(
         self, X, y=None, sample_weight=None, *, groups=None, offset=None, variance_components=None
@@ -745,7 +828,7 @@ feature_names_in_
         -------
         ndarray of shape (n_samples,)
         """
-        return self._mean(X, groups, offset, variance_components)
+        return self._predict_response(X, groups, offset, variance_components, "predict")
 
     def score(
         self, X, y=None, sample_weight=None, *, groups=None, offset=None, variance_components=None

@@ -107,8 +107,11 @@ class GLMMData:
             self.codes = [self.codes[0][order]]
             self.Z = [np.ascontiguousarray(self.Z[0][order])]
             self.counts = np.bincount(self.codes[0], minlength=self.n_levels[0])
-            # every level has rows (the terms' levels are the data's)
-            self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+            # A part of the rows (a Dask partition) may lack levels: the sums run over the
+            # levels present and are scattered into all of them.
+            self.present = np.flatnonzero(self.counts)
+            self.starts = np.concatenate([[0], np.cumsum(self.counts[self.present])[:-1]])
+            self.all_present = len(self.present) == self.n_levels[0]
 
     @property
     def n(self):
@@ -128,9 +131,22 @@ class GLMMData:
         """Per-level values (m, ...) at every row (sorted one-term data)."""
         return np.repeat(v, self.counts, axis=0)
 
-    def level_sums(self, M):
-        """Per-level sums of the rows of ``M`` (sorted one-term data)."""
-        return np.add.reduceat(M, self.starts, axis=0)
+    def level_sums(self, M, axis=0):
+        """Per-level sums of the rows of ``M`` along ``axis`` (sorted one-term data)."""
+        if not self.n:
+            shape = list(M.shape)
+            shape[axis] = self.n_levels[0]
+            return np.zeros(shape)
+        sums = np.add.reduceat(M, self.starts, axis=axis)
+        if self.all_present:
+            return sums
+        shape = list(M.shape)
+        shape[axis] = self.n_levels[0]
+        out = np.zeros(shape)
+        index = [slice(None)] * M.ndim
+        index[axis] = self.present
+        out[tuple(index)] = sums
+        return out
 
     def _products(self, left, right):
         """Per-level sums of ``a * b`` for every ``a`` in ``left``, ``b`` in ``right``:
@@ -143,7 +159,7 @@ class GLMMData:
             for b in right:
                 np.multiply(a, b, out=M[r])
                 r += 1
-        return np.add.reduceat(M, self.starts, axis=1)
+        return self.level_sums(M, axis=1)
 
     def random_part(self, b):
         """``Z b`` for the random effects ``b`` (one (m_k, q_k) array per term)."""
@@ -246,22 +262,36 @@ class GLMMData:
             "Xwh": self.X.T @ wh,
         }
 
-    def quadrature(self, family, beta, theta, u_hat, h, n_agq):
-        """``sum_l log L_l`` by adaptive Gauss-Hermite quadrature (one scalar term)."""
-        x, w = np.polynomial.hermite.hermgauss(n_agq)
+    def extreme_rows(self, family, beta):
+        """Rows whose fitted mean from the fixed effects alone is within 1e-10 of 0 or 1."""
+        mu = family.linkinv(self.offset + self.X @ beta)
+        return int(np.count_nonzero((mu < 1e-10) | (mu > 1 - 1e-10)))
+
+    def node_loglik(self, family, beta, theta, u_hat, h, n_agq):
+        """Per level, the log-likelihood of its rows at every quadrature node: (K, m)."""
+        x, _ = np.polynomial.hermite.hermgauss(n_agq)
         z = self.Z[0][:, 0]
         fixed = self.offset + self.X @ beta
         scale = np.sqrt(2.0 / h)
-        logs = np.empty((len(x), len(h)))
+        out = np.empty((len(x), len(h)))
         for k, xk in enumerate(x):
-            u = u_hat + scale * xk
-            eta = fixed + theta * z * self._expand(u)
-            ll = family.row_terms(eta, self.y, self.m).loglik
-            logs[k] = np.add.reduceat(ll, self.starts) - 0.5 * u * u + xk * xk
-        logs += np.log(w / np.sqrt(np.pi))[:, None]
-        top = logs.max(axis=0)
-        total = np.sum(top + np.log(np.exp(logs - top).sum(axis=0)) - 0.5 * np.log(h))
-        return float(total) + self.constant(family)
+            eta = fixed + theta * z * self._expand(u_hat + scale * xk)
+            out[k] = self.level_sums(family.row_terms(eta, self.y, self.m).loglik)
+        return out
+
+    def quadrature(self, family, beta, theta, u_hat, h, n_agq):
+        """``sum_l log L_l`` by adaptive Gauss-Hermite quadrature (one scalar term)."""
+        nodes = self.node_loglik(family, beta, theta, u_hat, h, n_agq)
+        return agq_total(nodes, u_hat, h, n_agq) + self.constant(family)
+
+
+def agq_total(nodes, u_hat, h, n_agq):
+    """``sum_l log L_l`` from the per-level log-likelihoods at the nodes (module docstring)."""
+    x, w = np.polynomial.hermite.hermgauss(n_agq)
+    u = u_hat + np.sqrt(2.0 / h) * x[:, None]
+    logs = nodes - 0.5 * u * u + (x * x + np.log(w / np.sqrt(np.pi)))[:, None]
+    top = logs.max(axis=0)
+    return float(np.sum(top + np.log(np.exp(logs - top).sum(axis=0)) - 0.5 * np.log(h)))
 
 
 @dataclass

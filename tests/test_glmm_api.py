@@ -172,7 +172,7 @@ def test_classes_and_predictions(classifier):
 
 
 def test_new_levels_get_population_predictions(classifier):
-    clf, (X, y, g) = classifier
+    clf, (X, _y, g) = classifier
     new = pd.Series(["new"] * len(X), name="school")
     np.testing.assert_allclose(clf.decision_function(X, new), clf.decision_function(X))
     seen = clf.decision_function(X, g)
@@ -181,7 +181,7 @@ def test_new_levels_get_population_predictions(classifier):
 
 
 def test_return_std_on_the_link_scale(classifier):
-    clf, (X, y, g) = classifier
+    clf, (X, _y, g) = classifier
     eta, sd = clf.linear_predictor(X, g, return_std=True)
     np.testing.assert_allclose(eta, clf.decision_function(X, g))
     _, sd_new = clf.linear_predictor(X, pd.Series(["new"] * len(X), name="school"), return_std=True)
@@ -196,7 +196,7 @@ def test_return_std_on_the_link_scale(classifier):
 
 
 def test_pickle_round_trip(classifier):
-    clf, (X, y, g) = classifier
+    clf, (X, _y, g) = classifier
     back = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(back.predict_proba(X, groups=g), clf.predict_proba(X, groups=g))
 
@@ -266,7 +266,7 @@ def test_binomial_trials_equal_expanded_rows():
 
 def test_glm_without_groups_matches_sklearn():
     """No groups: an unpenalized GLM, equal to scikit-learn's (and its likelihood exact)."""
-    X, y, g, off = count_data()
+    X, y, _g, _off = count_data()
     with pytest.warns(NoGroupsWarning):
         est = MixedGLMRegressor().fit(X, y)
     ref = PoissonRegressor(alpha=0, tol=1e-12, max_iter=1000).fit(X, y)
@@ -326,14 +326,6 @@ def test_separation_warns():
             warnings.simplefilter("ignore", category=UserWarning)
             warnings.simplefilter("always", category=SeparationWarning)
             MixedGLMClassifier().fit(x[:, None], y, groups=g)
-
-
-def test_dask_input_is_a_clear_error():
-    dd = pytest.importorskip("dask.dataframe")
-    X, y, g = binary_data()
-    frame = dd.from_pandas(X.assign(y=(y == "pass").astype(int), g=g), npartitions=2)
-    with pytest.raises(ValueError, match="Dask"):
-        MixedGLMClassifier().fit(frame[["x"]], frame["y"], groups=frame["g"])
 
 
 def test_clone_and_params():
