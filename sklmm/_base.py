@@ -77,6 +77,11 @@ def _is_dask_collection(obj):
     return type(obj).__module__.partition(".")[0] in ("dask", "dask_expr")
 
 
+def _term_signature(terms):
+    """The terms' names, columns and covariance types (a warm start needs them equal)."""
+    return tuple((t.name, tuple(t.columns), t.covariance) for t in terms)
+
+
 def check_offset(offset, n):
     """An offset (one finite number per row) as a float array, or ``None``."""
     if offset is None:
@@ -105,6 +110,14 @@ class MixedModelBase(BaseEstimator):
         raise NotImplementedError  # pragma: no cover - abstract
 
     # -- fit ----------------------------------------------------------------------------
+    def _warm_start_state(self):
+        """What a ``warm_start`` refit may start from: the last fit's terms (their names,
+        columns and covariance types) and its fitted model; ``None`` without one."""
+        if not getattr(self, "warm_start", False) or "_fitted" not in self.__dict__:
+            return None
+        fitted = self._fitted
+        return _term_signature(fitted.model.terms), fitted
+
     def _prepare(self, X, y, groups, variance_components, sample_weight, offset=None):
         """The model of the inputs of ``fit`` (formula, Dask or in-memory arrays)."""
         inputs = (X, y, groups, variance_components, sample_weight)

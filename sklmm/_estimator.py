@@ -17,7 +17,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import MixedModelBase, _is_dask_collection
+from ._base import MixedModelBase, _is_dask_collection, _term_signature
 from ._covariance import COVARIANCE_TYPES
 from ._ddf import anova_table, contrast_matrix, ddf_method
 from ._design import NA_ACTIONS
@@ -85,6 +85,23 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+def _rescaled_theta(fitted, model):
+    """The relative covariance factors of a fitted model on a new model's scale.
+
+    ``theta`` lives on the scale of each term's centred and rescaled columns; the user's
+    covariances, divided by the residual variance, are the same on any data, so they
+    are carried over (exactly the last ``theta`` when the data are the same).
+    """
+    parts = []
+    for k, t in enumerate(model.terms):
+        psi = fitted.covs[t.name].to_numpy() / fitted.sigma2
+        s, A = model.scales[k], model.shifts[k]
+        Ainv = np.linalg.inv(A)
+        psi_c = (Ainv @ psi @ Ainv.T) * np.outer(s, s)
+        parts.append(t.structure.theta_from_psi(psi_c))
+    return np.concatenate(parts) if parts else None
 
 
 class MixedLMRegressor(RegressorMixin, MixedModelBase):
@@ -192,6 +209,13 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         criterion with its gradient requested by L-BFGS-B), for every
         solver: the phase, the iteration, ``-2 log L`` and the gradient norm
         of the row of ``fit_log_``.
+    warm_start : bool, default=False
+        scikit-learn's convention: a refit starts from the variance parameters
+        of the previous fit (its covariances relative to the residual variance,
+        moved to the new data's column scales) when the random-effects terms
+        are the same; otherwise from the usual start. A refit on the same data
+        then converges in one or two iterations; the estimates are those of a
+        cold start (the optimum does not depend on the start).
 
     Attributes
     ----------
@@ -366,6 +390,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         "em_max_iter": [None, Interval(Integral, 0, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "verbose": ["verbose"],
+        "warm_start": ["boolean"],
     }
 
     def __init__(
@@ -383,6 +408,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         em_max_iter=None,
         tol=1e-7,
         verbose=0,
+        warm_start=False,
     ):
         self.formula = formula
         self.na_action = na_action
@@ -396,6 +422,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         self.em_max_iter = em_max_iter
         self.tol = tol
         self.verbose = verbose
+        self.warm_start = warm_start
 
     # -- fit ------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -448,12 +475,17 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
             return self._fit(X, y, groups, variance_components, sample_weight)
 
     def _fit(self, X, y, groups, variance_components, sample_weight):
+        warm = self._warm_start_state()
         self._reset()
         model = self._prepare(X, y, groups, variance_components, sample_weight)
         if not model.terms:
             warn_user(_NO_GROUPS, NoGroupsWarning)
         solver, em_max_iter = resolve_solver(self.solver, self.em_max_iter, model.one_factor)
         objective = model.criterion(solver)
+        theta0 = None
+        if warm is not None and warm[0] == _term_signature(model.terms):
+            # The last fit's variance parameters, moved to this data's column scales.
+            theta0 = _rescaled_theta(warm[1], model)
         opt = optimize(
             objective,
             solver,
@@ -462,6 +494,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
             tol=self.tol,
             verbose=self.verbose,
             blocks=model.blocks,
+            theta0=theta0,
         )
         fitted = FittedModel(
             model, objective, opt, tol=self.tol, max_iter=self.max_iter, em_max_iter=em_max_iter

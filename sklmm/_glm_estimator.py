@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import assert_all_finite, check_is_fitted, column_or_1d
 
-from ._base import MixedModelBase, _is_dask_collection, check_offset
+from ._base import MixedModelBase, _is_dask_collection, _term_signature, check_offset
 from ._covariance import COVARIANCE_TYPES
 from ._design import NA_ACTIONS
 from ._exceptions import (
@@ -91,6 +91,7 @@ class _MixedGLMBase(MixedModelBase):
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="neither")],
         "verbose": ["verbose"],
+        "warm_start": ["boolean"],
     }
 
     # -- fit ---------------------------------------------------------------------------
@@ -101,6 +102,7 @@ class _MixedGLMBase(MixedModelBase):
         return y
 
     def _fit(self, X, y, groups, variance_components, sample_weight, offset):
+        warm = self._warm_start_state()
         self._reset()
         self._family_ = self._family()
         if y is not None and not _is_dask_collection(y) and self.formula is None:
@@ -118,7 +120,18 @@ class _MixedGLMBase(MixedModelBase):
         criterion = LaplaceCriterion(
             data, self._family_, [t.structure for t in gmodel.terms], n_agq=self.n_agq
         )
-        fit = fit_glmm(criterion, max_iter=self.max_iter, tol=self.tol)
+        start = None
+        if (
+            warm is not None
+            and warm[0] == _term_signature(gmodel.terms)
+            and warm[1].model.fixed_names == gmodel.fixed_names
+            and warm[1].family == self._family_
+        ):
+            old = warm[1]
+            same_levels = [t.n_levels for t in old.model.terms] == data.n_levels
+            u0 = [np.asarray(m) for m in old.fit.mode.u] if same_levels else None
+            start = (old.theta, old.beta, u0)
+        fit = fit_glmm(criterion, max_iter=self.max_iter, tol=self.tol, start=start)
         self._set_fitted(FittedGLMM(gmodel, criterion, fit), data)
         return self
 
@@ -497,6 +510,10 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
         Convergence tolerance of the projected gradient, per row.
     verbose : int, default=0
         Unused; kept for the interface of the linear model.
+    warm_start : bool, default=False
+        A refit with the same terms and fixed effects starts from the previous
+        estimates (and conditional modes, when the levels are the same), skipping
+        the GLM and the first stage.
 
     Attributes
     ----------
@@ -561,6 +578,7 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
         max_iter=200,
         tol=1e-7,
         verbose=0,
+        warm_start=False,
     ):
         self.link = link
         self.formula = formula
@@ -573,6 +591,7 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
         self.max_iter = max_iter
         self.tol = tol
         self.verbose = verbose
+        self.warm_start = warm_start
 
     def _family(self):
         return Family("binomial", self.link)
@@ -724,7 +743,7 @@ class MixedGLMRegressor(RegressorMixin, _MixedGLMBase):
         The link: the family's canonical one (``"logit"``, ``"log"``) when None; the
         binomial family also takes ``"probit"`` and ``"cloglog"``.
     formula, na_action, random_effects, random_slopes, covariance_type, fit_intercept, \
-n_agq, max_iter, tol, verbose
+n_agq, max_iter, tol, verbose, warm_start
         As for :class:`MixedGLMClassifier`.
 
     Attributes
@@ -771,6 +790,7 @@ feature_names_in_
         max_iter=200,
         tol=1e-7,
         verbose=0,
+        warm_start=False,
     ):
         self.family = family
         self.link = link
@@ -784,6 +804,7 @@ feature_names_in_
         self.max_iter = max_iter
         self.tol = tol
         self.verbose = verbose
+        self.warm_start = warm_start
 
     def _family(self):
         return Family(self.family, self.link)

@@ -617,12 +617,22 @@ def _bounds(lower):
     return [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
 
-def fit_glmm(criterion, *, max_iter=200, tol=1e-7, hessian=True):
-    """Fit ``theta`` and ``beta`` (see the module docstring's two stages)."""
+def fit_glmm(criterion, *, max_iter=200, tol=1e-7, hessian=True, start=None):
+    """Fit ``theta`` and ``beta`` (see the module docstring's two stages).
+
+    ``start``: ``(theta, beta, u)`` of an earlier fit (a warm start): the second stage
+    starts there, without the GLM and the first stage (``u`` may be ``None``).
+    """
     c = criterion
     data = c.data
     log = []
     scale = max(1.0, float(data.n))
+    if start is not None:
+        theta0, beta0, u0 = start
+        if u0 is not None:
+            c.u = u0
+        m1 = c.pirls(np.asarray(theta0, float), np.asarray(beta0, float), c.u, joint=False)
+        return _stage2(c, m1, log, scale, max_iter, tol, hessian, n_glm=0)
     # The GLM: PIRLS with theta = 0 from R's mustart.
     glm = c.pirls(np.zeros(c.n_theta), np.zeros(c.p), c.u, joint=True, start=True)
     if not np.all(np.isfinite(glm.beta)):
@@ -655,6 +665,11 @@ def fit_glmm(criterion, *, max_iter=200, tol=1e-7, hessian=True):
     m1 = best["mode"]
     if m1 is None:
         m1 = c.pirls(theta, state["beta"], state["u"], joint=True)
+    return _stage2(c, m1, log, scale, max_iter, tol, hessian, n_glm=glm.iterations)
+
+
+def _stage2(c, m1, log, scale, max_iter, tol, hessian, n_glm):
+    """The second stage from the modes ``m1``, the Hessian and the convergence check."""
     c.u = m1.u
 
     # Stage 2: (theta, beta) on the Laplace (or quadrature) deviance.
@@ -723,7 +738,7 @@ def fit_glmm(criterion, *, max_iter=200, tol=1e-7, hessian=True):
         deviance=float(dev),
         hessian=H,
         converged=converged,
-        n_iter=int(res2.nit) if c.n_theta else glm.iterations,  # a GLM: its IRLS steps
+        n_iter=int(res2.nit) if c.n_theta else n_glm,  # a GLM: its IRLS steps
         message=str(res2.message),
         n_pirls=c.n_pirls,
         n_evaluations=c.n_evaluations,
