@@ -28,7 +28,7 @@ from ._exceptions import (
     warn_user,
 )
 from ._fitted import FittedModel
-from ._inference import MixedLMSummary, fixed_effects_table, summary_blocks
+from ._inference import MixedLMSummary, check_alpha, fixed_effects_table, summary_blocks
 from ._model import build_model
 from ._optimize import ALL_SOLVERS, optimize, resolve_solver
 from ._validation import (
@@ -46,21 +46,6 @@ _NO_GROUPS = (
     "set_predict_request for conditional predictions); without routing, "
     "cross_validate(..., groups=g) passes groups to the splitter only."
 )
-
-
-def _check_alpha(alpha):
-    """``alpha`` strictly between 0 and 1 (one minus a confidence level)."""
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, Real)
-        or not np.isfinite(alpha)
-        or not 0 < alpha < 1
-    ):
-        raise ValueError(
-            f"alpha must be a number strictly between 0 and 1 (one minus the confidence "
-            f"level, 0.05 for 95% intervals), got {alpha!r}"
-        )
-    return float(alpha)
 
 
 def _varcorr_positions(terms):
@@ -85,23 +70,6 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
-
-
-def _rescaled_theta(fitted, model):
-    """The relative covariance factors of a fitted model on a new model's scale.
-
-    ``theta`` lives on the scale of each term's centred and rescaled columns; the user's
-    covariances, divided by the residual variance, are the same on any data, so they
-    are carried over (exactly the last ``theta`` when the data are the same).
-    """
-    parts = []
-    for k, t in enumerate(model.terms):
-        psi = fitted.covs[t.name].to_numpy() / fitted.sigma2
-        s, A = model.scales[k], model.shifts[k]
-        Ainv = np.linalg.inv(A)
-        psi_c = (Ainv @ psi @ Ainv.T) * np.outer(s, s)
-        parts.append(t.structure.theta_from_psi(psi_c))
-    return np.concatenate(parts) if parts else None
 
 
 class MixedLMRegressor(RegressorMixin, MixedModelBase):
@@ -485,7 +453,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         theta0 = None
         if warm is not None and warm[0] == _term_signature(model.terms):
             # The last fit's variance parameters, moved to this data's column scales.
-            theta0 = _rescaled_theta(warm[1], model)
+            theta0 = warm[1].theta_for(model)
         opt = optimize(
             objective,
             solver,
@@ -728,7 +696,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
             residual).
         """
         check_is_fitted(self)
-        alpha = _check_alpha(alpha)
+        alpha = check_alpha(alpha)
         if sample_weight is not None and (X is None or (y is None and not self._from_formula)):
             raise ValueError(
                 "summary() uses sample_weight for the scaled residuals only: pass it "
@@ -1067,7 +1035,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         from ._likelihood_profile import profile_table
 
         check_is_fitted(self)
-        alpha = _check_alpha(alpha)
+        alpha = check_alpha(alpha)
         names = parameter_names(self._fitted.model)
         return profile_table(self._fitted, alpha, self._refit_options(), names)[1]
 
@@ -1126,7 +1094,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         check_is_fitted(self)
         from ._bootstrap import parameter_names, parameters
 
-        alpha = _check_alpha(alpha)
+        alpha = check_alpha(alpha)
         fitted = self._fitted
         names = parameter_names(fitted.model)
         covs = [fitted.covs[t.name].to_numpy() for t in fitted.model.terms]

@@ -142,6 +142,22 @@ class FittedModel:
             self.singular = [model.terms[k].name for k in boundary_terms(theta, model.blocks)]
         objective.release()
 
+    def theta_for(self, model):
+        """These relative covariance factors on another model's scale (a warm start).
+
+        ``theta`` lives on the scale of each term's centred and rescaled columns; the
+        user's covariances, divided by the residual variance, are the same on any data,
+        so they are carried over (exactly this ``theta`` when the data are the same).
+        """
+        parts = []
+        for k, t in enumerate(model.terms):
+            psi = self.covs[t.name].to_numpy() / self.sigma2
+            s, A = model.scales[k], model.shifts[k]
+            Ainv = np.linalg.inv(A)
+            psi_c = (Ainv @ psi @ Ainv.T) * np.outer(s, s)
+            parts.append(t.structure.theta_from_psi(psi_c))
+        return np.concatenate(parts) if parts else None
+
     @property
     def condvars(self):
         """The conditional covariances of the BLUPs per term, as DataFrames (built on

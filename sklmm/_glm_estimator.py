@@ -25,10 +25,10 @@ from ._exceptions import (
     SingularFitWarning,
     warn_user,
 )
-from ._glm_family import LINKS, Family
+from ._glm_family import LINKS, Family, check_response
 from ._glm_fitted import FittedGLMM, GLMMModel
 from ._glmm import GLMMData, LaplaceCriterion, fit_glmm
-from ._inference import MixedLMSummary, fixed_effects_table, summary_blocks
+from ._inference import MixedLMSummary, check_alpha, fixed_effects_table, summary_blocks
 from ._validation import check_fixed_effects
 
 _NO_GROUPS = (
@@ -36,28 +36,6 @@ _NO_GROUPS = (
     "generalized linear model. Pass the group labels as fit(X, y, groups=g) (inside "
     "Pipeline or GridSearchCV: metadata routing, est.set_fit_request(groups=True))."
 )
-
-
-def _check_response(family, y, m):
-    """The response's errors for its family (``m``: trials or prior weights)."""
-    if family.family == "binomial":
-        if np.any((y < 0) | (y > 1)):
-            raise ValueError(
-                "a binomial response is a proportion in [0, 1] (with the number of trials "
-                "as sample_weight) or a 0/1 outcome; got values outside [0, 1] (for "
-                "counts of successes divide by the trials)"
-            )
-        k = m * y
-        if not np.allclose(k, np.round(k), rtol=0, atol=1e-7):
-            warn_user(
-                "non-integer numbers of successes (y * sample_weight) in a binomial "
-                "model, as R's glm warns: the likelihood is then not a binomial one",
-                UserWarning,
-            )
-    elif np.any(y < 0):
-        raise ValueError("a Poisson response is a count: got negative values")
-    elif not np.allclose(y, np.round(y), rtol=0, atol=1e-7):
-        warn_user("non-integer counts in a Poisson model (R's glm warns too)", UserWarning)
 
 
 def _check_design(xtx, n, fixed_names, fit_intercept, names_given):
@@ -157,7 +135,7 @@ class _MixedGLMBase(MixedModelBase):
         m = np.ones(n) if weights is None else weights
         if self.formula is not None:
             y = self._encode_y(y)
-        _check_response(family, y, m)
+        check_response(family, y, m)
         if family.family == "binomial" and n and (np.all(y == 0) or np.all(y == 1)):
             raise ValueError(
                 f"every row (of positive weight) has the response {y[0]:g}: only one class "
@@ -421,10 +399,8 @@ class _MixedGLMBase(MixedModelBase):
             effects), z statistics, p-values and Wald intervals; ``random_effects`` is
             lme4's ``as.data.frame(VarCorr(fit))``.
         """
-        from ._estimator import _check_alpha
-
         check_is_fitted(self)
-        alpha = _check_alpha(alpha)
+        alpha = check_alpha(alpha)
         fitted = self._fitted
         fixed = fixed_effects_table(
             fitted.model.fixed_names, fitted.beta, fitted.fixed_cov, alpha, None

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from ._exceptions import warn_user
+
 #: Links of each family (the first is the default, the canonical one).
 LINKS = {"binomial": ("logit", "probit", "cloglog"), "poisson": ("log",)}
 
@@ -198,3 +200,25 @@ class Family:
             eta = self.link_function(np.clip(mu, 1e-300, None))
         ll = self.row_terms(eta, y, m).loglik + self.row_constant(y, m)
         return np.maximum(2.0 * (self.saturated_loglik(y, m) - ll), 0.0)
+
+
+def check_response(family, y, m):
+    """The response's errors for its family (``m``: trials or prior weights)."""
+    if family.family == "binomial":
+        if np.any((y < 0) | (y > 1)):
+            raise ValueError(
+                "a binomial response is a proportion in [0, 1] (with the number of trials "
+                "as sample_weight) or a 0/1 outcome; got values outside [0, 1] (for "
+                "counts of successes divide by the trials)"
+            )
+        k = m * y
+        if not np.allclose(k, np.round(k), rtol=0, atol=1e-7):
+            warn_user(
+                "non-integer numbers of successes (y * sample_weight) in a binomial "
+                "model, as R's glm warns: the likelihood is then not a binomial one",
+                UserWarning,
+            )
+    elif np.any(y < 0):
+        raise ValueError("a Poisson response is a count: got negative values")
+    elif not np.allclose(y, np.round(y), rtol=0, atol=1e-7):
+        warn_user("non-integer counts in a Poisson model (R's glm warns too)", UserWarning)

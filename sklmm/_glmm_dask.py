@@ -27,6 +27,7 @@ from ._dask import (
     _x_block,
     _y_block,
 )
+from ._glm_family import check_response
 from ._glmm import GLMMData, RowPass, agq_total
 from ._terms import label_sources, match_terms
 
@@ -66,8 +67,6 @@ def _chunk(Xp, yp, gp, vp, wp, op, terms, fit_intercept, p):
 
 def _chunk_summary(chunk, family, binary):
     """What the client checks of the response and the fixed effects, for one block."""
-    from ._glm_estimator import _check_response
-
     y, m = chunk.y, chunk.m
     if binary and not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(
@@ -75,7 +74,7 @@ def _chunk_summary(chunk, family, binary):
             "not encoded lazily"
         )
     if chunk.n:
-        _check_response(family, y, m)
+        check_response(family, y, m)
     Xf = chunk.X
     return {
         "n": chunk.n,

@@ -22,6 +22,8 @@ Conventions (those of lme4 and statsmodels):
   order and the Wald form costs no refit.
 """
 
+from numbers import Real
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -548,3 +550,18 @@ def likelihood_ratio_test(model_a, model_b, *, refit=True):
             "the smaller model has the higher log-likelihood, so the models are not nested"
         )
     return _lr_table(*info)
+
+
+def check_alpha(alpha):
+    """``alpha`` strictly between 0 and 1 (one minus a confidence level)."""
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, Real)
+        or not np.isfinite(alpha)
+        or not 0 < alpha < 1
+    ):
+        raise ValueError(
+            f"alpha must be a number strictly between 0 and 1 (one minus the confidence "
+            f"level, 0.05 for 95% intervals), got {alpha!r}"
+        )
+    return float(alpha)
