@@ -3,6 +3,7 @@
 The public surface is what this module exports; every other module is private.
 """
 
+from ._cv import MixedLMRegressorCV
 from ._estimator import MixedLMRegressor
 from ._exceptions import (
     MissingDataWarning,
@@ -25,6 +26,7 @@ __all__ = [
     "MixedGLMRegressor",
     "MixedLMConvergenceWarning",
     "MixedLMRegressor",
+    "MixedLMRegressorCV",
     "NoGroupsWarning",
     "SeparationWarning",
     "SingularFitWarning",

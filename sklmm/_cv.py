@@ -1,0 +1,416 @@
+"""Cross-validated model selection from one pass over the rows: :class:`MixedLMRegressorCV`.
+
+Every candidate structure of one grouping factor (its random slopes, covariance type,
+REML or ML) is a sub-model of one union term: the intercept and every slope any
+candidate has. The rows are read once, fold by fold, into the raw (uncentred) weighted
+per-level cross-products of ``[Z_u 1 X y]`` (:mod:`sklmm._crossprod`): statistics
+are sums over rows, so a training set's are the sum of its folds'. A candidate's
+statistics on a training set follow by algebra: its columns are ``Z_c = Z_u A`` (the
+selected columns, minus their training means through the intercept column, as the
+in-memory fit centres them), and the centred fixed design ``[1, X - xbar, y - ybar]`` is
+``[1 X y] G``, so ``Z_c'Z_c = A'(Z_u'Z_u)A``, ``Z_c'[X y]_c = A'(Z_u'[1 X y])G`` and
+``[X y]_c'[X y]_c = G'([1 X y]'[1 X y])G``. The model of those statistics is built
+and fitted exactly as :class:`~sklmm.MixedLMRegressor` builds and fits it
+(:func:`~sklmm._model.model_from_stats`, the same criterion and optimizer), so its
+estimates are those of a fit on the training rows.
+
+The held-out score needs no pass either: the squared error of ``x'beta + z'b_g`` over
+a fold's rows is a quadratic form in its per-level statistics::
+
+    SSE = y'y - 2 beta'X'y + beta'X'X beta
+          + sum_g [b_g'Z_g'Z_g b_g + 2 b_g'Z_g'X beta - 2 b_g'Z_g'y],
+
+with ``b_g`` the training fit's BLUP of the level (0 for a level it did not see: the
+population prediction, as ``predict`` gives). ``R^2 = 1 - SSE / SST`` with the fold's
+own mean. These are the scores of ``GridSearchCV`` with the same folds and the
+estimator's ``score`` given the groups (conditional predictions; whole-group folds get
+population predictions), which is tested to 1e-8.
+"""
+
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.stats
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.model_selection import KFold, ParameterGrid, check_cv
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._covariance import COVARIANCE_TYPES
+from ._crossprod import BlockedStats, model_stats, sum_stats
+from ._estimator import MixedLMRegressor
+from ._fitted import FittedModel
+from ._model import model_from_stats
+from ._optimize import optimize, resolve_solver
+from ._terms import encode_terms, label_sources, resolve_terms, slope_positions
+from ._validation import check_slope_labels, label_columns, prepare_X
+
+#: The scores computed from the statistics (scikit-learn's names).
+SCORINGS = ("r2", "neg_mean_squared_error", "neg_root_mean_squared_error")
+
+#: The parameters a candidate may set.
+CANDIDATE_PARAMS = ("random_slopes", "covariance_type", "reml")
+
+
+def _sub_stats(raw, keep, A, G):
+    """A candidate's centred statistics from the union's raw ones (module docstring)."""
+    ZtZ = raw.ZtZ[0][keep]
+    ZtXy = raw.ZtXy[0][keep]
+    return BlockedStats(
+        ZtZ=[np.ascontiguousarray(np.matmul(np.matmul(A.T, ZtZ), A))],
+        cross={},
+        ZtXy=[np.ascontiguousarray(np.matmul(np.matmul(A.T, ZtXy), G))],
+        XytXy=G.T @ raw.XytXy @ G,
+        n=raw.n,
+        order=np.zeros(1, dtype=int),
+        level_counts=[raw.level_counts[0][keep]],
+        log_weights=raw.log_weights,
+    )
+
+
+class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
+    """Random-effects structure selected by cross-validation, from one pass over the rows.
+
+    scikit-learn's ``RidgeCV``/``LassoCV`` tradition for :class:`MixedLMRegressor`: every
+    candidate (random slopes, covariance type, REML or ML) is fitted on every training
+    set and scored on its fold from per-(level, fold) statistics formed once (see the
+    module docstring), then the best is refitted on all rows. The scores equal those of
+    ``GridSearchCV(MixedLMRegressor(...), candidates, cv=cv)`` scoring conditional
+    predictions with the groups (seen levels get their BLUPs; whole-group folds such as
+    ``GroupKFold`` score population predictions).
+
+    Parameters
+    ----------
+    candidates : dict or list of dict, default=None
+        A parameter grid (``sklearn.model_selection.ParameterGrid``) over
+        ``random_slopes``, ``covariance_type`` and ``reml``; ``None``: a random
+        intercept against an intercept and slopes on every column.
+    cv : int or cross-validation splitter, default=5
+        The folds: an int is ``KFold(cv)``; any splitter (``GroupKFold``,
+        ``KFold(shuffle=True)``...) is called with ``groups``. Each row must be in
+        exactly one of a split's training and test sets.
+    scoring : {"r2", "neg_mean_squared_error", "neg_root_mean_squared_error"}, default="r2"
+        The score of the held-out predictions.
+    fit_intercept : bool, default=True
+    solver, max_iter, em_max_iter, tol
+        As for :class:`MixedLMRegressor`, for every fit.
+    refit : bool, default=True
+        Refit the best candidate on all rows (``best_estimator_``).
+
+    Attributes
+    ----------
+    cv_results_ : dict of ndarray
+        As ``GridSearchCV``'s: ``params``, ``param_<name>``, ``split<k>_test_score``,
+        ``mean_test_score``, ``std_test_score``, ``rank_test_score``, ``mean_fit_time``.
+    best_index_, best_params_, best_score_
+        The best candidate (highest mean score; the first of ties).
+    best_estimator_ : MixedLMRegressor
+        The best candidate fitted on all rows (``refit=True``).
+    n_splits_ : int
+    n_features_in_, feature_names_in_
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import KFold
+    >>> from sklmm import MixedLMRegressorCV
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> df = load_sleepstudy()
+    >>> cv = MixedLMRegressorCV(
+    ...     candidates={"random_slopes": [None, ["Days"]], "reml": [True, False]},
+    ...     cv=KFold(5, shuffle=True, random_state=0),
+    ... ).fit(df[["Days"]], df["Reaction"], groups=df["Subject"])
+    >>> cv.best_params_["random_slopes"]
+    ['Days']
+    """
+
+    _parameter_constraints: dict = {
+        "candidates": [None, dict, list],
+        "cv": ["cv_object"],
+        "scoring": [StrOptions(set(SCORINGS))],
+        "fit_intercept": ["boolean"],
+        "solver": [str],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "em_max_iter": [None, Interval(Integral, 0, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "refit": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        *,
+        candidates=None,
+        cv=5,
+        scoring="r2",
+        fit_intercept=True,
+        solver="auto",
+        max_iter=100,
+        em_max_iter=None,
+        tol=1e-7,
+        refit=True,
+    ):
+        self.candidates = candidates
+        self.cv = cv
+        self.scoring = scoring
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.em_max_iter = em_max_iter
+        self.tol = tol
+        self.refit = refit
+
+    def _base(self, **params):
+        return MixedLMRegressor(
+            fit_intercept=self.fit_intercept,
+            solver=self.solver,
+            max_iter=self.max_iter,
+            em_max_iter=self.em_max_iter,
+            tol=self.tol,
+            **params,
+        )
+
+    def _grid(self, feature_names):
+        if self.candidates is None:
+            return list(ParameterGrid({"random_slopes": [None, list(feature_names)]}))
+        grid = list(ParameterGrid(self.candidates))
+        for params in grid:
+            bad = set(params) - set(CANDIDATE_PARAMS)
+            if bad:
+                raise ValueError(
+                    f"candidates may set {list(CANDIDATE_PARAMS)}, not {sorted(bad)} (other "
+                    "parameters are MixedLMRegressorCV's own, shared by every candidate)"
+                )
+            if params.get("covariance_type", "unstructured") not in COVARIANCE_TYPES:
+                raise ValueError(
+                    f"covariance_type={params['covariance_type']!r}: expected one of "
+                    f"{COVARIANCE_TYPES}"
+                )
+        return grid
+
+    def fit(self, X, y, groups):
+        """Score every candidate on every fold and refit the best.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Fixed-effect covariates.
+        y : array-like of shape (n_samples,)
+        groups : array-like of shape (n_samples,)
+            The grouping factor (one column), also given to the splitter.
+
+        Returns
+        -------
+        self : MixedLMRegressorCV
+        """
+        self._validate_params()
+        Xp = prepare_X(X)
+        X_arr, y_arr = validate_data(
+            self,
+            Xp,
+            y,
+            y_numeric=True,
+            ensure_min_samples=2,
+            ensure_min_features=0,
+            dtype=np.float64,
+        )
+        n, p = X_arr.shape
+        if groups is None:
+            raise ValueError("MixedLMRegressorCV needs groups (one grouping factor)")
+        names_given = hasattr(self, "feature_names_in_")
+        names = (
+            [str(c) for c in self.feature_names_in_] if names_given else [f"x{j}" for j in range(p)]
+        )
+        grid = self._grid(names)
+        groups_cols = label_columns(groups, "groups", n)
+        if len(list(groups_cols)) != 1:
+            raise ValueError("MixedLMRegressorCV takes one grouping factor (a 1-D groups)")
+        vc_cols = label_columns(None, "variance_components", n)
+        slopes = {}
+        for params in grid:
+            rs = params.get("random_slopes")
+            if rs is not None:
+                check_slope_labels(Xp, rs)
+            slopes[id(params)] = (
+                np.zeros(0, dtype=int)
+                if rs is None
+                else np.asarray(slope_positions(rs, getattr(self, "feature_names_in_", None), p, n))
+            )
+        union = np.unique(np.concatenate([np.zeros(0, dtype=int), *slopes.values()]))
+        (u_term,) = resolve_terms(
+            None, union, "unstructured", names, groups_cols, vc_cols, names_given
+        )
+        (codes,) = encode_terms([u_term], label_sources(groups_cols, vc_cols))
+        m = u_term.n_levels
+        Zu = np.column_stack([np.ones(n), X_arr[:, union]])
+        X1 = np.column_stack([np.ones(n), X_arr])
+
+        # The folds: every row in exactly one of each split's sets.
+        cv = check_cv(self.cv if not isinstance(self.cv, Integral) else KFold(self.cv))
+        with warnings.catch_warnings():  # KFold and the like ignore the groups: fine here
+            warnings.filterwarnings("ignore", message="The groups parameter is ignored")
+            splits = list(cv.split(X_arr, y_arr, np.asarray(groups)))
+        tests = [np.asarray(te) for _, te in splits]
+        for train, test in splits:
+            if len(train) + len(test) != n or len(np.intersect1d(train, test)):
+                raise ValueError(
+                    "MixedLMRegressorCV needs splits whose training and test sets together "
+                    "are all rows, once (KFold, GroupKFold, StratifiedKFold...)"
+                )
+        # One pass: the raw statistics of every test fold and of the rows in none.
+        fold_of = np.full(n, -1)
+        for k, te in enumerate(tests):
+            if (fold_of[te] >= 0).any():
+                raise ValueError("the splitter's test sets overlap: use a K-fold splitter")
+            fold_of[te] = k
+        pieces = []
+        for k in range(len(tests) + 1):
+            rows = np.flatnonzero(fold_of == (k if k < len(tests) else -1))
+            pieces.append(
+                model_stats(X1[rows], y_arr[rows], [codes[rows]], [m], [Zu[rows]])
+                if len(rows)
+                else None
+            )
+        fold_stats, rest = pieces[:-1], pieces[-1]
+
+        results = {"params": grid, "fit_time": np.zeros((len(grid), len(tests)))}
+        scores = np.zeros((len(grid), len(tests)))
+        for i, params in enumerate(grid):
+            for k in range(len(tests)):
+                parts = [s for j, s in enumerate(fold_stats) if j != k and s is not None]
+                if rest is not None:
+                    parts.append(rest)
+                train = sum_stats(*parts)
+                start = time.perf_counter()
+                beta, b = self._fit_candidate(
+                    train,
+                    params,
+                    slopes[id(params)],
+                    union,
+                    u_term,
+                    (names, names_given),
+                    (groups_cols, vc_cols),
+                )
+                results["fit_time"][i, k] = time.perf_counter() - start
+                scores[i, k] = self._score(fold_stats[k], beta, b, slopes[id(params)], union)
+        self.n_splits_ = len(tests)
+        mean, std = scores.mean(axis=1), scores.std(axis=1)
+        # GridSearchCV's ranking: ties share the lowest rank; the best is the first of them
+        rank = scipy.stats.rankdata(-mean, method="min").astype(np.int32)
+        cv_results = {"params": grid}
+        for key in sorted({k for params in grid for k in params}):
+            cv_results[f"param_{key}"] = np.ma.MaskedArray(
+                np.array([params.get(key) for params in grid], dtype=object),
+                mask=[key not in params for params in grid],
+            )
+        for k in range(len(tests)):
+            cv_results[f"split{k}_test_score"] = scores[:, k]
+        cv_results.update(
+            mean_test_score=mean,
+            std_test_score=std,
+            rank_test_score=rank,
+            mean_fit_time=results["fit_time"].mean(axis=1),
+        )
+        self.cv_results_ = cv_results
+        self.best_index_ = int(rank.argmin())
+        self.best_params_ = grid[self.best_index_]
+        self.best_score_ = float(mean[self.best_index_])
+        if self.refit:
+            self.best_estimator_ = self._base(**self.best_params_).fit(X, y, groups=groups)
+        return self
+
+    def _fit_candidate(self, train, params, slopes, union, u_term, naming, labels):
+        """``beta`` and the BLUPs (all levels; 0 for levels without training rows)."""
+        names, names_given = naming
+        cov = params.get("covariance_type", "unstructured")
+        reml = params.get("reml", True)
+        (term,) = resolve_terms(None, slopes, cov, names, *labels, names_given)
+        term.levels, term.dtypes = u_term.levels, u_term.dtypes
+        counts = train.level_counts[0]
+        keep = counts > 0
+        term.combos, term.keys = u_term.combos[keep], u_term.keys[keep]
+        p1 = train.XytXy.shape[0] - 1  # 1 + p
+        n_tot = train.ZtZ[0][:, 0, 0].sum()
+        sums = train.XytXy[0]  # [n, sum x, sum y]
+        means = sums[1:] / n_tot  # x means, then y's
+        q_u = len(union) + 1
+        cols = [0] + [1 + int(np.flatnonzero(union == s)[0]) for s in slopes]
+        A = np.zeros((q_u, len(cols)))
+        A[cols, np.arange(len(cols))] = 1.0
+        if term.centred():  # as the in-memory fit, with or without a fixed intercept
+            A[0, 1:] = -means[slopes]
+        if self.fit_intercept:
+            G = np.eye(p1 + 1)
+            G[0, 1:] = -means  # columns 1..p and y, minus their means
+            col_means, y_centre = means[:-1], means[-1]
+            x_mean = col_means
+        else:
+            G = np.eye(p1 + 1)[:, 1:]
+            col_means, y_centre = means[:-1], 0.0
+            x_mean = np.zeros(p1 - 1)
+        z_means = [np.r_[0.0, means[slopes]] if term.centred() else np.zeros(len(cols))]
+        raw = _sub_stats(train, keep, A, G)
+        labels = {"groups": [term.sources[0][1]], "variance_components": []}
+        model = model_from_stats(
+            raw,
+            [term],
+            col_means,
+            (x_mean, y_centre, z_means),
+            labels,
+            fit_intercept=self.fit_intercept,
+            reml=reml,
+            feature_names=names,
+            names_given=names_given,
+        )
+        solver, em_max_iter = resolve_solver(self.solver, self.em_max_iter, model.one_factor)
+        objective = model.criterion(solver)
+        opt = optimize(
+            objective,
+            solver,
+            max_iter=self.max_iter,
+            em_max_iter=em_max_iter,
+            tol=self.tol,
+            blocks=model.blocks,
+        )
+        fitted = FittedModel(
+            model, objective, opt, tol=self.tol, max_iter=self.max_iter, em_max_iter=em_max_iter
+        )
+        b = np.zeros((len(counts), len(cols)))
+        b[keep] = fitted.blups[term.name].to_numpy()
+        return fitted.beta, b
+
+    def _score(self, stats, beta, b, slopes, union):
+        """The fold's score from its raw statistics (module docstring)."""
+        cols = [0] + [1 + int(np.flatnonzero(union == s)[0]) for s in slopes]
+        S = stats.XytXy  # [1 X y]'[1 X y]
+        k = S.shape[0] - 1
+        coef = beta if self.fit_intercept else np.r_[0.0, beta]
+        ZtZ = stats.ZtZ[0][:, cols][:, :, cols]
+        ZtX = stats.ZtXy[0][:, cols, :k]
+        Zty = stats.ZtXy[0][:, cols, k]
+        sse = (
+            S[k, k]
+            - 2 * coef @ S[:k, k]
+            + coef @ S[:k, :k] @ coef
+            + np.einsum("ga,gab,gb->", b, ZtZ, b)
+            + 2 * np.einsum("ga,gab,b->", b, ZtX, coef)
+            - 2 * np.einsum("ga,ga->", b, Zty)
+        )
+        n = S[0, 0]
+        if self.scoring == "neg_mean_squared_error":
+            return -sse / n
+        if self.scoring == "neg_root_mean_squared_error":
+            return -np.sqrt(max(sse, 0.0) / n)
+        sst = S[k, k] - S[0, k] ** 2 / n
+        return 1.0 - sse / sst
+
+    # -- the best estimator ---------------------------------------------------------------
+    def predict(self, X, groups=None, **kwargs):
+        """:meth:`MixedLMRegressor.predict` of ``best_estimator_``."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict(X, groups, **kwargs)
+
+    def score(self, X, y, sample_weight=None, *, groups=None):
+        """:meth:`MixedLMRegressor.score` of ``best_estimator_``."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.score(X, y, sample_weight, groups=groups)

@@ -1,0 +1,117 @@
+"""MixedLMRegressorCV: one pass over the rows, the same scores as GridSearchCV.
+
+GridSearchCV fits every candidate on every training set from the rows and scores the
+held-out rows with the estimator's ``score`` given the groups (metadata routing) or with
+``make_group_scorer``; MixedLMRegressorCV does both from per-fold statistics. Equal to
+1e-8 for row-wise folds (seen groups, conditional predictions) and whole-group folds
+(population predictions).
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import mean_squared_error
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, ShuffleSplit
+
+from sklmm import MixedLMRegressor, MixedLMRegressorCV, make_group_scorer
+from sklmm.datasets import load_sleepstudy
+
+CANDIDATES = {
+    "random_slopes": [None, ["Days"]],
+    "reml": [True, False],
+    "covariance_type": ["unstructured", "diagonal"],
+}
+
+
+def sleep(extra=False):
+    df = load_sleepstudy()
+    X = df[["Days"]]
+    if extra:
+        rng = np.random.default_rng(0)
+        X = X.assign(noise=rng.normal(size=len(df)))
+    return X, df["Reaction"], df["Subject"]
+
+
+def grid_search(X, y, g, cv, scoring=None, candidates=CANDIDATES, **base):
+    est = MixedLMRegressor(**base).set_fit_request(groups=True).set_score_request(groups=True)
+    return GridSearchCV(est, candidates, cv=cv, scoring=scoring).fit(X, y, groups=g)
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+@pytest.mark.parametrize(
+    "cv",
+    [KFold(5, shuffle=True, random_state=0), GroupKFold(3), KFold(4)],
+    ids=["rows-shuffled", "whole-groups", "rows-blocks"],
+)
+def test_scores_equal_grid_search(routing, cv):
+    X, y, g = sleep()
+    ours = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv).fit(X, y, groups=g)
+    theirs = grid_search(X, y, g, cv)
+    assert ours.n_splits_ == theirs.n_splits_
+    assert ours.cv_results_["params"] == theirs.cv_results_["params"]
+    for k in range(ours.n_splits_):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    np.testing.assert_allclose(
+        ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], atol=1e-8
+    )
+    # The best is the same up to ties (REML and ML give the same beta on balanced data).
+    best = theirs.cv_results_["mean_test_score"][ours.best_index_]
+    assert best == pytest.approx(theirs.best_score_, abs=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+@pytest.mark.filterwarnings("ignore::sklmm.SingularFitWarning")  # a noise slope: boundary fits
+@pytest.mark.parametrize(
+    ("scoring", "metric"),
+    [
+        ("neg_mean_squared_error", lambda y, p: mean_squared_error(y, p)),
+        ("neg_root_mean_squared_error", lambda y, p: np.sqrt(mean_squared_error(y, p))),
+    ],
+)
+def test_other_scores_and_columns(routing, scoring, metric):
+    X, y, g = sleep(extra=True)
+    candidates = {"random_slopes": [None, ["Days"], ["Days", "noise"]], "reml": [False]}
+    cv = KFold(5, shuffle=True, random_state=1)
+    ours = MixedLMRegressorCV(candidates=candidates, cv=cv, scoring=scoring).fit(X, y, groups=g)
+    scorer = make_group_scorer(metric, greater_is_better=False)
+    theirs = grid_search(X, y, g, cv, scoring=scorer, candidates=candidates)
+    np.testing.assert_allclose(
+        ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], rtol=1e-8
+    )
+
+
+def test_refit_is_the_best_candidate_on_all_rows():
+    X, y, g = sleep()
+    ours = MixedLMRegressorCV(candidates=CANDIDATES, cv=KFold(5, shuffle=True, random_state=0))
+    ours.fit(X, y, groups=g)
+    direct = MixedLMRegressor(**ours.best_params_).fit(X, y, groups=g)
+    np.testing.assert_allclose(ours.predict(X, g), direct.predict(X, g))
+    assert ours.score(X, y, groups=g) == pytest.approx(direct.score(X, y, groups=g))
+    assert set(ours.cv_results_["rank_test_score"]) <= set(range(1, 9))
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+def test_no_intercept_and_default_candidates(routing):
+    X, y, g = sleep()
+    cv = KFold(3, shuffle=True, random_state=2)
+    ours = MixedLMRegressorCV(cv=cv, fit_intercept=False).fit(X, y, groups=g)
+    assert [p["random_slopes"] for p in ours.cv_results_["params"]] == [None, ["Days"]]
+    theirs = grid_search(
+        X, y, g, cv, candidates={"random_slopes": [None, ["Days"]]}, fit_intercept=False
+    )
+    np.testing.assert_allclose(
+        ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], atol=1e-8
+    )
+
+
+def test_errors():
+    X, y, g = sleep()
+    with pytest.raises(ValueError, match="candidates may set"):
+        MixedLMRegressorCV(candidates={"solver": ["lbfgs"]}).fit(X, y, groups=g)
+    with pytest.raises(ValueError, match="overlap"):
+        MixedLMRegressorCV(cv=ShuffleSplit(3, test_size=0.2, random_state=0)).fit(X, y, groups=g)
+    with pytest.raises(ValueError, match="groups"):
+        MixedLMRegressorCV().fit(X, y, groups=None)
+    with pytest.raises(ValueError, match="one grouping factor"):
+        MixedLMRegressorCV().fit(X, y, groups=pd.DataFrame({"a": g, "b": g}))
