@@ -252,7 +252,10 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             splits = list(cv.split(X_arr, y_arr, np.asarray(groups)))
         tests = [np.asarray(te) for _, te in splits]
         for train, test in splits:
-            if len(train) + len(test) != n or len(np.intersect1d(train, test)):
+            seen = np.zeros(n, dtype=np.int8)
+            seen[train] += 1
+            seen[test] += 1
+            if len(train) + len(test) != n or not (seen == 1).all():
                 raise ValueError(
                     "MixedLMRegressorCV needs splits whose training and test sets together "
                     "are all rows, once (KFold, GroupKFold, StratifiedKFold...)"
@@ -275,6 +278,9 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
 
         results = {"params": grid, "fit_time": np.zeros((len(grid), len(tests)))}
         scores = np.zeros((len(grid), len(tests)))
+        # Warm starts (the mechanism of warm_start=True): every fit of a structure starts
+        # from the last fit of the same structure (another fold, or REML after ML).
+        last = {}
         for i, params in enumerate(grid):
             for k in range(len(tests)):
                 parts = [s for j, s in enumerate(fold_stats) if j != k and s is not None]
@@ -282,7 +288,8 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                     parts.append(rest)
                 train = sum_stats(*parts)
                 start = time.perf_counter()
-                beta, b = self._fit_candidate(
+                key = (tuple(slopes[id(params)]), params.get("covariance_type", "unstructured"))
+                fitted = self._fit_candidate(
                     train,
                     params,
                     slopes[id(params)],
@@ -290,7 +297,10 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                     u_term,
                     (names, names_given),
                     (groups_cols, vc_cols),
+                    last.get(key),
                 )
+                last[key] = fitted
+                beta, b = self._blups(fitted, train)
                 results["fit_time"][i, k] = time.perf_counter() - start
                 scores[i, k] = self._score(fold_stats[k], beta, b, slopes[id(params)], union)
         self.n_splits_ = len(tests)
@@ -319,8 +329,8 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             self.best_estimator_ = self._base(**self.best_params_).fit(X, y, groups=groups)
         return self
 
-    def _fit_candidate(self, train, params, slopes, union, u_term, naming, labels):
-        """``beta`` and the BLUPs (all levels; 0 for levels without training rows)."""
+    def _fit_candidate(self, train, params, slopes, union, u_term, naming, labels, warm=None):
+        """The :class:`~sklmm._fitted.FittedModel` of a candidate on training statistics."""
         names, names_given = naming
         cov = params.get("covariance_type", "unstructured")
         reml = params.get("reml", True)
@@ -371,11 +381,18 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             em_max_iter=em_max_iter,
             tol=self.tol,
             blocks=model.blocks,
+            theta0=None if warm is None else warm.theta_for(model),
         )
-        fitted = FittedModel(
+        return FittedModel(
             model, objective, opt, tol=self.tol, max_iter=self.max_iter, em_max_iter=em_max_iter
         )
-        b = np.zeros((len(counts), len(cols)))
+
+    @staticmethod
+    def _blups(fitted, train):
+        """``beta`` and the BLUPs of all levels (0 for the levels without training rows)."""
+        keep = train.level_counts[0] > 0
+        (term,) = fitted.model.terms
+        b = np.zeros((len(keep), term.q))
         b[keep] = fitted.blups[term.name].to_numpy()
         return fitted.beta, b
 
