@@ -1,5 +1,5 @@
 """Gallery order: walkthrough, formulas, prediction, selection, nested/crossed, weights, pipelines,
-pitfalls, scale."""
+pitfalls, GLMMs, scale."""
 
 ORDER = [
     "plot_sleepstudy.py",
@@ -10,6 +10,7 @@ ORDER = [
     "plot_aggregated.py",
     "plot_pipeline.py",
     "plot_pitfalls.py",
+    "plot_glmm.py",
     "plot_large_dataset.py",
     "plot_dask.py",
 ]
