@@ -378,6 +378,7 @@ class MixedModelBase(BaseEstimator):
         groups=None,
         variance_components=None,
         response_method="predict",
+        offset=None,
     ):
         """``(y_true, y_pred, weights)`` of a formula model on the complete rows of ``X``
         (label arguments are refused: the data holds the grouping factors)."""
@@ -402,7 +403,10 @@ class MixedModelBase(BaseEstimator):
             y_true = y_true[keep]
         weights = check_sample_weight(sample_weight, len(keep))
         weights = None if weights is None else weights[keep]
-        return y_true, self._response(self._predict_design(Xm, g), response_method), weights
+        raw = self._predict_design(Xm, g)
+        if offset is not None:  # a GLMM's: one per row of the data, the complete ones kept
+            raw = raw + check_offset(offset, len(keep))[keep]
+        return y_true, self._response(raw, response_method), weights
 
     def _warn_population(self, method, groups, variance_components):
         """Warn when a model with random effects is scored without any labels."""

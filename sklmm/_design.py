@@ -783,8 +783,9 @@ def _part_variables(text, data):
             raise ValueError(
                 f"formula: unknown function {str(v)!r} in {text!r}"
                 + (
-                    "; lme4's offset() is not supported: subtract the offset from the "
-                    "response, e.g. 'I(y - z) ~ ...'"
+                    "; lme4's offset() is not supported in formulas: for a GLMM pass "
+                    "offset= to fit and predict; for a linear model subtract the offset "
+                    "from the response, e.g. 'I(y - z) ~ ...'"
                     if str(v) == "offset"
                     else ""
                 )

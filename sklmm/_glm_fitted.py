@@ -34,6 +34,7 @@ class GLMMModel:
     n: int
     family: object
     weighted: bool = False
+    reml: bool = False  # maximum likelihood always (the likelihood-ratio test reads it)
 
     @property
     def slices(self):
@@ -98,6 +99,39 @@ class FittedGLMM:
             obj.release()
         self.singular = [model.terms[k].name for k in boundary_terms(theta, model.blocks)]
         self._condvars = None
+        self._data_sums = criterion.data.data_sums()
+
+    def fingerprint(self):
+        """What a likelihood-ratio test checks to tell that two fits saw the same data."""
+        d, m = self._data_sums, self.model
+        k = len(m.fixed_names)
+        return {
+            "family": (m.family.family, m.family.link),
+            "n": d["n"],
+            "weights": (m.weighted, d["m"]),
+            "y": (d["my"], d["myy"], d["offset"]),
+            "factors": {
+                t.name: (tuple(t.index()), np.asarray(c))
+                for t, c in zip(m.terms, d["counts"], strict=True)
+            },
+            "columns": {
+                name: (d["x"][j] / d["n"], d["xx"][j], d["xy"][j])
+                for j, name in zip(range(k), m.fixed_names, strict=True)
+            },
+        }
+
+    def random_structure(self):
+        """``{(term, column)}`` of the random effects; terms with diagonal / correlated effects."""
+        pairs, diagonal, correlated = set(), set(), set()
+        for t in self.model.terms:
+            pairs |= {(t.name, c) for c in t.columns}
+            if t.q > 1:
+                (diagonal if t.covariance == "diagonal" else correlated).add(t.name)
+        return pairs, diagonal, correlated
+
+    def ml_log_likelihood(self):
+        """The log-likelihood (a GLMM is fitted by maximum likelihood)."""
+        return self.log_likelihood
 
     def _hessian_cov(self, H, n_theta):
         """lme4's default ``vcov``: the ``beta`` block of ``(H / 2)^{-1}``, ``H`` the Hessian

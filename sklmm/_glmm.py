@@ -35,9 +35,12 @@ Two stages, as lme4's ``glmer``
 1. ``theta`` alone, with ``beta`` and ``u`` from the joint PIRLS (lme4's ``nAGQ = 0``):
    a cheap start;
 2. ``(theta, beta)`` together on ``D`` with ``u*`` from the PIRLS in ``u`` alone, by
-   L-BFGS-B on central-difference gradients (each evaluation warm-started at the last
-   modes). The covariance of ``beta`` is lme4's default: the inverse of half the Hessian
-   of ``D`` in ``(theta, beta)``, by central differences, its ``beta`` block.
+   L-BFGS-B (each evaluation warm-started at the last modes): on the exact gradient for
+   one term and the Laplace approximation (:meth:`LaplaceCriterion.value_and_grad`;
+   the first stage is then skipped: the quasi-Newton steps from the GLM cost less),
+   else on central differences. The covariance of ``beta`` is lme4's default: the
+   inverse of half the Hessian of ``D`` in ``(theta, beta)`` (central differences of the
+   exact gradient, or of ``D``), its ``beta`` block.
 
 Adaptive Gauss-Hermite quadrature (``n_agq > 1``, one scalar term): per level, with the
 mode ``u*_l`` and curvature ``h_l`` of its integrand, nodes ``x_k`` and weights
@@ -262,10 +265,28 @@ class GLMMData:
             "Xwh": self.X.T @ wh,
         }
 
+    def data_sums(self):
+        """Sums over the rows that tell two fits' data apart (a likelihood-ratio test)."""
+        m, y, X = self.m, self.y, self.X
+        return {
+            "n": self.n,
+            "m": float(m.sum()),
+            "my": float(m @ y),
+            "myy": float(m @ (y * y)),
+            "offset": float(self.offset.sum()),
+            "x": X.sum(axis=0),
+            "xx": np.einsum("ij,ij->j", X, X),
+            "xy": X.T @ y,
+            "counts": [
+                np.bincount(c, minlength=k) for c, k in zip(self.codes, self.n_levels, strict=True)
+            ],
+        }
+
     def extreme_rows(self, family, beta):
-        """Rows whose fitted mean from the fixed effects alone is within 1e-10 of 0 or 1."""
+        """Rows whose fitted mean from the fixed effects alone is within 1e-7 of 0 or 1
+        (16 logits; where separated outcomes leave the optimizer)."""
         mu = family.linkinv(self.offset + self.X @ beta)
-        return int(np.count_nonzero((mu < 1e-10) | (mu > 1 - 1e-10)))
+        return int(np.count_nonzero((mu < 1e-7) | (mu > 1 - 1e-7)))
 
     def node_loglik(self, family, beta, theta, u_hat, h, n_agq):
         """Per level, the log-likelihood of its rows at every quadrature node: (K, m)."""

@@ -106,6 +106,10 @@ def _extreme(chunk, family, beta):
     return chunk.extreme_rows(family, beta)
 
 
+def _data_sums(chunk):
+    return chunk.data_sums()
+
+
 class DaskGLMMData:
     """Persisted row blocks with :class:`~sklmm._glmm.GLMMData`'s interface (summed)."""
 
@@ -150,6 +154,12 @@ class DaskGLMMData:
 
     def extreme_rows(self, family, beta):
         return int(sum(self._map(_extreme, family, beta)))
+
+    def data_sums(self):
+        parts = self._map(_data_sums)
+        out = {key: sum(p[key] for p in parts) for key in parts[0] if key != "counts"}
+        out["counts"] = [sum(p["counts"][k] for p in parts) for k in range(len(self.n_levels))]
+        return out
 
 
 def dask_glmm_data(data, terms, offset, *, fit_intercept, n_features, family, binary):

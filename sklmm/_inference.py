@@ -465,7 +465,7 @@ def likelihood_ratio_test(model_a, model_b, *, refit=True):
 
     Parameters
     ----------
-    model_a, model_b : MixedLMRegressor
+    model_a, model_b : MixedLMRegressor, MixedGLMClassifier or MixedGLMRegressor
         Fitted on the same rows, the same response and the same groups; one nested
         in the other (its fixed-effect columns and random effects a subset of the
         other's, a random-effects term being identified by its name). Their order
@@ -493,6 +493,12 @@ def likelihood_ratio_test(model_a, model_b, *, refit=True):
         check_is_fitted(m)
     fitted_a, fitted_b = model_a._fitted, model_b._fitted
     fa, fb = fitted_a.fingerprint(), fitted_b.fingerprint()
+    if fa.get("family") != fb.get("family"):
+        raise ValueError(
+            "the two models have different families or links (or one is a linear mixed "
+            f"model): {fa.get('family', 'gaussian')} against {fb.get('family', 'gaussian')}; "
+            "a likelihood-ratio test compares models of one family"
+        )
     shared = set(fa["factors"]) & set(fb["factors"])
     same = (
         fa["n"] == fb["n"]

@@ -231,6 +231,12 @@ def plot_residuals(estimator, X, y=None, groups=None, ax=None, variance_componen
     >>> plt.close(ax.figure)
     """
     check_is_fitted(estimator)
+    if hasattr(estimator, "_family_"):
+        raise TypeError(
+            "plot_residuals draws the residuals of a linear mixed model; a GLMM's raw "
+            "residuals y - mu are not comparable across rows (their variance is the "
+            "family's). Plot its Pearson or deviance residuals yourself."
+        )
     formula = getattr(estimator, "_from_formula", False)
     if formula:
         # The data hold the grouping factors (and the response, unless y is given); rows

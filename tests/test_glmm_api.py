@@ -216,7 +216,9 @@ def test_poisson_offset_and_formula():
     by_formula = MixedGLMRegressor(formula="y ~ x + (1 | site)").fit(data, offset=off)
     np.testing.assert_allclose(by_formula.log_likelihood_, est.log_likelihood_, rtol=1e-10)
     mu = est.predict(X, g, offset=off)
-    np.testing.assert_allclose(np.log(mu), est.linear_predictor(X, g) + off, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        np.log(mu), est.linear_predictor(X, g, offset=off), rtol=1e-12, atol=1e-12
+    )
     np.testing.assert_allclose(by_formula.predict(data, offset=off), mu, rtol=1e-6)
     assert 0 < est.score(X, y, groups=g, offset=off) < 1
 
@@ -333,3 +335,60 @@ def test_clone_and_params():
     assert clone(est).get_params() == est.get_params()
     with sklearn.config_context(enable_metadata_routing=False):
         assert "offset" in MixedGLMRegressor().get_metadata_routing().fit.requests
+
+
+def test_likelihood_ratio_test_matches_lme4_anova():
+    """lme4's anova(m0, m1) of two glmer fits (tests/reference/glmm/lrt/lrt.R)."""
+    import json
+    from pathlib import Path
+
+    from sklmm import MixedLMRegressor, likelihood_ratio_test
+
+    ref = json.loads((Path(__file__).parent / "reference/glmm/lrt/lrt.json").read_text())
+    df = load_cbpp()
+    fits = [
+        MixedGLMRegressor(
+            family="binomial", formula=f"I(incidence / size) ~ {rhs} + (1 | herd)"
+        ).fit(df, sample_weight=df["size"])
+        for rhs in ("1", "period")
+    ]
+    table = likelihood_ratio_test(*fits)
+    np.testing.assert_allclose(table["logLik"], ref["logLik"], rtol=1e-7)
+    np.testing.assert_allclose(table["npar"], ref["npar"])
+    np.testing.assert_allclose(table.loc["large", "Chisq"], ref["Chisq"], rtol=1e-5)
+    np.testing.assert_allclose(table.loc["large", "Pr(>Chisq)"], ref["p_value"], rtol=1e-4)
+    with warnings.catch_warnings():  # a boundary fit of the linear model: irrelevant here
+        warnings.simplefilter("ignore")
+        lm = MixedLMRegressor(formula="incidence ~ period + (1 | herd)").fit(df)
+    with pytest.raises(ValueError, match="famil"):
+        likelihood_ratio_test(fits[0], lm)
+    other = MixedGLMRegressor(family="binomial", formula="I(incidence / size) ~ 1 + (1 | herd)")
+    other.fit(df.iloc[:50], sample_weight=df["size"].iloc[:50])
+    with pytest.raises(ValueError, match="same data"):
+        likelihood_ratio_test(other, fits[1])
+
+
+def test_offset_traps():
+    """A model fitted with an offset warns when it predicts without one; formula scores
+    take the offset."""
+    X, y, g, off = count_data()
+    data = X.assign(y=y, site=g)
+    est = MixedGLMRegressor(formula="y ~ x + (1 | site)").fit(data, offset=off)
+    matrix = MixedGLMRegressor().fit(X, y, groups=g, offset=off)
+    assert est.score(data, offset=off) == pytest.approx(
+        matrix.score(X, y, groups=g, offset=off), rel=1e-8
+    )
+    with pytest.warns(UserWarning, match="fitted with an offset"):
+        est.score(data)
+    with pytest.warns(UserWarning, match="fitted with an offset"):
+        matrix.predict(X, g)
+    with pytest.raises(ValueError, match="pass offset= to fit"):
+        MixedGLMRegressor(formula="y ~ x + offset(x) + (1 | site)").fit(data)
+
+
+def test_plot_residuals_refuses_a_glmm(classifier):
+    from sklmm import plot_residuals
+
+    clf, (X, y, g) = classifier
+    with pytest.raises(TypeError, match="GLMM"):
+        plot_residuals(clf, X, y, groups=g)
