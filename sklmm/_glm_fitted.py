@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._fitted import _condvar_frame
+from ._fitted import FittedModel, _condvar_frame
 from ._inference import information_criteria, varcorr_table
+from ._model import MixedModel
 from ._optimize import boundary_terms
 
 
@@ -36,18 +37,9 @@ class GLMMModel:
     weighted: bool = False
     reml: bool = False  # maximum likelihood always (the likelihood-ratio test reads it)
 
-    @property
-    def slices(self):
-        out, start = [], 0
-        for t in self.terms:
-            k = t.structure.n_theta
-            out.append(slice(start, start + k))
-            start += k
-        return out
-
-    @property
-    def blocks(self):
-        return [(sl, t.structure) for t, sl in zip(self.terms, self.slices, strict=True)]
+    # The linear model's: each term's slice of theta, and with its covariance structure.
+    slices = MixedModel.slices
+    blocks = MixedModel.blocks
 
 
 class FittedGLMM:
@@ -120,14 +112,7 @@ class FittedGLMM:
             },
         }
 
-    def random_structure(self):
-        """``{(term, column)}`` of the random effects; terms with diagonal / correlated effects."""
-        pairs, diagonal, correlated = set(), set(), set()
-        for t in self.model.terms:
-            pairs |= {(t.name, c) for c in t.columns}
-            if t.q > 1:
-                (diagonal if t.covariance == "diagonal" else correlated).add(t.name)
-        return pairs, diagonal, correlated
+    random_structure = FittedModel.random_structure
 
     def ml_log_likelihood(self):
         """The log-likelihood (a GLMM is fitted by maximum likelihood)."""
