@@ -55,7 +55,10 @@ which is the Laplace approximation for one node.
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.lapack
 import scipy.optimize
+import scipy.sparse
 
 from ._blocked import BlockedDeviance
 from ._crossprod import BlockedStats, model_stats
@@ -66,6 +69,9 @@ PIRLS_TOL = 1e-10
 
 #: Iterations of one PIRLS run.
 PIRLS_MAX_ITER = 100
+
+#: The most random effects (all terms) for the dense exact gradient of several terms.
+DENSE_GRADIENT_MAX = 2000
 
 
 class SeparationError(ValueError):
@@ -265,6 +271,22 @@ class GLMMData:
             "Xwh": self.X.T @ wh,
         }
 
+    def sparse_Z(self):
+        """``Z`` (n x Q) of all terms, each term's levels level-major (as ``Lambda``'s blocks)."""
+        if getattr(self, "_Z_sparse", None) is None:
+            rows, cols, vals, start = [], [], [], 0
+            for c, z, m in zip(self.codes, self.Z, self.n_levels, strict=True):
+                q = z.shape[1]
+                rows.append(np.repeat(np.arange(self.n), q))
+                cols.append((start + c[:, None] * q + np.arange(q)).ravel())
+                vals.append(z.ravel())
+                start += m * q
+            self._Z_sparse = scipy.sparse.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                shape=(self.n, start),
+            )
+        return self._Z_sparse
+
     def data_sums(self):
         """Sums over the rows that tell two fits' data apart (a likelihood-ratio test)."""
         m, y, X = self.m, self.y, self.X
@@ -428,8 +450,15 @@ class LaplaceCriterion:
 
     @property
     def analytic_gradient(self):
-        """Whether :meth:`value_and_grad` has the exact gradient (one term, Laplace)."""
-        return len(self.structures) == 1 and self.n_agq == 1 and getattr(self.data, "sorted", False)
+        """Whether :meth:`value_and_grad` has the exact gradient: the Laplace approximation
+        with one term (any size, in memory or Dask), or several terms in memory with at
+        most :data:`DENSE_GRADIENT_MAX` random effects in all (dense algebra)."""
+        if self.n_agq != 1 or not self.structures:
+            return False
+        if len(self.structures) == 1:
+            return bool(getattr(self.data, "sorted", False))
+        q_total = sum(m * s.q for m, s in zip(self.data.n_levels, self.structures, strict=True))
+        return isinstance(self.data, GLMMData) and q_total <= DENSE_GRADIENT_MAX
 
     def lams(self, theta):
         return [s.lam(theta[sl]) for s, sl in zip(self.structures, self.slices, strict=True)]
@@ -519,6 +548,79 @@ class LaplaceCriterion:
         mode = self.pirls(theta, beta, self.u if u is None else u, joint=False)
         return self.deviance_at(mode), mode
 
+    def _value_and_grad_dense(self, x, u=None):
+        """:meth:`value_and_grad` for several terms, with dense ``Q x Q`` algebra (``Q`` random
+        effects in all): the same formulas, ``Lambda`` block diagonal over the terms and
+        ``H = Lambda'Z'WZ Lambda + I`` one matrix, ``h_i = z_i'P z_i`` with all of a row's
+        random-effects columns. ``Lambda`` is applied block by block (``O(Q^2 q)``); the one
+        ``O(Q^3)`` step is the inverse of ``H`` (a Cholesky factor and ``potri``)."""
+        value, mode = self.value(x, u)
+        theta, beta = mode.theta, mode.beta
+        data = self.data
+        Z = data.sparse_Z()
+        lams = self.lams(theta)
+        sizes = [m * lam.shape[0] for m, lam in zip(data.n_levels, lams, strict=True)]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+
+        def lam_t_left(M):  # Lambda' M
+            out = np.empty_like(M)
+            for k, lam in enumerate(lams):
+                blk = slice(offsets[k], offsets[k + 1])
+                q = lam.shape[0]
+                part = M[blk].reshape(-1, q, M.shape[1])
+                out[blk] = np.einsum("ba,lbj->laj", lam, part).reshape(-1, M.shape[1])
+            return out
+
+        def lam_left(M):  # Lambda M
+            out = np.empty_like(M)
+            for k, lam in enumerate(lams):
+                blk = slice(offsets[k], offsets[k + 1])
+                q = lam.shape[0]
+                part = M[blk].reshape(-1, q, M.shape[1])
+                out[blk] = np.einsum("ab,lbj->laj", lam, part).reshape(-1, M.shape[1])
+            return out
+
+        uvec = np.concatenate([uk.ravel() for uk in mode.u])
+        eta = data.offset + data.X @ beta + data.random_part(mode.b)
+        rt = self.family.row_terms(eta, data.y, data.m, derivative=True)
+        WZ = Z.multiply(rt.weight_obs[:, None]).tocsr()
+        A = (Z.T @ WZ).toarray()
+        C = np.asarray(WZ.T @ data.X)
+        r = np.asarray(Z.T @ rt.score).ravel()
+        LtA = lam_t_left(A)  # Lambda'A
+        H = lam_t_left(LtA.T).T  # Lambda'A Lambda (symmetric)
+        H[np.diag_indices_from(H)] += 1.0
+        L, info = scipy.linalg.lapack.dpotrf(H, lower=1)
+        if info:
+            raise FloatingPointError("H is not positive definite")
+        Hinv, info = scipy.linalg.lapack.dpotri(L, lower=1)
+        Hinv = Hinv + np.tril(Hinv, -1).T
+        P = lam_left(lam_left(Hinv).T)  # Lambda H^{-1} Lambda' (symmetric)
+        h = np.asarray(Z.multiply(Z @ P).sum(axis=1)).ravel()
+        wh = rt.dweight * h
+        t = np.asarray(Z.T @ wh).ravel()
+        grad_beta = -2.0 * (data.X.T @ rt.score) + data.X.T @ wh - C.T @ (P @ t)
+        tLam = lam_t_left(t[:, None])[:, 0]  # Lambda't
+        grad_theta = np.empty(self.n_theta)
+        for k, (structure, sl) in enumerate(zip(self.structures, self.slices, strict=True)):
+            m, q = data.n_levels[k], structure.q
+            blk = slice(offsets[k], offsets[k + 1])
+            # the levels' own q x q blocks of H^{-1} Lambda'A
+            diag = np.einsum(
+                "laj,jlb->lab", Hinv[blk].reshape(m, q, -1), LtA[:, blk].reshape(-1, m, q)
+            )
+            u_k, r_k = mode.u[k], r[blk].reshape(m, q)
+            for j, Ej in zip(range(sl.start, sl.stop), structure.basis(), strict=True):
+                Eu = np.zeros(len(uvec))
+                Eu[blk] = (u_k @ Ej.T).ravel()
+                Etr = np.zeros(len(uvec))
+                Etr[blk] = (r_k @ Ej).ravel()
+                envelope = -2.0 * r @ Eu
+                logdet = 2.0 * np.einsum("lab,ba->", diag, Ej)
+                du = -Hinv @ (LtA @ Eu - Etr)
+                grad_theta[j] = envelope + logdet + t @ Eu + tLam @ du
+        return value, np.concatenate([grad_theta, grad_beta]), mode
+
     def value_and_grad(self, x, u=None):
         """``D``, its exact gradient in ``(theta, beta)`` and the modes (one term, Laplace).
 
@@ -537,6 +639,8 @@ class LaplaceCriterion:
         ``E_j = dLambda/dtheta_j``. (The first terms are those at fixed modes: ``u`` is
         stationary for the penalized deviance.)
         """
+        if len(self.structures) > 1:
+            return self._value_and_grad_dense(x, u)
         value, mode = self.value(x, u)
         theta, beta = mode.theta, mode.beta
         (lam,) = self.lams(theta)
