@@ -251,6 +251,22 @@ class BlockedDeviance(FactorCache):
 
     _DERIVED = ("_B", "_G", "_br", "_bc", "_gram_split")
 
+    def reweighted(self, stats):
+        """This criterion for other statistics of the same terms, levels and columns (a
+        GLMM's next PIRLS step: new weights): everything that depends only on the terms'
+        shapes is kept, the rest rebuilt."""
+        p = stats.p
+        if p != self.stats.p or stats.order.tolist() != self.stats.order.tolist():
+            return BlockedDeviance(stats, self.reml, self.structures)
+        new = object.__new__(BlockedDeviance)
+        new.__dict__.update(self.__dict__)
+        new.stats, new._cache = stats, None
+        new._C1, new._ZtXy1 = stats.ZtZ[0], stats.ZtXy[0]
+        if self.m_r:
+            new._ZtXy_r = np.concatenate([z.reshape(-1, p + 1) for z in stats.ZtXy[1:]], axis=0)
+            new._build()
+        return new
+
     def _build(self):
         """The contingency table ``B = Z_r'Z_1`` (sparse) and ``G = Z_r'Z_r`` (dense)."""
         stats, K, q_sorted = self.stats, self.stats.n_terms, self._q

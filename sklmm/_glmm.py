@@ -447,6 +447,7 @@ class LaplaceCriterion:
         self.u = [np.zeros((m, s.q)) for m, s in zip(data.n_levels, self.structures, strict=True)]
         self.n_pirls = 0
         self.n_evaluations = 0
+        self._templates = {}
 
     @property
     def analytic_gradient(self):
@@ -469,7 +470,15 @@ class LaplaceCriterion:
     def _objective(self, stats):
         if not self.structures:
             return _NoTerms(stats)
-        return BlockedDeviance(stats, False, self.structures)
+        # One criterion per number of fixed columns, reweighted at every PIRLS step.
+        template = self._templates.get(stats.p)
+        obj = (
+            BlockedDeviance(stats, False, self.structures)
+            if template is None
+            else template.reweighted(stats)
+        )
+        self._templates[stats.p] = obj
+        return obj
 
     def pirls(self, theta, beta, u, joint, start=False):
         """The conditional modes at ``theta`` (and ``beta`` too when ``joint``)."""
