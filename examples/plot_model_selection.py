@@ -19,9 +19,13 @@ folds mostly reflects which subjects are held out; all candidates are scored on 
 folds.
 
 The search is run twice, from matrices (``random_slopes``, ``covariance_type``) and from
-lme4 formulas (``formula``). A last section searches over formulas with both a fixed and
-a random part, and shows what ``GroupKFold`` and row folds can and cannot select.
+lme4 formulas (``formula``). Another section searches over formulas with both a fixed and
+a random part, and shows what ``GroupKFold`` and row folds can and cannot select. The last
+one runs the search of the random part with ``MixedLMRegressorCV``, which gives
+``GridSearchCV``'s scores from one pass over the rows.
 """
+
+import time
 
 import numpy as np
 import pandas as pd
@@ -30,7 +34,7 @@ from scipy.stats import multivariate_normal
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
 from sklearn.utils.metadata_routing import MetadataRequest
 
-from sklmm import MixedLMRegressor
+from sklmm import MixedLMRegressor, MixedLMRegressorCV
 from sklmm.datasets import load_sleepstudy
 
 
@@ -246,3 +250,51 @@ step2 = GridSearchCV(
 print(f"step 1, GroupKFold: fixed part {best_fixed!r}")
 print(f"step 2, KFold:      {step2.best_params_['formula']!r}")
 print(step2.best_estimator_.fixed_effects_.round(2).to_string())
+
+# %%
+# The random part in one pass: MixedLMRegressorCV
+# -----------------------------------------------
+# Step 2 searched the random part of one grouping factor with row folds. When the
+# candidates differ only in their random slopes, covariance type and REML or ML,
+# :class:`~sklmm.MixedLMRegressorCV` runs that search from one pass over the rows: the
+# per-fold statistics are formed once, every candidate is fitted on every training set
+# from their sums, and the held-out R^2 of the conditional predictions is computed from
+# each fold's statistics. Its scores are those of ``GridSearchCV`` with ``groups`` routed
+# to ``fit`` and ``score`` (not ``scoring="r2"``, which scores population predictions).
+# It takes no formulas, so it cannot search the fixed part, nor a term without an
+# intercept such as ``(0 + Days | Subject)``.
+
+row_folds = KFold(n_splits=6, shuffle=True, random_state=0)
+start = time.perf_counter()
+one_pass = MixedLMRegressorCV(candidates=param_grid, cv=row_folds)
+one_pass.fit(X, y, groups=subjects)
+one_pass_time = time.perf_counter() - start
+
+with sklearn.config_context(enable_metadata_routing=True):
+    est = MixedLMRegressor().set_fit_request(groups=True).set_score_request(groups=True)
+    start = time.perf_counter()
+    grid_search = GridSearchCV(est, param_grid, cv=row_folds).fit(X, y, groups=subjects)
+    grid_time = time.perf_counter() - start
+
+comparison = pd.DataFrame(
+    {
+        "structure": [structure(p) for p in one_pass.cv_results_["params"]],
+        "MixedLMRegressorCV": one_pass.cv_results_["mean_test_score"],
+        "GridSearchCV": grid_search.cv_results_["mean_test_score"],
+        "rank": one_pass.cv_results_["rank_test_score"],
+    }
+).sort_values("rank")
+print("KFold (rows of seen subjects, conditional predictions): mean R^2")
+print(comparison.to_string(index=False, float_format=lambda v: f"{v:.6f}"))
+print(f"best: {structure(one_pass.best_params_)}")
+print(f"time: MixedLMRegressorCV {one_pass_time:.2f} s, GridSearchCV {grid_time:.2f} s")
+
+# %%
+# The two searches agree to the printed digits (to 1e-8 in the tests) and choose the
+# same structure: a random intercept and slope, here independent ones fitted by REML
+# (step 2's formulas had no ``||`` candidate). The time saved is ``GridSearchCV``'s
+# passes over the rows, one per fit: on 180,000 rows in 1,800 groups (8 candidates, 5
+# folds) ``GridSearchCV`` took about 3 times as long as ``MixedLMRegressorCV``, which
+# itself cost about 10 to 15 single fits. With ``GroupKFold`` the same search would score
+# population predictions, which on this balanced design are the same for every random
+# part: all candidates would tie. See :ref:`sklearn_cv` for its limits.
