@@ -463,6 +463,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
             verbose=self.verbose,
             blocks=model.blocks,
             theta0=theta0,
+            warm=True,
         )
         fitted = FittedModel(
             model, objective, opt, tol=self.tol, max_iter=self.max_iter, em_max_iter=em_max_iter

@@ -190,8 +190,9 @@ class _MixedGLMBase(MixedModelBase):
         terms = self._terms_for(None, data.groups_names, data.vc_names)
         data.summarize(terms)
         binary = isinstance(self, ClassifierMixin)
-        if binary:
-            self.classes_ = np.array([0, 1])
+        if binary:  # the classes are not encoded lazily: 0/1 (or booleans) only
+            boolean = str(getattr(y, "dtype", "")) == "bool"
+            self.classes_ = np.array([False, True]) if boolean else np.array([0, 1])
         gdata, summary = dask_glmm_data(
             data,
             terms,
@@ -315,8 +316,12 @@ class _MixedGLMBase(MixedModelBase):
         eta_std : ndarray of shape (n_samples,)
             When ``return_std=True``.
         """
+        return self._eta(X, groups, offset, variance_components, return_std, "linear_predictor")
+
+    def _eta(self, X, groups, offset, variance_components, return_std, method):
+        """:meth:`linear_predictor`, for the public ``method`` that asks (for its warning)."""
         check_is_fitted(self)
-        self._check_offset_given(offset, "linear_predictor")
+        self._check_offset_given(offset, method)
         out = self._predict_raw(X, groups, variance_components, return_std)
         eta = out[0] if return_std else out
         if offset is not None:
@@ -377,9 +382,7 @@ class _MixedGLMBase(MixedModelBase):
             )
 
     def _predict_response(self, X, groups, offset, variance_components, response_method):
-        eta = self.linear_predictor(
-            X, groups, offset=offset, variance_components=variance_components
-        )
+        eta = self._eta(X, groups, offset, variance_components, False, response_method)
         return self._response(eta, response_method)
 
     def _warn_no_labels(self, method, groups, variance_components):
@@ -647,9 +650,7 @@ class MixedGLMClassifier(ClassifierMixin, _MixedGLMBase):
         -------
         ndarray of shape (n_samples,)
         """
-        return self.linear_predictor(
-            X, groups, offset=offset, variance_components=variance_components
-        )
+        return self._eta(X, groups, offset, variance_components, False, "decision_function")
 
     def predict_proba(self, X, groups=None, *, offset=None, variance_components=None):
         """Class probabilities with the random effects of the levels seen in ``fit``.

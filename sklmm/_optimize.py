@@ -263,11 +263,16 @@ def snap_to_boundary(objective, theta, evaluation, blocks):
     return theta, evaluation
 
 
-def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks=(), theta0=None):
+def optimize(
+    objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks=(), theta0=None, warm=False
+):
     """Minimise a criterion with a resolved solver; returns an :class:`OptSummary`.
 
     ``theta0`` is the start (default: each solver's own, ``Lambda`` = identity); a
-    bootstrap refit starts from the estimates.
+    bootstrap refit starts from the estimates. ``warm``: ``theta0`` is a warm start (the
+    estimates of a fit of the same model to other or the same rows), from which the
+    EM-then-Newton solver runs Newton alone, without its EM phase and its restart from
+    the default start.
 
     ``blocks`` (each term's slice of ``theta`` and structure) lets the optimum be put
     exactly on the boundary where it is within rounding of it (:func:`snap_to_boundary`).
@@ -283,7 +288,7 @@ def optimize(objective, solver, *, max_iter, em_max_iter, tol, verbose=0, blocks
     else:
         res = minimize_deviance(
             counted,
-            solver,
+            "newton" if warm and theta0 is not None and solver == "em-newton" else solver,
             theta0,
             max_iter=max_iter,
             em_max_iter=em_max_iter,

@@ -115,3 +115,26 @@ def test_errors():
         MixedLMRegressorCV().fit(X, y, groups=None)
     with pytest.raises(ValueError, match="one grouping factor"):
         MixedLMRegressorCV().fit(X, y, groups=pd.DataFrame({"a": g, "b": g}))
+
+
+def test_candidate_fits_on_the_boundary_warn_once():
+    """GridSearchCV's fits would each warn; the CV estimator warns once, naming them."""
+    from sklmm import SingularFitWarning
+
+    X, y, g = sleep(extra=True)
+    candidates = {"random_slopes": [["noise"], ["Days", "noise"]]}
+    with pytest.warns(SingularFitWarning, match="fold"):
+        MixedLMRegressorCV(candidates=candidates, cv=KFold(5, shuffle=True, random_state=0)).fit(
+            X, y, groups=g
+        )
+
+
+def test_warm_started_candidates_run_newton_alone():
+    X, y, g = sleep()
+    est = MixedLMRegressor(random_slopes=["Days"], warm_start=True).fit(X, y, groups=g)
+    half = X["Days"] < 8
+    est.fit(X[half], y[half], groups=g[half])
+    cold = MixedLMRegressor(random_slopes=["Days"]).fit(X[half], y[half], groups=g[half])
+    assert est.n_iter_ < cold.n_iter_
+    assert est._fitted.opt.log[0]["phase"] == "newton"
+    np.testing.assert_allclose(est.log_likelihood_, cold.log_likelihood_, rtol=1e-10)

@@ -380,7 +380,7 @@ def test_offset_traps():
     )
     with pytest.warns(UserWarning, match="fitted with an offset"):
         est.score(data)
-    with pytest.warns(UserWarning, match="fitted with an offset"):
+    with pytest.warns(UserWarning, match=r"fitted with an offset, but predict\(\)"):
         matrix.predict(X, g)
     with pytest.raises(ValueError, match="pass offset= to fit"):
         MixedGLMRegressor(formula="y ~ x + offset(x) + (1 | site)").fit(data)
