@@ -87,8 +87,12 @@ def check_offset(offset, n):
     if offset is None:
         return None
     values = np.asarray(as_pandas(offset), dtype=object)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(f"offset must be 1-D, one number per row of X; got shape {values.shape}")
     try:
-        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        values = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError("offset must be numbers, one per row of X") from None
     if len(values) != n:

@@ -175,6 +175,8 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         if self.candidates is None:
             return list(ParameterGrid({"random_slopes": [None, list(feature_names)]}))
         grid = list(ParameterGrid(self.candidates))
+        if not grid:
+            raise ValueError("candidates is empty: give at least one parameter setting")
         for params in grid:
             bad = set(params) - set(CANDIDATE_PARAMS)
             if bad:
@@ -205,6 +207,13 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         self : MixedLMRegressorCV
         """
         self._validate_params()
+        if np.asarray(y).dtype.kind in "USO":
+            try:
+                y = np.asarray(y, dtype=float)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    "y must be numbers (the response of a linear mixed model)"
+                ) from None
         Xp = prepare_X(X)
         X_arr, y_arr = validate_data(
             self,
@@ -250,7 +259,10 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         cv = check_cv(self.cv if not isinstance(self.cv, Integral) else KFold(self.cv))
         with warnings.catch_warnings():  # KFold and the like ignore the groups: fine here
             warnings.filterwarnings("ignore", message="The groups parameter is ignored")
-            splits = list(cv.split(X_arr, y_arr, np.asarray(groups)))
+            g_split = np.asarray(groups)
+            if g_split.ndim == 2 and g_split.shape[1] == 1:  # a one-column DataFrame
+                g_split = g_split[:, 0]
+            splits = list(cv.split(X_arr, y_arr, g_split))
         tests = [np.asarray(te) for _, te in splits]
         for train, test in splits:
             seen = np.zeros(n, dtype=np.int8)
@@ -448,11 +460,16 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             - 2 * np.einsum("ga,ga->", b, Zty)
         )
         n = S[0, 0]
+        if n < 2 and self.scoring == "r2":  # scikit-learn's r2_score: undefined, NaN
+            return np.nan
         if self.scoring == "neg_mean_squared_error":
             return -sse / n
         if self.scoring == "neg_root_mean_squared_error":
             return -np.sqrt(max(sse, 0.0) / n)
         sst = S[k, k] - S[0, k] ** 2 / n
+        if sst <= 1e-12 * max(S[k, k], np.finfo(float).tiny):
+            # a constant y in the fold: r2_score's force_finite (1 if predicted exactly)
+            return 1.0 if sse <= 1e-12 * max(S[k, k], np.finfo(float).tiny) else 0.0
         return 1.0 - sse / sst
 
     # -- the best estimator ---------------------------------------------------------------

@@ -36,6 +36,30 @@ class GLMMModel:
     family: object
     weighted: bool = False
     reml: bool = False  # maximum likelihood always (the likelihood-ratio test reads it)
+    x_center: np.ndarray = None
+    x_scale: np.ndarray = None
+
+    @property
+    def T(self):
+        """``beta = T beta_internal``: the fit's fixed-effects columns are the user's,
+        centred (with an intercept) and divided by their standard deviations."""
+        p = len(self.x_mean)
+        m = np.zeros(p) if self.x_center is None else self.x_center
+        s = np.ones(p) if self.x_scale is None else self.x_scale
+        if not self.fit_intercept:
+            return np.diag(1.0 / s)
+        T = np.eye(p + 1)
+        T[0, 1:] = -m / s
+        T[1:, 1:] = np.diag(1.0 / s)
+        return T
+
+    def internal_design(self, Xf):
+        """The fit's fixed-effects design of the user's columns ``Xf``."""
+        p = Xf.shape[1]
+        m = np.zeros(p) if self.x_center is None else self.x_center
+        s = np.ones(p) if self.x_scale is None else self.x_scale
+        Xs = (Xf - m) / s
+        return np.column_stack([np.ones(len(Xf)), Xs]) if self.fit_intercept else Xs
 
     # The linear model's: each term's slice of theta, and with its covariance structure.
     slices = MixedModel.slices
@@ -59,7 +83,8 @@ class FittedGLMM:
         self.family = model.family
         self.n_agq = criterion.n_agq
         theta, beta, mode = fit.theta, fit.beta, fit.mode
-        self.theta, self.beta = theta, beta
+        T = model.T
+        self.theta, self.beta_internal, self.beta = theta, beta, T @ beta
         self.log_likelihood = -0.5 * fit.deviance
         n_theta = len(theta)
         self.n_params = len(beta) + n_theta
@@ -69,11 +94,12 @@ class FittedGLMM:
         joint = criterion.data.row_pass(criterion.family, beta, mode.b, joint=True)
         self._joint = criterion._objective(joint.stats)
         try:
-            self.fixed_cov_conditional = self._joint.fixed_effects_cov(theta, sigma2=1.0)
+            self._cov_internal = self._joint.fixed_effects_cov(theta, sigma2=1.0)
         except np.linalg.LinAlgError:  # separated outcomes: X'WX is numerically singular
             p = len(beta)
-            self.fixed_cov_conditional = np.full((p, p), np.nan)
-        self.fixed_cov = self._hessian_cov(fit.hessian, n_theta)
+            self._cov_internal = np.full((p, p), np.nan)
+        self.fixed_cov_conditional = T @ self._cov_internal @ T.T
+        self.fixed_cov = T @ self._hessian_cov(fit.hessian, n_theta) @ T.T
         self.covs, self.blups, self._condvar_parts = {}, {}, {}
         lams = criterion.lams(theta)
         cv = None
@@ -123,16 +149,16 @@ class FittedGLMM:
         of the deviance in ``(theta, beta)``; the conditional one when ``H`` is not
         positive definite or was not computed (a ``theta`` on its bound is held fixed)."""
         if H is None:
-            return self.fixed_cov_conditional
+            return self._cov_internal
         bounds = [t.structure.lower_bounds for t in self.model.terms]
         lower = np.concatenate([*bounds, np.full(len(self.beta), -np.inf)])
-        x = np.concatenate([self.theta, self.beta])
+        x = np.concatenate([self.theta, self.beta_internal])
         free = ~(x <= lower + 1e-8)
         Hf = H[np.ix_(free, free)] / 2.0
         try:
             L = np.linalg.cholesky(Hf)
         except np.linalg.LinAlgError:
-            return self.fixed_cov_conditional
+            return self._cov_internal
         inv = np.linalg.inv(L)
         cov = inv.T @ inv
         p = len(self.beta)
@@ -193,7 +219,7 @@ class FittedGLMM:
         if not return_std:
             return pred
         n = X.shape[0]
-        Xe = np.column_stack([np.ones(n), Xf]) if m.fit_intercept else Xf
+        Xe = m.internal_design(Xf)  # the joint statistics' coordinates
         if m.terms:
             try:
                 quad, Gw = self._joint.prediction_variance(self.theta, levels, zs)
@@ -202,7 +228,7 @@ class FittedGLMM:
         else:
             quad, Gw = np.zeros(n), np.zeros_like(Xe)
         d = Xe - Gw
-        var = np.einsum("ij,jk,ik->i", d, self.fixed_cov_conditional, d) + quad
+        var = np.einsum("ij,jk,ik->i", d, self._cov_internal, d) + quad
         for t, z, idx in zip(m.terms, zs, levels, strict=True):
             unseen = idx < 0
             cov = self.covs[t.name].to_numpy()

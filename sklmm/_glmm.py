@@ -302,6 +302,15 @@ class GLMMData:
             "counts": [
                 np.bincount(c, minlength=k) for c, k in zip(self.codes, self.n_levels, strict=True)
             ],
+            # per level of every term: the responses' and the weights' sums
+            "level_k": [
+                np.bincount(c, weights=m * y, minlength=k)
+                for c, k in zip(self.codes, self.n_levels, strict=True)
+            ],
+            "level_m": [
+                np.bincount(c, weights=m, minlength=k)
+                for c, k in zip(self.codes, self.n_levels, strict=True)
+            ],
         }
 
     def extreme_rows(self, family, beta):
@@ -500,7 +509,10 @@ class LaplaceCriterion:
             except (np.linalg.LinAlgError, FloatingPointError):
                 # The working statistics are not positive definite: weights of ~0 with
                 # working responses of ~1/0, where the fitted means are 0 or 1 (the fixed
-                # effects separate the outcomes). The mode is where it is now.
+                # effects separate the outcomes). From a start far off (another point's
+                # modes), start again at u = 0; otherwise the mode is where it is now.
+                if it == 1 and not start and any(np.any(uk != 0) for uk in u):
+                    return self.pirls(theta, beta, [np.zeros_like(uk) for uk in u], joint)
                 break
             beta_new, u_new = _spherical(obj, f, p)
             if not joint:
@@ -809,7 +821,14 @@ def _stage2(c, m1, log, scale, max_iter, tol, hessian, n_glm):
     # Stage 2: (theta, beta) on the Laplace (or quadrature) deviance.
     x0 = np.concatenate([m1.theta, m1.beta])
     lower = np.concatenate([c.lower, np.full(c.p, -np.inf)])
-    center = {"u": m1.u}
+    # Every evaluation starts PIRLS at the modes of the best point so far: a trial step
+    # far out (its modes far off, or PIRLS stopped short there) must not become the start
+    # of the next evaluation.
+    center = {"u": m1.u, "best": np.inf}
+
+    def keep(val, mode):
+        if mode.converged and np.isfinite(val) and val < center["best"]:
+            center.update(u=mode.u, best=val)
 
     if c.analytic_gradient:
 
@@ -818,7 +837,9 @@ def _stage2(c, m1, log, scale, max_iter, tol, hessian, n_glm):
                 val, grad, mode = c.value_and_grad(x, center["u"])
             except FloatingPointError:  # a trial step far out: the line search backs off
                 return _FAR, np.zeros_like(x)
-            center["u"] = mode.u
+            if not mode.converged:
+                return max(val, _FAR), np.zeros_like(x)
+            keep(val, mode)
             return val, grad
 
         def grad_at(x, u):
@@ -837,7 +858,7 @@ def _stage2(c, m1, log, scale, max_iter, tol, hessian, n_glm):
                 val, mode = c.value(x, center["u"])
             except FloatingPointError:  # a trial step far out: the line search backs off
                 return _FAR, np.zeros_like(x)
-            center["u"] = mode.u  # every difference warm-started at the modes of x
+            keep(val, mode)  # the differences start at these modes
             h = 1e-4 * np.maximum(1.0, np.abs(x))
             return val, _fd_gradient(fun2, x, lower, h)
 

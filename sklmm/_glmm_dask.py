@@ -32,7 +32,7 @@ from ._glmm import GLMMData, RowPass, agq_total
 from ._terms import label_sources, match_terms
 
 
-def _chunk(Xp, yp, gp, vp, wp, op, terms, fit_intercept, p):
+def _chunk(Xp, yp, gp, vp, wp, op, terms, fit_intercept, p, center):
     """One partition as a :class:`GLMMData` block (rows of weight 0 left out)."""
     X, y, w = _x_block(Xp), _y_block(yp), _w_block(wp)
     off = None if op is None else _w_block(op)
@@ -52,7 +52,7 @@ def _chunk(Xp, yp, gp, vp, wp, op, terms, fit_intercept, p):
     if off is not None and not np.isfinite(off).all():
         raise ValueError("offset must be finite")
     codes = match_terms(terms, labels, n)
-    Xf = X[:, :p]
+    Xf = X[:, :p] - center  # centred on the data's means (the in-memory fit's start)
     design = np.column_stack([np.ones(n), Xf]) if fit_intercept else Xf
     return GLMMData(
         X=design,
@@ -157,12 +157,14 @@ class DaskGLMMData:
 
     def data_sums(self):
         parts = self._map(_data_sums)
-        out = {key: sum(p[key] for p in parts) for key in parts[0] if key != "counts"}
-        out["counts"] = [sum(p["counts"][k] for p in parts) for k in range(len(self.n_levels))]
+        lists = ("counts", "level_k", "level_m")
+        out = {key: sum(p[key] for p in parts) for key in parts[0] if key not in lists}
+        for key in lists:
+            out[key] = [sum(p[key][k] for p in parts) for k in range(len(self.n_levels))]
         return out
 
 
-def dask_glmm_data(data, terms, offset, *, fit_intercept, n_features, family, binary):
+def dask_glmm_data(data, terms, offset, *, fit_intercept, n_features, family, binary, center):
     """The persisted row blocks of validated :class:`~sklmm._dask.DaskData` (levels set).
 
     Returns
@@ -188,7 +190,7 @@ def dask_glmm_data(data, terms, offset, *, fit_intercept, n_features, family, bi
     shared = dask.delayed(terms, pure=True)
     task = dask.delayed(_chunk, pure=True)
     chunks = [
-        task(*b, o, shared, fit_intercept, n_features)
+        task(*b, o, shared, fit_intercept, n_features, center)
         for b, o in zip(zip(*blocks, strict=True), offsets, strict=True)
     ]
     chunks = list(dask.persist(*chunks))

@@ -296,7 +296,8 @@ def optimize(
             verbose=verbose,
         )
     first = res.log[0] if res.log else {"theta": res.theta, "deviance": res.evaluation.deviance}
-    if blocks and max_iter > 0 and res.converged and on_boundary(res.theta, blocks):
+    # A warm start comes from a fit that has had its other starts already.
+    if not warm and blocks and max_iter > 0 and res.converged and on_boundary(res.theta, blocks):
         starts = _starts(res.theta, blocks, full=on_boundary(res.theta, blocks, min_q=2))
         res = _other_starts(counted, res, starts, blocked, max_iter, tol, verbose)
     theta, evaluation = snap_to_boundary(counted, res.theta, res.evaluation, blocks)

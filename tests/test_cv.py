@@ -138,3 +138,36 @@ def test_warm_started_candidates_run_newton_alone():
     assert est.n_iter_ < cold.n_iter_
     assert est._fitted.opt.log[0]["phase"] == "newton"
     np.testing.assert_allclose(est.log_likelihood_, cold.log_likelihood_, rtol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::sklmm.SingularFitWarning")
+def test_constant_and_one_row_folds_score_as_r2_score(routing):
+    """A fold with a constant y scores as r2_score's force_finite (0 unless predicted
+    exactly), as GridSearchCV's."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(6), 10)
+    x = rng.normal(size=60)
+    y = 1 + x + rng.normal(size=6)[g] + rng.normal(size=60)
+    y[g == 0] = 5.0
+    X = pd.DataFrame({"x": x})
+    cand = {"random_slopes": [None, ["x"]]}
+    cv = GroupKFold(6)
+    ours = MixedLMRegressorCV(candidates=cand, cv=cv).fit(X, y, groups=g)
+    theirs = grid_search(X, y, g, cv, candidates=cand)
+    for k in range(6):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    assert ours.best_index_ == theirs.best_index_
+
+
+def test_one_column_groups_frame_and_empty_candidates():
+    X, y, g = sleep()
+    frame = MixedLMRegressorCV(cv=GroupKFold(3)).fit(X, y, groups=g.to_frame())
+    series = MixedLMRegressorCV(cv=GroupKFold(3)).fit(X, y, groups=g)
+    np.testing.assert_allclose(
+        frame.cv_results_["mean_test_score"], series.cv_results_["mean_test_score"]
+    )
+    with pytest.raises(ValueError, match="empty"):
+        MixedLMRegressorCV(candidates=[]).fit(X, y, groups=g)
+    with pytest.raises(ValueError, match="numbers"):
+        MixedLMRegressorCV().fit(X, np.array(["a"] * len(y)), groups=g)

@@ -392,3 +392,31 @@ def test_plot_residuals_refuses_a_glmm(classifier):
     clf, (X, y, g) = classifier
     with pytest.raises(TypeError, match="GLMM"):
         plot_residuals(clf, X, y, groups=g)
+
+
+def test_separation_by_the_groups_warns():
+    """Every group all 0 or all 1: the random intercepts' variance diverges (lme4 gives a
+    meaningless sd of 68 without a word)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(30), 10)
+    X = rng.normal(size=(300, 1))
+    with pytest.warns(SeparationWarning, match="15 of its 30 levels have all responses 0"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("always", category=SeparationWarning)
+            MixedGLMClassifier().fit(X, g % 2, groups=g)
+    with pytest.raises(ValueError, match="every count is 0"):
+        MixedGLMRegressor().fit(X, np.zeros(300), groups=g)
+
+
+def test_a_strong_well_determined_effect_is_not_called_separation():
+    rng = np.random.default_rng(5)
+    n = 3000
+    g = rng.integers(0, 50, n)
+    x = rng.normal(0, 3, n)
+    eta = 0.5 + 2 * x + rng.normal(0, 0.5, 50)[g]
+    y = rng.random(n) < 1 / (1 + np.exp(-eta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=SeparationWarning)
+        clf = MixedGLMClassifier().fit(x[:, None], y, groups=g)
+    assert abs(clf.coef_[0] - 2) < 0.3

@@ -52,8 +52,11 @@ def test_crossed_terms_equal_in_memory():
     dk = MixedGLMClassifier(random_effects=spec).fit(
         frame[["x"]], frame["y"], groups=frame[["g", "item"]]
     )
+    # In memory the exact gradient (dense, several terms), from Dask central differences:
+    # the same optimum, reached to each optimizer's precision.
     np.testing.assert_allclose(dk.log_likelihood_, mem.log_likelihood_, rtol=1e-10)
-    np.testing.assert_allclose(dk.variance_components_, mem.variance_components_, rtol=1e-6)
+    np.testing.assert_allclose(dk.variance_components_, mem.variance_components_, rtol=1e-5)
+    np.testing.assert_allclose(dk.fixed_effects_, mem.fixed_effects_, rtol=1e-5)
 
 
 def test_poisson_with_offset_and_arrays():

@@ -77,3 +77,16 @@ def test_glmm_classifier_warm_start_on_other_rows():
     est.fit(x[:400, None], y[:400], groups=g[:400])  # fewer levels: no modes carried over
     cold = MixedGLMClassifier().fit(x[:400, None], y[:400], groups=g[:400])
     np.testing.assert_allclose(est.log_likelihood_, cold.log_likelihood_, rtol=1e-9)
+
+
+def test_warm_refit_of_a_boundary_fit_converges_at_once():
+    """A singular fit's refit does not redo the other starts of the first fit."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(20), 10)
+    x = rng.normal(size=200)
+    y = 1 + x + rng.normal(size=20)[g] + rng.normal(size=200)  # no random slope
+    est = MixedLMRegressor(random_slopes=[0], warm_start=True)
+    with pytest.warns(UserWarning):  # SingularFitWarning
+        est.fit(x[:, None], y, groups=g)
+        est.fit(x[:, None], y, groups=g)
+    assert est.n_iter_ <= 2
