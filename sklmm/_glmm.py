@@ -837,8 +837,8 @@ def _stage2(c, m1, log, scale, max_iter, tol, hessian, n_glm):
                 val, grad, mode = c.value_and_grad(x, center["u"])
             except FloatingPointError:  # a trial step far out: the line search backs off
                 return _FAR, np.zeros_like(x)
-            if not mode.converged:
-                return max(val, _FAR), np.zeros_like(x)
+            if not np.isfinite(val):
+                return _FAR, np.zeros_like(x)
             keep(val, mode)
             return val, grad
 

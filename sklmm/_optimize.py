@@ -297,6 +297,7 @@ def optimize(
         )
     first = res.log[0] if res.log else {"theta": res.theta, "deviance": res.evaluation.deviance}
     # A warm start comes from a fit that has had its other starts already.
+    warm = warm and theta0 is not None
     if not warm and blocks and max_iter > 0 and res.converged and on_boundary(res.theta, blocks):
         starts = _starts(res.theta, blocks, full=on_boundary(res.theta, blocks, min_q=2))
         res = _other_starts(counted, res, starts, blocked, max_iter, tol, verbose)

@@ -202,13 +202,16 @@ def test_cbpp_quadrature():
     )
 
 
+@pytest.fixture(scope="module")
+def probit():
+    """The probit case (a module fixture: a class-scoped one beside the parametrized module
+    fixture trips pytest's fixture teardown in a full run)."""
+    case = Case("binary_probit")
+    return case, case.fit()
+
+
 class TestProbit:
     """The textbook Laplace approximation (observed curvature), as glmmTMB's, and AGQ."""
-
-    @pytest.fixture(scope="class")
-    def probit(self):
-        case = Case("binary_probit")
-        return case, case.fit()
 
     def test_matches_glmmTMB(self, probit):
         case, est = probit
