@@ -122,6 +122,20 @@ class MixedModelBase(BaseEstimator):
         fitted = self._fitted
         return _term_signature(fitted.model.terms), fitted
 
+    def _dask_inputs(self, X, y, groups, variance_components, sample_weight):
+        """Checked Dask inputs (:class:`~sklmm._dask.DaskData`), the terms with their levels
+        (the first pass over the partitions) and that pass's summary."""
+        from ._dask import DaskData
+
+        if self.random_effects is None and _is_dask_collection(X) and hasattr(X, "columns"):
+            check_slope_labels(X._meta, self.random_slopes)
+        data = DaskData(X, y, groups, variance_components, sample_weight)
+        self.n_features_in_ = data.n_features
+        if data.feature_names is not None:
+            self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
+        terms = self._terms_for(None, data.groups_names, data.vc_names)
+        return data, terms, data.summarize(terms)
+
     def _prepare(self, X, y, groups, variance_components, sample_weight, offset=None):
         """The model of the inputs of ``fit`` (formula, Dask or in-memory arrays)."""
         inputs = (X, y, groups, variance_components, sample_weight)

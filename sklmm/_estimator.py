@@ -17,7 +17,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import MixedModelBase, _is_dask_collection, _term_signature
+from ._base import MixedModelBase, _term_signature
 from ._covariance import COVARIANCE_TYPES
 from ._ddf import anova_table, contrast_matrix, ddf_method
 from ._design import NA_ACTIONS
@@ -33,7 +33,6 @@ from ._model import build_model
 from ._optimize import ALL_SOLVERS, optimize, resolve_solver
 from ._validation import (
     check_sample_weight,
-    check_slope_labels,
 )
 
 _NO_GROUPS = (
@@ -478,16 +477,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         return build_model(X, y, terms, codes, reml=self.reml, **options)
 
     def _dask_model(self, X, y, groups, variance_components, sample_weight, offset=None):
-        from ._dask import DaskData
-
-        if self.random_effects is None and _is_dask_collection(X) and hasattr(X, "columns"):
-            check_slope_labels(X._meta, self.random_slopes)
-        data = DaskData(X, y, groups, variance_components, sample_weight)
-        self.n_features_in_ = data.n_features
-        if data.feature_names is not None:
-            self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
-        terms = self._terms_for(None, data.groups_names, data.vc_names)
-        summary = data.summarize(terms)
+        data, terms, summary = self._dask_inputs(X, y, groups, variance_components, sample_weight)
         return data.model(
             terms,
             summary,

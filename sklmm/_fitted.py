@@ -292,15 +292,7 @@ class FittedModel:
         """
         m = self.model
         n = X.shape[0]
-        beta = self.beta
-        Xf = X[:, : len(m.x_mean)]  # any later columns are random-effects columns only
-        pred = Xf @ (beta[1:] if m.fit_intercept else beta) + (beta[0] if m.fit_intercept else 0)
-        zs_user = [t.z(X) for t in m.terms]
-        for t, z, idx in zip(m.terms, zs_user, levels, strict=True):
-            seen = idx >= 0
-            if seen.any():
-                b = self.blups[t.name].to_numpy()[idx[seen]]
-                pred[seen] += np.einsum("ij,ij->i", z[seen], b)
+        pred, Xf, zs_user = conditional_mean(self, X, levels)
         if not return_std:
             return pred
         Xe = Xf - m.x_mean
@@ -392,6 +384,33 @@ class FittedModel:
         )
         objective.release()
         return -0.5 * opt.objective
+
+
+def conditional_mean(fitted, X, levels):
+    """``x'beta + z'b`` of every row: each term adds the BLUP (conditional mode) of the
+    row's level where that level was seen in ``fit`` (``levels[k] >= 0``), nothing else.
+
+    ``fitted`` is a :class:`FittedModel` or a GLMM's; ``X`` holds the fixed-effects
+    columns first (``len(fitted.model.x_mean)`` of them), then any random-only columns.
+
+    Returns
+    -------
+    pred : ndarray of shape (n,)
+    Xf : ndarray
+        The fixed-effects columns of ``X``.
+    zs : list of ndarray
+        Every term's columns for the rows of ``X``.
+    """
+    m, beta = fitted.model, fitted.beta
+    Xf = X[:, : len(m.x_mean)]  # any later columns are random-effects columns only
+    pred = Xf @ (beta[1:] if m.fit_intercept else beta) + (beta[0] if m.fit_intercept else 0)
+    zs = [t.z(X) for t in m.terms]
+    for t, z, idx in zip(m.terms, zs, levels, strict=True):
+        seen = idx >= 0
+        if seen.any():
+            b = fitted.blups[t.name].to_numpy()[idx[seen]]
+            pred[seen] += np.einsum("ij,ij->i", z[seen], b)
+    return pred, Xf, zs
 
 
 def predict_labels(fitted, X, groups_cols, vc_cols, *, return_std=False, include_residual=False):

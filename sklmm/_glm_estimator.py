@@ -203,18 +203,9 @@ class _MixedGLMBase(MixedModelBase):
 
     def _dask_model(self, X, y, groups, variance_components, sample_weight, offset=None):
         """The model of Dask collections: persisted row blocks, summed per pass."""
-        from ._dask import DaskData
         from ._glmm_dask import dask_glmm_data
-        from ._validation import check_slope_labels
 
-        if self.random_effects is None and _is_dask_collection(X) and hasattr(X, "columns"):
-            check_slope_labels(X._meta, self.random_slopes)
-        data = DaskData(X, y, groups, variance_components, sample_weight)
-        self.n_features_in_ = data.n_features
-        if data.feature_names is not None:
-            self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
-        terms = self._terms_for(None, data.groups_names, data.vc_names)
-        pass1 = data.summarize(terms)
+        data, terms, pass1 = self._dask_inputs(X, y, groups, variance_components, sample_weight)
         # Centred columns (the in-memory fit also divides by their standard deviations).
         center = (
             pass1["x_sum"] / pass1["w_sum"]

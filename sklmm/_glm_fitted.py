@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._fitted import FittedModel, _condvar_frame
+from ._fitted import FittedModel, _condvar_frame, conditional_mean
 from ._inference import information_criteria, varcorr_table
 from ._model import MixedModel
 from ._optimize import boundary_terms
@@ -206,16 +206,7 @@ class FittedGLMM:
         curvature of the likelihood at the modes in place of ``sigma2``.
         """
         m = self.model
-        p = len(m.x_mean)
-        Xf = X[:, :p]
-        beta = self.beta
-        pred = Xf @ (beta[1:] if m.fit_intercept else beta) + (beta[0] if m.fit_intercept else 0)
-        zs = [t.z(X) for t in m.terms]
-        for t, z, idx in zip(m.terms, zs, levels, strict=True):
-            seen = idx >= 0
-            if seen.any():
-                b = self.blups[t.name].to_numpy()[idx[seen]]
-                pred[seen] += np.einsum("ij,ij->i", z[seen], b)
+        pred, Xf, zs = conditional_mean(self, X, levels)
         if not return_std:
             return pred
         n = X.shape[0]
