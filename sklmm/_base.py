@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._exceptions import (
     MissingDataWarning,
     NoGroupsWarning,
+    SingularFitWarning,
     warn_lost_levels,
     warn_user,
 )
@@ -461,6 +462,47 @@ class MixedModelBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+    # -- fitted attributes ----------------------------------------------------------------
+    def _set_results(self, fitted, converged, n_iter):
+        """The fitted attributes every model has, from its fitted model (user scale)."""
+        beta = fitted.beta
+        if fitted.model.fit_intercept:
+            self.intercept_, self.coef_ = float(beta[0]), beta[1:].copy()
+        else:
+            self.intercept_, self.coef_ = 0.0, beta.copy()
+        self.fixed_effects_ = pd.Series(beta.copy(), index=fitted.model.fixed_names, name="beta")
+        self.random_effects_ = fitted.blups
+        self.random_effects_cov_ = fitted.covs
+        self.variance_components_ = fitted.variance_components
+        self.terms_ = tuple(str(t.spec) for t in fitted.model.terms)
+        self.log_likelihood_ = fitted.log_likelihood
+        self.fixed_effects_cov_ = fitted.fixed_cov
+        self.n_params_ = fitted.n_params
+        self.aic_, self.bic_ = fitted.aic, fitted.bic
+        self.converged_ = bool(converged)
+        self.n_iter_ = int(n_iter)
+        self.is_singular_ = bool(fitted.singular)
+        self._fitted = fitted
+
+    def _warn_singular(self, fitted):
+        """:class:`~sklmm.SingularFitWarning` for a fit on the boundary, with the sd's."""
+        if not fitted.singular:
+            return
+        sd = {
+            f"{name}: {col}": round(float(np.sqrt(max(cov.loc[col, col], 0.0))), 6)
+            for name in fitted.singular
+            for cov in [fitted.covs[name]]
+            for col in cov.columns
+        }
+        warn_user(
+            "Boundary (singular) fit: the random-effects covariance of the term(s) "
+            f"{fitted.singular} is singular (standard deviations {sd}); a variance is "
+            "zero or a correlation is +/-1. The estimates are the optimum on the "
+            "boundary. Consider a simpler random-effects structure (fewer random "
+            "slopes, or a diagonal covariance).",
+            SingularFitWarning,
+        )
 
     # -- predict ------------------------------------------------------------------------
     def _predict_raw(

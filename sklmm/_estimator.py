@@ -24,7 +24,6 @@ from ._design import NA_ACTIONS
 from ._exceptions import (
     MixedLMConvergenceWarning,
     NoGroupsWarning,
-    SingularFitWarning,
     warn_user,
 )
 from ._fitted import FittedModel
@@ -488,25 +487,8 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
 
     def _set_fitted(self, fitted):
         """Copy the user-scale results onto the estimator and warn about the fit."""
-        beta = fitted.beta
-        if fitted.model.fit_intercept:
-            self.intercept_, self.coef_ = float(beta[0]), beta[1:].copy()
-        else:
-            self.intercept_, self.coef_ = 0.0, beta.copy()
-        self.fixed_effects_ = pd.Series(beta.copy(), index=fitted.model.fixed_names, name="beta")
+        self._set_results(fitted, fitted.opt.converged, fitted.opt.n_iter)
         self.residual_variance_ = fitted.sigma2
-        self.random_effects_ = fitted.blups
-        self.random_effects_cov_ = fitted.covs
-        self.variance_components_ = fitted.variance_components
-        self.terms_ = tuple(str(t.spec) for t in fitted.model.terms)
-        self.log_likelihood_ = fitted.log_likelihood
-        self.fixed_effects_cov_ = fitted.fixed_cov
-        self.n_params_ = fitted.n_params
-        self.aic_, self.bic_ = fitted.aic, fitted.bic
-        self.converged_ = fitted.opt.converged
-        self.n_iter_ = fitted.opt.n_iter
-        self.is_singular_ = bool(fitted.singular)
-        self._fitted = fitted
         if not self.converged_:
             warn_user(
                 f"The {fitted.opt.solver} solver stopped before converging "
@@ -515,21 +497,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
                 "slopes.",
                 MixedLMConvergenceWarning,
             )
-        if self.is_singular_:
-            sd = {
-                f"{name}: {col}": round(float(np.sqrt(max(cov.loc[col, col], 0.0))), 6)
-                for name in fitted.singular
-                for cov in [fitted.covs[name]]
-                for col in cov.columns
-            }
-            warn_user(
-                "Boundary (singular) fit: the random-effects covariance of the term(s) "
-                f"{fitted.singular} is singular (standard deviations {sd}); a variance is "
-                "zero or a correlation is +/-1. The estimates are the optimum on the "
-                "boundary. Consider a simpler random-effects structure (fewer random "
-                "slopes, or a diagonal covariance).",
-                SingularFitWarning,
-            )
+        self._warn_singular(fitted)
 
     # -- predict ------------------------------------------------------------
     def predict(

@@ -22,7 +22,6 @@ from ._exceptions import (
     MixedLMConvergenceWarning,
     NoGroupsWarning,
     SeparationWarning,
-    SingularFitWarning,
     warn_user,
 )
 from ._glm_family import LINKS, Family, check_response
@@ -259,33 +258,7 @@ class _MixedGLMBase(MixedModelBase):
         return model, gdata
 
     def _set_fitted(self, fitted, data):
-        beta = fitted.beta
-        m = fitted.model
-        if m.fit_intercept:
-            self.intercept_, self.coef_ = float(beta[0]), beta[1:].copy()
-        else:
-            self.intercept_, self.coef_ = 0.0, beta.copy()
-        self.fixed_effects_ = pd.Series(beta.copy(), index=m.fixed_names, name="beta")
-        self.random_effects_ = fitted.blups
-        self.random_effects_cov_ = fitted.covs
-        self.variance_components_ = pd.Series(
-            {
-                name: float(cov.iloc[0, 0])
-                for name, cov in fitted.covs.items()
-                if list(cov.columns) == ["(Intercept)"]
-            },
-            name="variance",
-            dtype=float,
-        )
-        self.terms_ = tuple(str(t.spec) for t in m.terms)
-        self.log_likelihood_ = fitted.log_likelihood
-        self.fixed_effects_cov_ = fitted.fixed_cov
-        self.n_params_ = fitted.n_params
-        self.aic_, self.bic_ = fitted.aic, fitted.bic
-        self.converged_ = fitted.fit.converged
-        self.n_iter_ = fitted.fit.n_iter
-        self.is_singular_ = bool(fitted.singular)
-        self._fitted = fitted
+        self._set_results(fitted, fitted.fit.converged, fitted.fit.n_iter)
         if not self.converged_:
             warn_user(
                 f"The fit stopped before converging ({fitted.fit.message}) after "
@@ -294,13 +267,7 @@ class _MixedGLMBase(MixedModelBase):
                 MixedLMConvergenceWarning,
             )
         self._check_separation(fitted, data)
-        if self.is_singular_:
-            warn_user(
-                "Boundary (singular) fit: the random-effects covariance of the term(s) "
-                f"{fitted.singular} is singular (a variance is zero or a correlation is "
-                "+/-1). Consider a simpler random-effects structure.",
-                SingularFitWarning,
-            )
+        self._warn_singular(fitted)
 
     def _check_separation(self, fitted, data):
         """Warn where the outcomes are (nearly) separated and estimates diverge.

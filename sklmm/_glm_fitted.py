@@ -139,6 +139,7 @@ class FittedGLMM:
         }
 
     random_structure = FittedModel.random_structure
+    variance_components = FittedModel.variance_components
 
     def ml_log_likelihood(self):
         """The log-likelihood (a GLMM is fitted by maximum likelihood)."""
