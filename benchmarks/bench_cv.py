@@ -64,6 +64,7 @@ def main(argv=None):
     ours = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv).fit(X, y, groups=g)
     t_cv = time.perf_counter() - start
     rows.append(("MixedLMRegressorCV, 40 fits + refit", t_cv))
+
     t_grid = None
     if not args.skip_grid:
         with sklearn.config_context(enable_metadata_routing=True):

@@ -291,36 +291,36 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
 
         results = {"params": grid, "fit_time": np.zeros((len(grid), len(tests)))}
         scores = np.zeros((len(grid), len(tests)))
-        # Warm starts (the mechanism of warm_start=True): every fit of a structure starts
-        # from the last fit of the same structure (another fold, or REML after ML).
-        last = {}
-        troubles = {"converged": [], "singular": []}
+        # The training sets' statistics, once; then every structure (random slopes and
+        # covariance type) in turn: its fits start from the last fit of the same
+        # structure (the mechanism of warm_start=True: another fold, or REML after ML).
+        trains = []
+        for k in range(len(tests)):
+            parts = [s for j, s in enumerate(fold_stats) if j != k and s is not None]
+            trains.append(sum_stats(*([*parts, rest] if rest is not None else parts)))
+        structures = {}
         for i, params in enumerate(grid):
-            for k in range(len(tests)):
-                parts = [s for j, s in enumerate(fold_stats) if j != k and s is not None]
-                if rest is not None:
-                    parts.append(rest)
-                train = sum_stats(*parts)
-                start = time.perf_counter()
-                key = (tuple(slopes[id(params)]), params.get("covariance_type", "unstructured"))
-                fitted = self._fit_candidate(
-                    train,
-                    params,
-                    slopes[id(params)],
-                    union,
-                    u_term,
-                    (names, names_given),
-                    (groups_cols, vc_cols),
-                    last.get(key),
-                )
-                last[key] = fitted
-                if not fitted.opt.converged:
+            key = (tuple(slopes[id(params)]), params.get("covariance_type", "unstructured"))
+            structures.setdefault(key, []).append(i)
+        # by position in the grid (the parameter dicts are copied into the jobs)
+        slope_list = [slopes[id(params)] for params in grid]
+        context = (grid, slope_list, union, u_term, (names, names_given), (groups_cols, vc_cols))
+        # (Jobs over the structures, with joblib's processes, were slower on two cores at
+        # 180,000 and 900,000 rows: the processes' start-up outweighs the fits.)
+        jobs = [
+            self._run_structure(indices, trains, fold_stats, context)
+            for indices in structures.values()
+        ]
+        troubles = {"converged": [], "singular": []}
+        for rows in jobs:
+            for i, k, score, seconds, converged, singular in rows:
+                scores[i, k] = score
+                results["fit_time"][i, k] = seconds
+                if not converged:
                     troubles["converged"].append((i, k))
-                if fitted.singular:
+                if singular:
                     troubles["singular"].append((i, k))
-                beta, b = self._blups(fitted, train)
-                results["fit_time"][i, k] = time.perf_counter() - start
-                scores[i, k] = self._score(fold_stats[k], beta, b, slopes[id(params)], union)
+        troubles = {kind: sorted(pairs) for kind, pairs in troubles.items()}
         self._warn(grid, troubles)
         self.n_splits_ = len(tests)
         mean, std = scores.mean(axis=1), scores.std(axis=1)
@@ -347,6 +347,24 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         if self.refit:
             self.best_estimator_ = self._base(**self.best_params_).fit(X, y, groups=groups)
         return self
+
+    def _run_structure(self, indices, trains, fold_stats, context):
+        """Every fold of the candidates ``indices`` (one structure), warm-started in turn:
+        ``(i, k, score, seconds, converged, singular)`` per fit."""
+        grid, slopes, union, u_term, naming, labels = context
+        out, last = [], None
+        for i in indices:
+            params = grid[i]
+            for k, train in enumerate(trains):
+                start = time.perf_counter()
+                last = self._fit_candidate(
+                    train, params, slopes[i], union, u_term, naming, labels, last
+                )
+                beta, b = self._blups(last, train)
+                seconds = time.perf_counter() - start
+                score = self._score(fold_stats[k], beta, b, slopes[i], union)
+                out.append((i, k, score, seconds, bool(last.opt.converged), bool(last.singular)))
+        return out
 
     def _fit_candidate(self, train, params, slopes, union, u_term, naming, labels, warm=None):
         """The :class:`~sklmm._fitted.FittedModel` of a candidate on training statistics."""
