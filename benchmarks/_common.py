@@ -131,3 +131,21 @@ def rss_peak(fn):
         return None, fn()
     out = fn()
     return (_proc_status_kb("VmHWM") - base) * 1024, out
+
+
+def sklmm_revision():
+    """``git describe`` of the sklmm that is imported (``unknown`` outside a checkout)."""
+    import subprocess
+
+    import sklmm
+
+    root = Path(sklmm.__file__).resolve().parent.parent
+    try:
+        return subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

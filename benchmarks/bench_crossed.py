@@ -53,12 +53,10 @@ import gc
 import multiprocessing
 import os
 import platform
-import subprocess
 import sys
 import time
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,6 +68,7 @@ from _common import (
     blas_summary,
     print_table,
     rss_peak,
+    sklmm_revision,
     traced_peak,
     wait_for_child,
 )
@@ -455,19 +454,6 @@ def sklmm_row(case, m, target):
             "result": "PASS" if m["best"] < target else "MISS",
         },
     ]
-
-
-def sklmm_revision():
-    root = Path(sklmm.__file__).resolve().parent.parent
-    try:
-        return subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None):

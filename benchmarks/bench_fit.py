@@ -70,11 +70,9 @@ import gc
 import multiprocessing
 import os
 import platform
-import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,6 +83,7 @@ from _common import (
     blas_summary,
     print_table,
     rss_peak,
+    sklmm_revision,
     traced_peak,
     wait_for_child,
 )
@@ -281,20 +280,6 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
-
-
-def sklmm_revision():
-    root = Path(sklmm.__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        rev = "unknown"
-    return rev
 
 
 def main(argv=None):

@@ -75,7 +75,7 @@ import numpy as np
 import pandas as pd
 import scipy
 import scipy.sparse as sp
-from _common import blas_summary, print_table, wait_for_child
+from _common import blas_summary, print_table, sklmm_revision, wait_for_child
 
 import sklmm
 
@@ -371,19 +371,6 @@ def peer_row(library, out, sk, note):
 
 def failed_row(library, status, note=""):
     return {"case": "", "library": library, "time s": status, "note": note}
-
-
-def sklmm_revision():
-    root = Path(sklmm.__file__).resolve().parent.parent
-    try:
-        return subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def load_average():

@@ -101,7 +101,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import blas_summary, print_table
+from _common import blas_summary, print_table, sklmm_revision
 
 SLOW = 10.0  # seconds: a warm-up longer than this is the only timed fit
 SLEEPSTUDY_TARGET = 1e-3
@@ -578,19 +578,6 @@ def versions():
         except importlib.metadata.PackageNotFoundError:
             out[lib] = None
     return out
-
-
-def sklmm_revision():
-    root = Path(__file__).resolve().parent.parent
-    try:
-        return subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def log(msg):
