@@ -583,23 +583,18 @@ class LaplaceCriterion:
         sizes = [m * lam.shape[0] for m, lam in zip(data.n_levels, lams, strict=True)]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
 
-        def lam_t_left(M):  # Lambda' M
+        def lam_left(M, transpose=False):  # Lambda M, or Lambda' M
             out = np.empty_like(M)
             for k, lam in enumerate(lams):
                 blk = slice(offsets[k], offsets[k + 1])
                 q = lam.shape[0]
                 part = M[blk].reshape(-1, q, M.shape[1])
-                out[blk] = np.einsum("ba,lbj->laj", lam, part).reshape(-1, M.shape[1])
+                factor = lam.T if transpose else lam
+                out[blk] = np.einsum("ab,lbj->laj", factor, part).reshape(-1, M.shape[1])
             return out
 
-        def lam_left(M):  # Lambda M
-            out = np.empty_like(M)
-            for k, lam in enumerate(lams):
-                blk = slice(offsets[k], offsets[k + 1])
-                q = lam.shape[0]
-                part = M[blk].reshape(-1, q, M.shape[1])
-                out[blk] = np.einsum("ab,lbj->laj", lam, part).reshape(-1, M.shape[1])
-            return out
+        def lam_t_left(M):  # Lambda' M
+            return lam_left(M, transpose=True)
 
         uvec = np.concatenate([uk.ravel() for uk in mode.u])
         eta = data.offset + data.X @ beta + data.random_part(mode.b)
