@@ -61,15 +61,21 @@ and the second derivative along ``E`` and ``F`` is::
      S_E = sum_i W_i'E W_i]
 
 The chain rule through ``Psi = Lambda Lambda'`` gives the gradient and the
-Hessian in ``theta``. Every term is a batched product of arrays of shape
-(groups, q, q) or (groups, q, p): the cost of one evaluation is
-O(groups q^3 + groups q^2 p + p^3) and independent of the number of rows.
+Hessian in ``theta``. Every term is a product of per-group blocks of shape
+(q, q) or (q, p), held with the groups on the last, contiguous axis (arrays of
+shape (q, q, groups)): each step of a small Cholesky factorization or
+triangular solve, and each per-group product, is then one vectorised operation
+over all the groups (a batched LAPACK call per group costs several times
+more), and every sum over the groups is one matrix product. The cost of one
+evaluation is O(groups q^3 + groups q^2 p + p^3) and independent of the number
+of rows.
 """
 
 import contextlib
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import lapack
 
 
 @dataclass
@@ -131,6 +137,64 @@ def _upper_solve_t(L, B):
     return X
 
 
+def _chol_last(M):
+    """Lower Cholesky factors of a stack of small matrices held with the stack last.
+
+    ``M`` has shape (q, q, g): ``M[:, :, i]`` is group ``i``'s matrix. Column by
+    column over the q columns, each step one operation on all the groups at once:
+    for the small q of a random-effects term this is several times faster than a
+    batched LAPACK call per group, and the group axis stays contiguous.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        When a matrix is not (numerically) positive definite.
+    """
+    q = M.shape[0]
+    L = np.zeros(M.shape)
+    for j in range(q):
+        d = M[j, j] - np.einsum("kg,kg->g", L[j, :j], L[j, :j]) if j else M[j, j]
+        if not (d > 0.0).all():
+            raise np.linalg.LinAlgError("Matrix is not positive definite")
+        L[j, j] = np.sqrt(d)
+        if j + 1 < q:
+            r = M[j + 1 :, j]
+            if j:
+                r = r - np.einsum("ikg,kg->ig", L[j + 1 :, :j], L[j, :j])
+            L[j + 1 :, j] = r / L[j, j]
+    return L
+
+
+def _lower_solve_last(L, B):
+    """``L^{-1} B`` per group for ``L`` (q, q, g) lower triangular and ``B`` (q, k, g)."""
+    X = np.empty(B.shape)
+    for i in range(L.shape[0]):
+        acc = B[i]
+        if i:
+            acc = acc - np.einsum("jg,jkg->kg", L[i, :i], X[:i])
+        X[i] = acc / L[i, i]
+    return X
+
+
+def _upper_solve_t_last(L, B):
+    """``(L')^{-1} B`` per group, the stack last (back substitution)."""
+    X = np.empty(B.shape)
+    q = L.shape[0]
+    for i in range(q - 1, -1, -1):
+        acc = B[i]
+        if i < q - 1:
+            acc = acc - np.einsum("jg,jkg->kg", L[i + 1 :, i], X[i + 1 :])
+        X[i] = acc / L[i, i]
+    return X
+
+
+def _group_sum_last(A, B):
+    """``T[m, j, k, l] = sum_g A[j, k, g] B[l, m, g]`` (stacks last): one matrix product."""
+    q, n_g = A.shape[0], A.shape[-1]
+    T = (A.reshape(q * q, n_g) @ B.reshape(q * q, n_g).T).reshape(q, q, q, q)  # [j, k, l, m]
+    return T.transpose(3, 0, 1, 2)
+
+
 def _cho_solve(L_inv, B):
     """``C^{-1} B`` where ``C = L L'`` and ``L_inv = L^{-1}`` (p x p, from one small solve).
 
@@ -143,13 +207,6 @@ def _cho_solve(L_inv, B):
     return L_inv.T @ (L_inv @ B)
 
 
-def _group_sum(A, B):
-    """``T[m, j, k, l] = sum_g A[g, j, k] B[g, l, m]``: one matrix product."""
-    n_g, q = A.shape[0], A.shape[1]
-    T = (A.reshape(n_g, -1).T @ B.reshape(n_g, -1)).reshape(q, q, q, q)  # [j, k, l, m]
-    return T.transpose(3, 0, 1, 2)
-
-
 def profile_fixed_effects(S, logdet, p, k, reml, log_weights=0.0):
     """``beta``, ``r2`` and ``D`` from ``S = [X y]' V^{-1} [X y]`` and ``log|M|``.
 
@@ -159,15 +216,24 @@ def profile_fixed_effects(S, logdet, p, k, reml, log_weights=0.0):
     cross-products weighted), ``D`` also has lme4's ``-sum(log w)``: the residual
     covariance is ``sigma2 W^{-1}``.
     """
-    R = np.linalg.cholesky(S)
+    # LAPACK directly: numpy's wrappers cost several times the work on a (p+1)-matrix.
+    R, info = lapack.dpotrf(S, lower=1, clean=1)
+    if info > 0:
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
     L_C, s = R[:p, :p], R[p, p]
     r2 = s * s
     dev = logdet + k * (1.0 + np.log(2.0 * np.pi * r2 / k)) - log_weights
     if reml:
-        dev += 2.0 * np.log(np.diag(L_C)).sum()
+        dev += 2.0 * np.log(np.diagonal(L_C)).sum()
+    if p:
+        beta = lapack.dtrtrs(L_C, R[p, :p], lower=1, trans=1)[0]
+        L_C_inv = lapack.dtrtri(L_C, lower=1)[0]
+    else:
+        beta, L_C_inv = np.zeros(0), np.zeros((0, 0))
     return {
         "L_C": L_C,
-        "beta": np.linalg.solve(L_C.T, R[p, :p]),
+        "L_C_inv": L_C_inv,
+        "beta": beta,
         "r2": r2,
         "logdet": logdet,
         "deviance": float(dev),
@@ -213,27 +279,51 @@ class ProfiledDeviance(FactorCache):
         p = stats.p
         self.k = stats.n - p if self.reml else stats.n
         self._cache = None
+        self._stack = None
+        self._eye = np.eye(cov.q)[:, :, None]
 
     # -- shared factorization -------------------------------------------
+    def _stacked(self):
+        """``[Z_i'Z_i  Z_i'[X_i y_i]]`` of every group, shape (q, q + p + 1, groups).
+
+        The per-group blocks with the groups last and contiguous: every per-group
+        product of the criterion is then one operation over all the groups
+        (:func:`_chol_last`); built on first use and kept.
+        """
+        if self._stack is None:
+            st = self.stats
+            both = np.concatenate([st.ZtZ, st.ZtXy], axis=2)
+            self._stack = np.ascontiguousarray(np.moveaxis(both, 0, -1))
+        return self._stack
+
     def _compute_factor(self, theta):
         st, p = self.stats, self.stats.p
         lam = self.cov.lam(theta)
         f = {"lam": lam}
         if st.q:
-            lt_ztz = np.matmul(lam.T, st.ZtZ)
-            M = np.matmul(lt_ztz, lam)
-            M[:, np.arange(st.q), np.arange(st.q)] += 1.0
-            L = np.linalg.cholesky(M)
-            K = _lower_solve(L, np.concatenate([lt_ztz, np.matmul(lam.T, st.ZtXy)], axis=2))
-            K_Z, K_Xy = K[:, :, : st.q], K[:, :, st.q :]
-            flat = K_Xy.reshape(-1, p + 1)
-            S = st.XytXy - flat.T @ flat
-            logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum()
-            f.update(L=L, K_Z=K_Z, K_Xy=K_Xy)
+            q = st.q
+            stack = self._stacked()
+            # Lambda' [Z'Z  Z'[X y]] for every group: one product over the stacked columns.
+            R = (lam.T @ stack.reshape(q, -1)).reshape(stack.shape)
+            M = np.einsum("ikg,kl->ilg", R[:, :q], lam)
+            M += self._eye
+            L = _chol_last(M)
+            K = _lower_solve_last(L, R)  # [K_Z K_Xy] = L^{-1} Lambda' Z'[Z X y]
+            S = st.XytXy.copy()
+            for i in range(q):
+                S -= K[i, q:] @ K[i, q:].T
+            logdet = 2.0 * float(sum(np.log(L[i, i]).sum() for i in range(q)))
+            # The group-first views for the methods that run once per fit.
+            f.update(
+                L_last=L,
+                K_last=K,
+                L=L.transpose(2, 0, 1),
+                K_Z=K[:, :q].transpose(2, 0, 1),
+                K_Xy=K[:, q:].transpose(2, 0, 1),
+            )
         else:
             S, logdet = st.XytXy.copy(), 0.0
         f.update(profile_fixed_effects(S, logdet, p, self.k, self.reml, self.stats.log_weights))
-        f["L_C_inv"] = np.linalg.solve(f["L_C"], np.eye(p))
         return f
 
     def __call__(self, theta, order=0):
@@ -257,19 +347,19 @@ class ProfiledDeviance(FactorCache):
     # -- derivatives ----------------------------------------------------
     def _derivatives(self, f, order):
         st, p, k, r2 = self.stats, self.stats.p, self.k, f["r2"]
-        lam, K_Z, K_Xy, beta = f["lam"], f["K_Z"], f["K_Xy"], f["beta"]
-        A = st.ZtZ - np.matmul(_t(K_Z), K_Z)
-        Wy = st.ZtXy - np.matmul(_t(K_Z), K_Xy)
-        W = np.ascontiguousarray(Wy[:, :, :p])
-        u = Wy[:, :, p] - W @ beta
-        Su = u.T @ u
-        G = A.sum(axis=0) - (k / r2) * Su
+        lam, K, beta = f["lam"], f["K_last"], f["beta"]
+        q = st.q
+        # The groups last: [A_i  W_i  Z_i'V_i^{-1}y_i] = Z_i'[Z X y] - K_Z' [K_Z K_Xy].
+        AW = self._stacked() - np.einsum("iag,ibg->abg", K[:, :q], K)
+        A, W = AW[:, :q], AW[:, q : q + p]
+        u = AW[:, q + p] - np.einsum("acg,c->ag", W, beta)  # (q, groups)
+        Su = u @ u.T
+        G = A.sum(axis=2) - (k / r2) * Su
         if self.reml:
-            # C^{-1} W_i' for every group, from one Cholesky solve.
-            CiWt = _cho_solve(f["L_C_inv"], W.reshape(-1, p).T)
-            CiWt = _t(CiWt.T.reshape(st.n_groups, st.q, p))
-            B = np.matmul(W, CiWt)
-            G -= B.sum(axis=0)
+            # L_C^{-1} W_i' for every group, so that W_i C^{-1} W_i' = V_i'V_i.
+            V = np.einsum("cd,adg->acg", f["L_C_inv"], W)
+            Vf = V.reshape(q, -1)
+            G -= Vf @ Vf.T
         E = self._basis
         rows, cols = self.cov.rows, self.cov.cols
         grad = 2.0 * (G @ lam)[rows, cols]
@@ -277,22 +367,25 @@ class ProfiledDeviance(FactorCache):
             return grad, None
         # Second derivative as a bilinear form H4[m,j,k,l] E[m,j] F[k,l]; every sum over
         # the groups is one matrix product of the flattened per-group blocks.
-        q, n_g = st.q, st.n_groups
-        H4 = -_group_sum(A, A)
+        n_g = st.n_groups
+        A = np.ascontiguousarray(A)
+        H4 = -_group_sum_last(A, A)
         Sn = Su / r2  # scaled before the product: r2**2 overflows for |y| ~ 1e80
         H4 -= k * np.multiply.outer(Sn, Sn)
-        uu = u[:, :, None] * u[:, None, :]  # [g, m, l]
+        uu = u[:, None, :] * u[None, :, :]  # [m, l, g]
         H4 += (2.0 * k / r2) * (
-            (A.reshape(n_g, -1).T @ uu.reshape(n_g, -1)).reshape(q, q, q, q).transpose(2, 0, 1, 3)
+            (A.reshape(q * q, n_g) @ uu.reshape(q * q, n_g).T)
+            .reshape(q, q, q, q)
+            .transpose(2, 0, 1, 3)
         )
         if p:
-            Rw = (W.reshape(n_g, -1).T @ u).reshape(q, p, q).transpose(0, 2, 1)  # [m, j, a]
+            Wl = np.ascontiguousarray(W).reshape(q * p, n_g)  # [(m, j), g]
+            Rw = (Wl @ u.T).reshape(q, p, q).transpose(0, 2, 1)  # [m, j, a]
             CiR = _cho_solve(f["L_C_inv"], Rw.reshape(-1, p).T)
             H4 -= (2.0 * k / r2) * (Rw.reshape(-1, p) @ CiR).reshape(H4.shape)
         if self.reml:
-            H4 += 2.0 * _group_sum(A, B)
-            Wf = W.reshape(n_g, -1)  # [g, (m, a)]
-            Q = (Wf.T @ Wf).reshape(q, p, q, p).transpose(0, 2, 1, 3)  # [m, j, a, b]
+            H4 += 2.0 * _group_sum_last(A, np.einsum("acg,bcg->abg", V, V))
+            Q = (Wl @ Wl.T).reshape(q, p, q, p).transpose(0, 2, 1, 3)  # [m, j, a, b]
             CiQ = _cho_solve(f["L_C_inv"], Q.reshape(-1, p).T)  # (p, q*q*p)
             CiQ = CiQ.T.reshape(q, q, p, p).swapaxes(2, 3)  # [m,j] -> C^{-1} Q_mj
             # sum over a, b of CiQ[m,j,a,b] CiQ[k,l,b,a]
@@ -418,36 +511,37 @@ class ProfiledDeviance(FactorCache):
         if st.q == 0:
             return np.asarray(theta, dtype=float)
         f = self._factor(np.asarray(theta, dtype=float))
-        lam, L, K_Xy, beta = f["lam"], f["L"], f["K_Xy"], f["beta"]
+        q, lam, L, K, beta = st.q, f["lam"], f["L_last"], f["K_last"], f["beta"]
         sigma2 = f["r2"] / self.k
-        K_X = K_Xy[:, :, :p]
-        J = self._J(f)  # L^{-1} Lambda'
-        P = np.matmul(_t(J), J)  # (Psi^{-1} + Z'Z)^{-1}, on the profile scale
-        v = K_Xy[:, :, p] - K_X @ beta
-        b = _upper_solve_t(L, v[:, :, None])[:, :, 0] @ lam.T
-        cov_b = sigma2 * P
-        trace = np.einsum("gij,gji->", st.ZtZ, P)
+        stack = self._stacked()
+        ZtZ, ZtXy = stack[:, :q], stack[:, q:]
+        K_X = K[:, q : q + p]
+        # The groups last: J_i = L_i^{-1} Lambda', P_i = J_i'J_i = (Psi^{-1} + Z_i'Z_i)^{-1}
+        # on the profile scale.
+        J = _lower_solve_last(L, np.broadcast_to(lam.T[:, :, None], L.shape))
+        P = np.einsum("iag,ibg->abg", J, J)
+        v = K[:, q + p] - np.einsum("icg,c->ig", K_X, beta)
+        b = lam @ _upper_solve_t_last(L, v[:, None, :])[:, 0]  # (q, groups)
+        cov_b = sigma2 * P.sum(axis=2)  # summed over the groups
+        trace = float(np.einsum("ijg,ijg->", ZtZ, P))  # both symmetric
         if self.reml:
-            PZtX = np.matmul(_t(J), K_X)  # P_i Z_i'X_i
-            flat = PZtX.reshape(-1, p)
-            Ci = _cho_solve(f["L_C_inv"], flat.T).T.reshape(PZtX.shape)
-            cov_b = cov_b + sigma2 * np.matmul(Ci, _t(PZtX))
-            KX = K_X.reshape(-1, p)
-            D_X = (
-                st.XytXy[:p, :p]
-                - 2.0 * KX.T @ KX
-                + np.matmul(_t(PZtX), np.matmul(st.ZtZ, PZtX)).sum(axis=0)
-            )
+            PZtX = np.einsum("iag,icg->acg", J, K_X)  # P_i Z_i'X_i, (q, p, groups)
+            V = np.einsum("cd,adg->acg", f["L_C_inv"], PZtX).reshape(q, -1)
+            cov_b = cov_b + sigma2 * (V @ V.T)
+            T1 = np.einsum("abg,bdg->adg", ZtZ, PZtX)
+            D_X = st.XytXy[:p, :p].copy()
+            for i in range(q):
+                D_X += PZtX[i] @ T1[i].T - 2.0 * (K_X[i] @ K_X[i].T)
             trace += np.trace(_cho_solve(f["L_C_inv"], D_X))
         coef = np.append(beta, -1.0)
-        r = st.ZtXy @ coef  # Z_i'(X_i beta - y_i)
+        r = np.einsum("akg,k->ag", ZtXy, coef)  # Z_i'(X_i beta - y_i)
         rss = (
             coef @ st.XytXy @ coef
-            + 2.0 * np.einsum("gi,gi->", b, r)
-            + np.einsum("gi,gij,gj->", b, st.ZtZ, b)
+            + 2.0 * np.einsum("ag,ag->", b, r)
+            + np.einsum("ag,abg,bg->", b, ZtZ, b)
         )
         sigma2_new = (max(rss, 0.0) + sigma2 * trace) / st.n
-        Sigma = (np.einsum("gi,gj->ij", b, b) + cov_b.sum(axis=0)) / st.n_groups
+        Sigma = (b @ b.T + cov_b) / st.n_groups
         if self.cov.kind == "diagonal":
             Sigma = np.diag(np.diag(Sigma))
         return self.cov.theta_from_psi(Sigma / sigma2_new)
