@@ -15,7 +15,11 @@ Order of calls, for every solver:
 4. ``"em-newton"`` only: a second Newton phase (logged as ``"restart"``) from
    the starting point itself; of the two optima the lower ``D`` is kept. The
    criterion can have several local optima (seen with very unbalanced group
-   sizes), and the two paths often end in different basins;
+   sizes), and the two paths often end in different basins. When the first
+   optimum is interior and the restart reaches a point where ``D`` and its
+   gradient are those of the quadratic model at that optimum (to 10%, less than
+   1 above it), the restart stops there: it is in the same basin
+   (:func:`_in_basin`), and its last record is the first optimum;
 5. finalize: a :class:`SolverResult` with the chosen evaluation.
 
 The convergence rule is the same in both phases: the projected gradient of
@@ -238,6 +242,17 @@ def _em_snap(run, ev):
     return trial
 
 
+def _positive_definite(H):
+    """Whether a symmetric matrix is positive definite (a Cholesky factorization exists)."""
+    if H is None:
+        return False
+    try:
+        np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
 def _newton_direction(gradient, hessian, free, at_bound):
     """Newton step with |eigenvalues|, plus a unit step along negative curvature."""
     d = np.zeros_like(gradient)
@@ -256,7 +271,39 @@ def _newton_direction(gradient, hessian, free, at_bound):
     return d
 
 
-def _newton_phase(run, theta, max_iter, phase="newton"):
+#: The restart stops once the criterion and its gradient at its iterate agree with the
+#: quadratic model at the first optimum to this relative error (see :func:`_in_basin`).
+BASIN_RTOL = 0.1
+
+#: ... and the iterate is at most this far above the first optimum in ``D``.
+BASIN_MAX_DECREASE = 1.0
+
+
+def _in_basin(ev, optimum):
+    """Whether ``ev`` lies in the quadratic basin of an interior ``optimum``.
+
+    The quadratic model at the optimum (its Hessian ``H``, positive definite) predicts
+    ``D(theta) - D* = d'Hd / 2`` and ``grad D(theta) = H d`` for ``d = theta - theta*``.
+    When both hold at ``theta`` to :data:`BASIN_RTOL`, a short way above the optimum, the
+    criterion is that convex quadratic between the two points and Newton from ``theta``
+    ends at ``theta*``: the restart need not be followed to the end.
+    """
+    H = optimum.hessian
+    if H is None or ev.hessian is None:
+        return False
+    d = ev.theta - optimum.theta
+    Hd = H @ d
+    model, actual = 0.5 * float(d @ Hd), ev.deviance - optimum.deviance
+    if not 0.0 < actual <= BASIN_MAX_DECREASE or model <= 0.0:
+        return False
+    if abs(actual - model) > BASIN_RTOL * model:
+        return False
+    return bool(np.linalg.norm(ev.gradient - Hd) <= BASIN_RTOL * np.linalg.norm(Hd))
+
+
+def _newton_phase(run, theta, max_iter, phase="newton", optimum=None):
+    """Newton from ``theta``; with ``optimum`` (an interior optimum found already, its
+    Hessian positive definite), stop at the first iterate in its basin and return it."""
     lower = run.lower
     ev = run.objective(theta, 2)
     step = 0.0
@@ -264,6 +311,9 @@ def _newton_phase(run, theta, max_iter, phase="newton"):
         run.record(phase, it, ev, step)
         if run.converged(ev):
             return ev, it, True, "projected gradient below tolerance"
+        if optimum is not None and _in_basin(ev, optimum):
+            run.record(phase, it + 1, optimum, 0.0)  # where its path would end
+            return optimum, it, True, "in the basin of the optimum found first"
         if it == max_iter:
             break
         g = ev.gradient
@@ -293,7 +343,14 @@ def _newton_phase(run, theta, max_iter, phase="newton"):
 
 
 def minimize_deviance(
-    objective, solver="em-newton", theta0=None, *, max_iter=100, em_max_iter=25, tol=1e-7, verbose=0
+    objective,
+    solver="em-newton",
+    theta0=None,
+    *,
+    max_iter=100,
+    em_max_iter=25,
+    tol=1e-7,
+    verbose=0,
 ):
     """Minimise the profiled criterion ``D(theta)``.
 
@@ -341,8 +398,14 @@ def minimize_deviance(
         ev, n_newton, ok, msg = _newton_phase(run, ev.theta, max_iter)
         n_em += n_newton
     # The likelihood can have several local optima (very unbalanced groups, say): also
-    # follow Newton from the start itself and keep the better of the two optima.
-    alt, n_alt, alt_ok, alt_msg = _newton_phase(run, theta, max_iter, phase="restart")
+    # follow Newton from the start itself and keep the better of the two optima. Once
+    # Newton's path enters the basin of an interior optimum already found, it is that one.
+    interior = ok and bool(np.all(ev.theta > run.lower)) and _positive_definite(ev.hessian)
+    alt, n_alt, alt_ok, alt_msg = _newton_phase(
+        run, theta, max_iter, phase="restart", optimum=ev if interior else None
+    )
+    if alt is ev:
+        return SolverResult(ev.theta, ev, ok, n_em + n_alt, msg, run.log)
     # Two optima within rounding of each other are the same optimum reached to different
     # precision: keep the one with the smaller gradient, so the choice does not flip with
     # the rounding of the statistics (a sum over partitions, say).
