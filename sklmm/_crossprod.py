@@ -67,6 +67,14 @@ def _row_reader(A):
     return A if callable(A) else (lambda start, stop: A[start:stop])
 
 
+def _fill(reader, start, stop, out):
+    """Rows ``start:stop`` of a reader written into ``out`` (see :func:`_row_reader`)."""
+    if hasattr(reader, "fill"):
+        reader.fill(start, stop, out)
+    else:
+        out[...] = reader(start, stop)
+
+
 def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None, log_weights=True):
     """Reduce the rows to :class:`SufficientStats`.
 
@@ -110,11 +118,11 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None,
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
         rows = stop - start
-        Zc = z_rows(start, stop)
         W = np.empty((rows, m))
-        W[:, :q] = Zc
-        W[:, q : q + p] = x_rows(start, stop)
+        _fill(z_rows, start, stop, W[:, :q])
+        _fill(x_rows, start, stop, W[:, q : q + p])
         W[:, -1] = y[start:stop]
+        Zc = W[:, :q]
         WW = W if weights is None else W * weights[start:stop, None]
         XytXy += WW[:, q:].T @ W[:, q:]
         # Block-expanded Z' (n_groups * q by rows), built column by column: column r

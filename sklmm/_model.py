@@ -32,7 +32,7 @@ import numpy as np
 from ._blocked import BlockedDeviance
 from ._covariance import CovarianceStructure
 from ._crossprod import SufficientStats, model_stats, rescale_terms
-from ._profile import ProfiledDeviance
+from ._profile import ProfiledDeviance, _chol_last, _lower_solve_last
 from ._terms import check_term_sizes
 from ._validation import check_fixed_effects, check_y_range
 
@@ -221,8 +221,10 @@ def centring(terms, col_means, y_mean, fit_intercept, n_fixed=None):
 
 def _projected(ZtZ, ZtXy):
     """``sum_l ZtXy_l' ZtZ_l^+ ZtXy_l``: a batched Cholesky, or eigenvalues if singular."""
-    try:
-        U = np.linalg.solve(np.linalg.cholesky(ZtZ), ZtXy)  # L_l^{-1} Z_l'[X y]
+    try:  # the levels last, as the criterion's factorizations (sklmm._profile)
+        L = _chol_last(np.ascontiguousarray(np.moveaxis(ZtZ, 0, -1)))
+        U = _lower_solve_last(L, np.moveaxis(ZtXy, 0, -1))  # L_l^{-1} Z_l'[X y]: (q, m, l)
+        return sum(U[i] @ U[i].T for i in range(U.shape[0]))
     except np.linalg.LinAlgError:  # a singular block (a slope constant in some level)
         w, V = np.linalg.eigh(ZtZ)
         keep = w > 1e-12 * np.maximum(w[:, -1:], np.finfo(float).tiny)
@@ -270,22 +272,60 @@ def check_before_stats(terms, n, y_max_abs):
     check_y_range(y_max_abs, n)
 
 
+class _Rows:
+    """Rows ``a:b`` of a centred design, as a new array (call) or written into one (fill).
+
+    ``columns`` lists, per output column, the column of ``X`` it copies (``None``: the
+    intercept, a column of ones) and ``centres`` what is subtracted from it. Filling a
+    slice of the cross-products' work array directly saves two copies of every chunk
+    (a stack of columns, then the copy into the work array).
+    """
+
+    def __init__(self, X, columns, centres):
+        self.X, self.columns = X, list(columns)
+        self.centres = np.asarray(centres, dtype=float)
+        k = len(self.columns)
+        self._block = None
+        if (
+            k
+            and None not in self.columns
+            and self.columns == list(range(self.columns[0], self.columns[0] + k))
+        ):
+            self._block = slice(self.columns[0], self.columns[0] + k)  # one subtraction
+
+    def fill(self, a, b, out):
+        if self._block is not None:
+            np.subtract(self.X[a:b, self._block], self.centres, out=out)
+            return out
+        for j, (col, centre) in enumerate(zip(self.columns, self.centres, strict=True)):
+            if col is None:
+                out[:, j] = 1.0 - centre
+            else:
+                np.subtract(self.X[a:b, col], centre, out=out[:, j])
+        return out
+
+    def __call__(self, a, b):
+        b = min(b, self.X.shape[0])
+        return self.fill(a, b, np.empty((max(b - a, 0), len(self.columns))))
+
+
 def row_readers(X, terms, x_mean, z_means, fit_intercept):
-    """Functions giving rows ``a:b`` of the centred fixed-effects design and of each term.
+    """Readers of rows ``a:b`` of the centred fixed-effects design and of each term.
 
     The fixed effects are the first ``len(x_mean)`` columns of ``X``; any after them are
-    random-effects columns only (see :func:`build_model`).
+    random-effects columns only (see :func:`build_model`). Each reader is called as
+    ``reader(a, b)`` (a new array) or ``reader.fill(a, b, out)``.
     """
     p = len(x_mean)
-
-    def x_rows(a, b):
-        Xc = X[a:b, :p] - x_mean
-        return np.column_stack([np.ones(len(Xc)), Xc]) if fit_intercept else Xc
+    x_cols = ([None] if fit_intercept else []) + list(range(p))
+    x_centres = ([0.0] if fit_intercept else []) + list(x_mean)
 
     def z_reader(t, zm):
-        return lambda a, b: t.z(X[a:b]) - zm
+        cols = ([None] if t.spec.intercept else []) + [int(j) for j in t.slopes]
+        return _Rows(X, cols, zm)
 
-    return x_rows, [z_reader(t, zm) for t, zm in zip(terms, z_means, strict=True)]
+    readers = [z_reader(t, zm) for t, zm in zip(terms, z_means, strict=True)]
+    return _Rows(X, x_cols, x_centres), readers
 
 
 def build_model(
