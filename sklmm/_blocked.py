@@ -139,6 +139,10 @@ GRAM_DENSE_COLUMNS = 3
 #: ``B diag(w) B'`` by a dense matrix product rather than the sparse one.
 GRAM_SPLIT = 0.12
 
+#: The contingency table ``B`` (``m_r`` by ``m1 q1``) is also held dense when it has at
+#: most this many entries (2 MB): its products are then plain BLAS calls.
+SMALL_DENSE_TABLE = 1 << 18
+
 #: The smallest diagonal entry of ``Lambda_k`` at the start (the one-factor fits may give 0).
 START_FLOOR = 0.1
 
@@ -249,7 +253,7 @@ class BlockedDeviance(FactorCache):
         self._cache = None
         self._build()
 
-    _DERIVED = ("_B", "_G", "_br", "_bc", "_gram_split")
+    _DERIVED = ("_B", "_Bd", "_G", "_br", "_bc", "_gram_split")
 
     def reweighted(self, stats):
         """This criterion for other statistics of the same terms, levels and columns (a
@@ -295,6 +299,15 @@ class BlockedDeviance(FactorCache):
         self._br = np.repeat(np.arange(self.m_r), np.diff(B.indptr))  # rows of B's nonzeros
         self._bc = B.indices  # columns of B's nonzeros
         self._gram_split = self._split_for_gram(B)
+        # A small table is also held dense: scipy.sparse's per-call overhead (index
+        # types, format checks) is then most of an evaluation of a small crossed model.
+        small = self.m_r * self.m1 * self.q1 <= SMALL_DENSE_TABLE
+        self._Bd = B.toarray() if small and self.m_r else None
+
+    @property
+    def _Bh(self):
+        """``B`` for the products of every evaluation: dense when small, else sparse."""
+        return self._B if self._Bd is None else self._Bd
 
     def _split_for_gram(self, B):
         """Heavy and light levels of term 1 for ``B diag(w) B'`` (random intercept first).
@@ -387,6 +400,12 @@ class BlockedDeviance(FactorCache):
 
     def _weighted_gram(self, W):
         """``B blockdiag(W_l) B'``, dense m_r x m_r; ``W`` is (m1,) if q1 = 1, else (m1, q1, q1)."""
+        if self._Bd is not None:
+            Bd = self._Bd
+            if self.q1 == 1:
+                return (Bd * W.reshape(-1)) @ Bd.T
+            Bw = np.einsum("rlq,lqs->rls", Bd.reshape(self.m_r, self.m1, self.q1), W)
+            return Bw.reshape(self.m_r, -1) @ Bd.T
         B = self._B
         if self.q1 == 1:
             w = W.reshape(-1)
@@ -444,7 +463,7 @@ class BlockedDeviance(FactorCache):
             A22[np.diag_indices(self.m_r)] += 1.0
             L22 = sla.cholesky(A22, lower=True, overwrite_a=True, check_finite=False)
             WZ = np.matmul(W, self._ZtXy1).reshape(-1, p + 1)
-            R = self._lam_r_dot(lam_r, self._ZtXy_r - self._B @ WZ, True)
+            R = self._lam_r_dot(lam_r, self._ZtXy_r - self._Bh @ WZ, True)
             K2 = sla.solve_triangular(L22, R, lower=True, check_finite=False)
             S = S - K2.T @ K2
             logdet += 2.0 * np.log(np.diag(L22)).sum()
@@ -460,7 +479,7 @@ class BlockedDeviance(FactorCache):
         p = self.stats.p
         if self.m_r:
             Q2 = sla.solve_triangular(f["L22"], f["K2"], lower=True, trans="T", check_finite=False)
-            back = (self._B.T @ self._lam_r_dot(f["lam_r"], Q2)).reshape(self.m1, self.q1, p + 1)
+            back = (self._Bh.T @ self._lam_r_dot(f["lam_r"], Q2)).reshape(self.m1, self.q1, p + 1)
             rhs = self._ZtXy1 - back
         else:
             Q2 = np.zeros((0, p + 1))
@@ -583,8 +602,8 @@ class BlockedDeviance(FactorCache):
         H_r = self._ZtXy_r
         if self.m_r:
             P_r = self._lam_r_dot(f["lam_r"], Q2)
-            H1 = H1 - (self._B.T @ P_r).reshape(m1, q1, p + 1)
-            H_r = H_r - self._B @ P1.reshape(-1, p + 1) - self._G @ P_r
+            H1 = H1 - (self._Bh.T @ P_r).reshape(m1, q1, p + 1)
+            H_r = H_r - self._Bh @ P1.reshape(-1, p + 1) - self._G @ P_r
         coef = np.append(-f["beta"], 1.0)
         blocks = [H1] + [
             H_r[self._offsets[i - 1] : self._offsets[i]].reshape(-1, self._q[i], p + 1)
