@@ -472,9 +472,6 @@ class MixedModelBase(BaseEstimator):
         else:
             self.intercept_, self.coef_ = 0.0, beta.copy()
         self.fixed_effects_ = pd.Series(beta.copy(), index=fitted.model.fixed_names, name="beta")
-        self.random_effects_ = fitted.blups
-        self.random_effects_cov_ = fitted.covs
-        self.variance_components_ = fitted.variance_components
         self.terms_ = tuple(str(t.spec) for t in fitted.model.terms)
         self.log_likelihood_ = fitted.log_likelihood
         self.fixed_effects_cov_ = fitted.fixed_cov
@@ -484,6 +481,29 @@ class MixedModelBase(BaseEstimator):
         self.n_iter_ = int(n_iter)
         self.is_singular_ = bool(fitted.singular)
         self._fitted = fitted
+
+    # The per-term attributes are built from the fitted model on first use (labelled
+    # DataFrames cost more than a small fit's optimization, and a grid search's fits
+    # never read them); documented with each estimator's attributes.
+    @property
+    def random_effects_(self):
+        check_is_fitted(self)
+        return self._fitted.blups
+
+    @property
+    def random_effects_cov_(self):
+        check_is_fitted(self)
+        return self._fitted.covs
+
+    @property
+    def random_effects_condvar_(self):
+        check_is_fitted(self)
+        return self._fitted.condvars
+
+    @property
+    def variance_components_(self):
+        check_is_fitted(self)
+        return self._fitted.variance_components
 
     def _warn_singular(self, fitted):
         """:class:`~sklmm.SingularFitWarning` for a fit on the boundary, with the sd's."""

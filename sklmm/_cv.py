@@ -55,6 +55,25 @@ SCORINGS = ("r2", "neg_mean_squared_error", "neg_root_mean_squared_error")
 CANDIDATE_PARAMS = ("random_slopes", "covariance_type", "reml")
 
 
+class _IndexedRows:
+    """Rows ``rows[a:b]`` of ``[1 X]`` (or of ``[1 X[:, columns]]``), as the cross-products
+    read them (:func:`sklmm._crossprod.compute_stats`): gathered chunk by chunk."""
+
+    def __init__(self, X, rows, columns):
+        self.X, self.rows, self.columns = X, rows, columns
+
+    def fill(self, a, b, out):
+        out[:, 0] = 1.0
+        idx = self.rows[a:b]
+        out[:, 1:] = self.X[idx] if self.columns is None else self.X[idx[:, None], self.columns]
+        return out
+
+    def __call__(self, a, b):
+        k = self.X.shape[1] if self.columns is None else len(self.columns)
+        n = len(self.rows[a:b])
+        return self.fill(a, b, np.empty((n, k + 1)))
+
+
 def _sub_stats(raw, keep, A, G):
     """A candidate's centred statistics from the union's raw ones (module docstring)."""
     ZtZ = raw.ZtZ[0][keep]
@@ -252,8 +271,6 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         )
         (codes,) = encode_terms([u_term], label_sources(groups_cols, vc_cols))
         m = u_term.n_levels
-        Zu = np.column_stack([np.ones(n), X_arr[:, union]])
-        X1 = np.column_stack([np.ones(n), X_arr])
 
         # The folds: every row in exactly one of each split's sets.
         cv = check_cv(self.cv if not isinstance(self.cv, Integral) else KFold(self.cv))
@@ -279,11 +296,22 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             if (fold_of[te] >= 0).any():
                 raise ValueError("the splitter's test sets overlap: use a K-fold splitter")
             fold_of[te] = k
+        # Every fold's rows read in chunks through its row indices (with the intercept
+        # column), straight into the cross-products' work array: no copy of the data.
+        order = np.argsort(fold_of, kind="stable")
+        edges = np.searchsorted(fold_of[order], np.arange(-1, len(tests) + 1))
         pieces = []
         for k in range(len(tests) + 1):
-            rows = np.flatnonzero(fold_of == (k if k < len(tests) else -1))
+            lo, hi = (edges[k + 1], edges[k + 2]) if k < len(tests) else (edges[0], edges[1])
+            rows = order[lo:hi]
             pieces.append(
-                model_stats(X1[rows], y_arr[rows], [codes[rows]], [m], [Zu[rows]])
+                model_stats(
+                    _IndexedRows(X_arr, rows, None),
+                    y_arr[rows],
+                    [codes[rows]],
+                    [m],
+                    [_IndexedRows(X_arr, rows, union)],
+                )
                 if len(rows)
                 else None
             )
@@ -416,12 +444,13 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             solver,
             max_iter=self.max_iter,
             em_max_iter=em_max_iter,
-            tol=self.tol,
+            tol=self.tol * 1e-4 if warm is not None else self.tol,
             blocks=model.blocks,
             # From the last fit of the structure, by the full EM-then-Newton path (Newton
             # alone from there stops elsewhere within the tolerance: scores ~1e-8 apart
             # from GridSearchCV's, where the EM path agrees to ~1e-10).
             theta0=None if warm is None else warm.theta_for(model),
+            warm=True,
         )
         return FittedModel(
             model, objective, opt, tol=self.tol, max_iter=self.max_iter, em_max_iter=em_max_iter
@@ -457,7 +486,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         keep = train.level_counts[0] > 0
         (term,) = fitted.model.terms
         b = np.zeros((len(keep), term.q))
-        b[keep] = fitted.blups[term.name].to_numpy()
+        b[keep] = fitted.blup_array(term.name)
         return fitted.beta, b
 
     def _score(self, stats, beta, b, slopes, union):

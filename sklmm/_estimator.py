@@ -1086,13 +1086,7 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
             raise ValueError(f"method={method!r}: expected 'wald', 'bootstrap' or 'profile'")
         return pd.DataFrame({lo_name: lo, hi_name: hi}, index=pd.Index(names, name="parameter"))
 
-    # Built on first use from the fitted model (their DataFrames cost more than a small
-    # fit's optimization); documented with the class's attributes.
-    @property
-    def random_effects_condvar_(self):
-        check_is_fitted(self)
-        return self._fitted.condvars
-
+    # Built on first use from the fitted model; documented with the class's attributes.
     @property
     def fit_log_(self):
         check_is_fitted(self)

@@ -124,8 +124,11 @@ class FittedModel:
         n_theta = sum(t.structure.n_theta for t in model.terms)
         self.n_params = len(beta) + n_theta + 1
         self.aic, self.bic = information_criteria(self.log_likelihood, self.n_params, model.n)
-        self.covs, self.blups, self.singular = {}, {}, []
-        self._condvar_parts, self._condvars, self._fit_log_frame = {}, None, None
+        self.singular = []
+        # The per-term arrays on the user scale; their labelled DataFrames are built on
+        # first use (a cross-validation's candidate fits never need them).
+        self._terms_raw, self._covs, self._blups, self._condvars = {}, None, None, None
+        self._fit_log_frame = None
         if model.terms:
             b, condvar = objective.conditional_modes(theta)
             if not isinstance(b, list):  # the one-factor criterion: one term
@@ -133,12 +136,7 @@ class FittedModel:
             covs = self._user_covs(theta, self.sigma2)
             for k, t in enumerate(model.terms):
                 s, A = model.scales[k], model.shifts[k]
-                cols = t.columns
-                self.covs[t.name] = pd.DataFrame(covs[k], index=cols, columns=cols)
-                index = t.index()
-                self.blups[t.name] = pd.DataFrame((b[k] / s) @ A.T, index=index, columns=cols)
-                cv = A @ (condvar[k] / np.outer(s, s)) @ A.T
-                self._condvar_parts[t.name] = (cv, index, cols)
+                self._terms_raw[t.name] = (t, covs[k], (b[k] / s) @ A.T, condvar[k], s, A)
             self.singular = [model.terms[k].name for k in boundary_terms(theta, model.blocks)]
         objective.release()
 
@@ -151,21 +149,47 @@ class FittedModel:
         """
         parts = []
         for k, t in enumerate(model.terms):
-            psi = self.covs[t.name].to_numpy() / self.sigma2
+            psi = self._terms_raw[t.name][1] / self.sigma2
             s, A = model.scales[k], model.shifts[k]
             Ainv = np.linalg.inv(A)
             psi_c = (Ainv @ psi @ Ainv.T) * np.outer(s, s)
             parts.append(t.structure.theta_from_psi(psi_c))
         return np.concatenate(parts) if parts else None
 
+    def blup_array(self, name):
+        """The BLUPs of one term as an array (levels, effects), without the DataFrame."""
+        return self._terms_raw[name][2]
+
+    @property
+    def covs(self):
+        """The random-effects covariance of every term, a labelled DataFrame per term."""
+        if self._covs is None:
+            self._covs = {
+                name: pd.DataFrame(cov, index=t.columns, columns=t.columns)
+                for name, (t, cov, *_) in self._terms_raw.items()
+            }
+        return self._covs
+
+    @property
+    def blups(self):
+        """The BLUPs of every term, a DataFrame per term indexed by its levels."""
+        if self._blups is None:
+            self._blups = {
+                name: pd.DataFrame(b, index=t.index(), columns=t.columns)
+                for name, (t, _, b, *_) in self._terms_raw.items()
+            }
+        return self._blups
+
     @property
     def condvars(self):
         """The conditional covariances of the BLUPs per term, as DataFrames (built on
         first use: a fit that never reads them does not pay for their indexes)."""
         if self._condvars is None:
-            self._condvars = {
-                name: _condvar_frame(*parts) for name, parts in self._condvar_parts.items()
-            }
+            frames = {}
+            for name, (t, _, _, condvar, s, A) in self._terms_raw.items():
+                cv = A @ (condvar / np.outer(s, s)) @ A.T
+                frames[name] = _condvar_frame(cv, self.blups[name].index, t.columns)
+            self._condvars = frames
         return self._condvars
 
     @property

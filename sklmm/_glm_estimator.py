@@ -437,11 +437,6 @@ class _MixedGLMBase(MixedModelBase):
             )
 
     # -- inference ---------------------------------------------------------------------
-    @property
-    def random_effects_condvar_(self):
-        check_is_fitted(self)
-        return self._fitted.condvars
-
     def summary(self, alpha=0.05):
         """glmer's summary: fit statistics, variance parameters and Wald z tests.
 
