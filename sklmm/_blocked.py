@@ -143,9 +143,6 @@ GRAM_SPLIT = 0.12
 #: most this many entries (2 MB): its products are then plain BLAS calls.
 SMALL_DENSE_TABLE = 1 << 18
 
-#: The one-factor fits of the start stop at this tolerance (a start needs no more).
-START_TOL = 1e-3
-
 #: The smallest diagonal entry of ``Lambda_k`` at the start (the one-factor fits may give 0).
 START_FLOOR = 0.1
 
@@ -888,7 +885,7 @@ def initial_theta(objective):
             one_stats = st.term(i)
             cov = objective._sorted_structures[i]
             one = ProfiledDeviance(one_stats, cov, objective.reml)
-            res = minimize_deviance(one, "newton", max_iter=50, tol=START_TOL)
+            res = minimize_deviance(one, "newton", max_iter=50)
             lam = cov.lam(res.theta)
             sigmas.append(res.evaluation.sigma2 * lam @ lam.T)
             resid.append(res.evaluation.sigma2)
