@@ -475,7 +475,8 @@ class FormulaDesign:
             c: pd.api.types.is_numeric_dtype(data[c]) and not pd.api.types.is_bool_dtype(data[c])
             for c in used
         }
-        keep = self._complete_rows(data, used, y, "fit")
+        masks = _missing_masks(data, used)
+        keep = self._complete_rows(data, used, y, "fit", masks)
         frame = _levels_of_kept_rows(data, [c for c in covariates if not self.numeric[c]], keep)
         rhs_used = set(self.factors)
         # the response
@@ -511,7 +512,7 @@ class FormulaDesign:
         else:
             y = y[keep]
         # the fixed part
-        complete = _complete(data, part_vars["fixed"])
+        complete = _complete(data, part_vars["fixed"], masks)
         self.fixed_spec, fixed = _evaluate(f.fixed, frame, complete, keep, "the fixed part")
         rhs_used |= _variables(self.fixed_spec)
         names = [str(c) for c in fixed.columns]
@@ -524,7 +525,7 @@ class FormulaDesign:
         self.bar_parts, specs = [], []
         for k, bar in enumerate(f.bars):
             where = f"the random-effects term {bar.text}"
-            complete = _complete(data, part_vars[f"bar{k}"])
+            complete = _complete(data, part_vars[f"bar{k}"], masks)
             for spec, mm, diagonal in _bar_matrices(bar, frame, complete, keep, where):
                 rhs_used |= _variables(spec)
                 cols = [str(c) for c in mm.columns]
@@ -554,7 +555,10 @@ class FormulaDesign:
         for j, values in enumerate(columns):
             X[:, j] = values
         _check_finite(X, self.names, y)
-        groups = data.loc[keep, self.factors] if self.factors else None
+        if not self.factors:
+            groups = None
+        else:
+            groups = data[self.factors] if keep.all() else data.loc[keep, self.factors]
         return X, y, groups, keep
 
     def fixed_terms(self):
@@ -673,15 +677,20 @@ class FormulaDesign:
         columns.append(values)
         return len(self.names) - 1
 
-    def _complete_rows(self, data, columns, y, where):
-        """Rows without a missing value in ``columns`` (and ``y``); ``raise`` raises."""
-        missing = data[columns].isna()
-        bad = missing.any(axis=1).to_numpy()
+    def _complete_rows(self, data, columns, y, where, masks=None):
+        """Rows without a missing value in ``columns`` (and ``y``); ``raise`` raises.
+
+        ``masks`` (:func:`_missing_masks` of these columns) saves computing them again.
+        """
+        masks = _missing_masks(data, columns) if masks is None else masks
+        bad = np.zeros(len(data), dtype=bool)
+        for c in columns:
+            bad |= masks[c]
         if y is not None:
             bad = bad | pd.isna(np.asarray(y))
         if not bad.any():
             return ~bad
-        counts = {c: int(n) for c, n in missing.sum().items() if n}
+        counts = {c: int(masks[c].sum()) for c in columns if masks[c].any()}
         if self.na_action == "raise":
             raise ValueError(
                 f"{where}: {int(bad.sum())} row(s) have missing values in the formula's "
@@ -825,11 +834,21 @@ def _factor_expressions(text):
     )
 
 
-def _complete(data, columns):
-    """Rows with every one of ``columns`` present."""
+def _missing_masks(data, columns):
+    """Per column, whether each row's value is missing (one pass per column: cheaper than
+    a DataFrame's ``isna`` on a selection of columns)."""
+    return {c: np.asarray(pd.isna(data[c].to_numpy()), dtype=bool) for c in columns}
+
+
+def _complete(data, columns, masks=None):
+    """Rows with every one of ``columns`` present (``masks``: their missing values)."""
     if not columns:
         return np.ones(len(data), dtype=bool)
-    return ~data[sorted(columns)].isna().any(axis=1).to_numpy()
+    masks = {} if masks is None else masks
+    bad = np.zeros(len(data), dtype=bool)
+    for c in columns:
+        bad |= masks[c] if c in masks else np.asarray(pd.isna(data[c].to_numpy()), dtype=bool)
+    return ~bad
 
 
 def _levels_of_kept_rows(data, columns, keep):
@@ -952,7 +971,9 @@ def _grouping(bar):
 
 def _check_columns(data, used, factors):
     """Errors for repeated column names and for dates used as covariates."""
-    repeated = sorted({c for c in used if (data.columns == c).sum() > 1})
+    repeated = (
+        [] if data.columns.is_unique else sorted({c for c in used if (data.columns == c).sum() > 1})
+    )
     if repeated:
         raise ValueError(f"formula: the data has several columns named {repeated}; rename them")
     dates = [
