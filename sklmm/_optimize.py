@@ -155,21 +155,22 @@ def on_boundary(theta, blocks, min_q=1):
     return any(blocks[k][1].q >= min_q for k in boundary_terms(theta, blocks))
 
 
-def _starts(theta, blocks, full):
+def _starts(theta, blocks, full, identity_done=False):
     """The other starts of a fit on the boundary.
 
     ``full`` (a term of several random effects on the boundary): ``Lambda = c I``; the
     first optimum with its trailing rows of ``Lambda`` zeroed (a lower rank); two random
     points (a fixed seed). Otherwise (only zero variances of intercept-only terms, the
-    common case of variance components): lme4's start, ``Lambda = I``, and the two
-    random points.
+    common case of variance components): lme4's start, ``Lambda = I`` (unless
+    ``identity_done``: the EM-then-Newton solver's restart already ran Newton from it),
+    and the two random points.
     """
     lower = np.concatenate([structure.lower_bounds for _, structure in blocks])
     identity = np.concatenate([structure.initial_theta() for _, structure in blocks])
     rng = np.random.default_rng(0)
     random = [np.maximum(rng.uniform(-1.0, 3.0, len(theta)), lower) for _ in range(2)]
-    if not full:
-        return [identity, *random]
+    if not full:  # lme4's start, unless the solver already followed Newton from it
+        return random if identity_done else [identity, *random]
     starts = [c * identity for c in OTHER_STARTS]
     for r in range(1, max(structure.q for _, structure in blocks)):
         reduced = theta.copy()
@@ -299,7 +300,12 @@ def optimize(
     # A warm start comes from a fit that has had its other starts already.
     warm = warm and theta0 is not None
     if not warm and blocks and max_iter > 0 and res.converged and on_boundary(res.theta, blocks):
-        starts = _starts(res.theta, blocks, full=on_boundary(res.theta, blocks, min_q=2))
+        starts = _starts(
+            res.theta,
+            blocks,
+            full=on_boundary(res.theta, blocks, min_q=2),
+            identity_done=solver == "em-newton" and theta0 is None,
+        )
         res = _other_starts(counted, res, starts, blocked, max_iter, tol, verbose)
     theta, evaluation = snap_to_boundary(counted, res.theta, res.evaluation, blocks)
     return OptSummary(
