@@ -8,6 +8,7 @@ See :mod:`sklmm._profile` for the three parameterizations.
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.linalg import lapack
 
 COVARIANCE_TYPES = ("unstructured", "diagonal")
 
@@ -80,13 +81,15 @@ class CovarianceStructure:
         psi = 0.5 * (psi + psi.T)
         if self.kind == "diagonal":
             return np.sqrt(np.clip(np.diag(psi), 0.0, None))
+        # LAPACK directly (numpy's wrapper costs several times the work on a q x q).
+        lam, info = lapack.dpotrf(psi, lower=1, clean=1)
+        if info == 0 and np.isfinite(lam).all():
+            return lam[self.rows, self.cols]
         scale = max(float(np.trace(psi)), 1e-300)
-        for jitter in (0.0, 1e-12, 1e-9, 1e-6):
-            try:
-                lam = np.linalg.cholesky(psi + jitter * scale * np.eye(self.q))
+        for jitter in (1e-12, 1e-9, 1e-6):
+            lam, info = lapack.dpotrf(psi + jitter * scale * np.eye(self.q), lower=1, clean=1)
+            if info == 0 and np.isfinite(lam).all():
                 break
-            except np.linalg.LinAlgError:
-                continue
         else:  # pragma: no cover - psi is PSD by construction
             lam = np.diag(np.sqrt(np.clip(np.diag(psi), 0.0, None)))
         return lam[self.rows, self.cols]

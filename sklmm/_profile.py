@@ -166,8 +166,9 @@ def _chol_last(M):
 
 
 def _lower_solve_last(L, B):
-    """``L^{-1} B`` per group for ``L`` (q, q, g) lower triangular and ``B`` (q, k, g)."""
-    X = np.empty(B.shape)
+    """``L^{-1} B`` per group for ``L`` (q, q, g) lower triangular and ``B`` (q, k, g)
+    (or (q, k, 1): the same right-hand side for every group)."""
+    X = np.empty(B.shape[:-1] + L.shape[-1:])
     for i in range(L.shape[0]):
         acc = B[i]
         if i:
@@ -518,7 +519,7 @@ class ProfiledDeviance(FactorCache):
         K_X = K[:, q : q + p]
         # The groups last: J_i = L_i^{-1} Lambda', P_i = J_i'J_i = (Psi^{-1} + Z_i'Z_i)^{-1}
         # on the profile scale.
-        J = _lower_solve_last(L, np.broadcast_to(lam.T[:, :, None], L.shape))
+        J = _lower_solve_last(L, lam.T[:, :, None])
         P = np.einsum("iag,ibg->abg", J, J)
         v = K[:, q + p] - np.einsum("icg,c->ig", K_X, beta)
         b = lam @ _upper_solve_t_last(L, v[:, None, :])[:, 0]  # (q, groups)

@@ -121,6 +121,11 @@ def scaled_gradient(theta, gradient, lower):
     return projected_gradient(theta, gradient, lower) * np.maximum(1.0, np.abs(theta))
 
 
+def _block(H, free):
+    """The rows and columns ``free`` of ``H`` (``H`` itself when all are)."""
+    return H if free.all() else H[np.ix_(free, free)]
+
+
 class _Run:
     """State shared by the phases of one solver run."""
 
@@ -133,11 +138,13 @@ class _Run:
         self.gtol = tol * max(1.0, float(objective.stats.n))
         self.verbose = verbose
         self.log = []
+        self._gnorm = (None, 0.0)
 
     def gnorm(self, ev):
-        return float(
-            np.max(np.abs(scaled_gradient(ev.theta, ev.gradient, self.lower)), initial=0.0)
-        )
+        if self._gnorm[0] is not ev:  # asked again for the same evaluation: kept
+            g = np.max(np.abs(scaled_gradient(ev.theta, ev.gradient, self.lower)), initial=0.0)
+            self._gnorm = (ev, float(g))
+        return self._gnorm[1]
 
     def free(self, ev):
         return ~((ev.theta <= self.lower) & (ev.gradient > 0))
@@ -151,7 +158,7 @@ class _Run:
         free = self.free(ev)
         if not free.any():
             return True
-        w = np.linalg.eigvalsh(ev.hessian[np.ix_(free, free)])
+        w = np.linalg.eigvalsh(_block(ev.hessian, free))
         return bool(w[0] >= -_NEG_CURVATURE * max(1.0, float(np.max(np.abs(w)))))
 
     def at_precision(self, ev):
@@ -170,7 +177,7 @@ class _Run:
         free = self.free(ev)
         if not free.any():
             return True
-        w, V = np.linalg.eigh(ev.hessian[np.ix_(free, free)])
+        w, V = np.linalg.eigh(_block(ev.hessian, free))
         if w[0] <= 0:
             return False
         g = V.T @ ev.gradient[free]
@@ -266,7 +273,7 @@ def _newton_direction(gradient, hessian, free, at_bound):
     if not free.any():
         return d
     g = gradient[free]
-    w, V = np.linalg.eigh(hessian[np.ix_(free, free)])
+    w, V = np.linalg.eigh(_block(hessian, free))
     floor = _NEG_CURVATURE * max(1.0, float(np.max(np.abs(w))))
     d[free] = -V @ ((V.T @ g) / np.maximum(np.abs(w), floor))
     if w[0] < -floor:
