@@ -32,6 +32,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import pandas as pd
 import scipy.stats
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import KFold, ParameterGrid, check_cv
@@ -335,8 +336,9 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         context = (grid, slope_list, union, u_term, (names, names_given), (groups_cols, vc_cols))
         # (Jobs over the structures, with joblib's processes, were slower on two cores at
         # 180,000 and 900,000 rows: the processes' start-up outweighs the fits.)
+        lasts = {}  # every candidate's last fit: the warm start of the refit
         jobs = [
-            self._run_structure(indices, trains, fold_stats, context)
+            self._run_structure(indices, trains, fold_stats, context, lasts)
             for indices in structures.values()
         ]
         troubles = {"converged": [], "singular": []}
@@ -373,12 +375,32 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         self.best_params_ = grid[self.best_index_]
         self.best_score_ = float(mean[self.best_index_])
         if self.refit:
-            self.best_estimator_ = self._base(**self.best_params_).fit(X, y, groups=groups)
+            # From the statistics of all rows (the sum of the folds'), warm-started at the
+            # best candidate's last fit: no second pass over the data.
+            every = [s for s in [*fold_stats, rest] if s is not None]
+            fitted = self._fit_candidate(
+                sum_stats(*every),
+                self.best_params_,
+                slope_list[self.best_index_],
+                union,
+                u_term,
+                (names, names_given),
+                (groups_cols, vc_cols),
+                lasts[self.best_index_],
+            )
+            best = self._base(**self.best_params_)
+            best.n_features_in_ = self.n_features_in_
+            if hasattr(self, "feature_names_in_"):
+                best.feature_names_in_ = self.feature_names_in_
+            best.n_rows_dropped_, best.rows_dropped_ = 0, pd.Index([])
+            best._set_fitted(fitted)
+            self.best_estimator_ = best
         return self
 
-    def _run_structure(self, indices, trains, fold_stats, context):
+    def _run_structure(self, indices, trains, fold_stats, context, lasts):
         """Every fold of the candidates ``indices`` (one structure), warm-started in turn:
-        ``(i, k, score, seconds, converged, singular)`` per fit."""
+        ``(i, k, score, seconds, converged, singular)`` per fit; each candidate's last
+        fitted model goes into ``lasts``."""
         grid, slopes, union, u_term, naming, labels = context
         out, last = [], None
         for i in indices:
@@ -392,6 +414,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                 seconds = time.perf_counter() - start
                 score = self._score(fold_stats[k], beta, b, slopes[i], union)
                 out.append((i, k, score, seconds, bool(last.opt.converged), bool(last.singular)))
+            lasts[i] = last
         return out
 
     def _fit_candidate(self, train, params, slopes, union, u_term, naming, labels, warm=None):

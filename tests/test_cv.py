@@ -89,6 +89,30 @@ def test_refit_is_the_best_candidate_on_all_rows():
     np.testing.assert_allclose(ours.predict(X, g), direct.predict(X, g))
     assert ours.score(X, y, groups=g) == pytest.approx(direct.score(X, y, groups=g))
     assert set(ours.cv_results_["rank_test_score"]) <= set(range(1, 9))
+    # The refit comes from the summed statistics of the folds, not a second pass: the same
+    # fitted model as a direct fit, attribute by attribute.
+    best = ours.best_estimator_
+    assert best.get_params() == MixedLMRegressor(**ours.best_params_).get_params()
+    assert best.log_likelihood_ == pytest.approx(direct.log_likelihood_, rel=1e-12)
+    assert best.residual_variance_ == pytest.approx(direct.residual_variance_, rel=1e-8)
+    pd.testing.assert_series_equal(best.fixed_effects_, direct.fixed_effects_, rtol=1e-8)
+    np.testing.assert_allclose(best.fixed_effects_cov_, direct.fixed_effects_cov_, rtol=1e-7)
+    (name,) = direct.random_effects_
+    pd.testing.assert_frame_equal(
+        best.random_effects_[name], direct.random_effects_[name], rtol=1e-7
+    )
+    pd.testing.assert_frame_equal(
+        best.random_effects_cov_[name], direct.random_effects_cov_[name], rtol=1e-7
+    )
+    pd.testing.assert_frame_equal(
+        best.random_effects_condvar_[name], direct.random_effects_condvar_[name], rtol=1e-7
+    )
+    assert list(best.feature_names_in_) == list(direct.feature_names_in_)
+    assert best.n_features_in_ == direct.n_features_in_ and best.converged_
+    assert str(best.summary()) == str(direct.summary())
+    np.testing.assert_allclose(
+        best.predict(X, g, return_std=True)[1], direct.predict(X, g, return_std=True)[1], rtol=1e-7
+    )
 
 
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
