@@ -317,10 +317,23 @@ def _model_matrix(rhs, data, where):
         with warnings.catch_warnings():
             warnings.simplefilter("error", formulaic.errors.DataMismatchWarning)
             return formulaic.model_matrix(
-                rhs, data, materializer=_get_materializer(), na_action="ignore", output="pandas"
+                _parsed(rhs),
+                data,
+                materializer=_get_materializer(),
+                na_action="ignore",
+                output="pandas",
             )
     except FormulaicError as exc:
         raise ValueError(f"formula: {where} {rhs!r}: {_clean(exc)}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(rhs):
+    """formulaic's parse of a formula part, kept: a grid search or a bootstrap fits the
+    same formula again and again (formulas are immutable once parsed)."""
+    import formulaic
+
+    return formulaic.Formula(rhs)
 
 
 def _apply(spec, data, where):
