@@ -139,6 +139,16 @@ GRAM_DENSE_COLUMNS = 3
 #: ``B diag(w) B'`` by a dense matrix product rather than the sparse one.
 GRAM_SPLIT = 0.12
 
+
+def _tri_solve(L, B, trans=0):
+    """``L^{-1} B`` (``trans=1``: ``L'^{-1} B``) for a lower-triangular ``L``, by LAPACK
+    directly: ``scipy.linalg.solve_triangular``'s checks cost more than a small solve."""
+    X, info = sla.lapack.dtrtrs(L, B, lower=1, trans=trans)
+    if info:  # pragma: no cover - L comes from a successful Cholesky
+        raise np.linalg.LinAlgError("singular triangular factor")
+    return X
+
+
 #: The contingency table ``B`` (``m_r`` by ``m1 q1``) is also held dense when it has at
 #: most this many entries (2 MB): its products are then plain BLAS calls.
 SMALL_DENSE_TABLE = 1 << 18
@@ -461,10 +471,12 @@ class BlockedDeviance(FactorCache):
                 GP = self._G - self._weighted_gram(W)
                 A22 = self._lam_r_dot(lam_r, self._lam_r_dot(lam_r, GP, True).T, True).T
             A22[np.diag_indices(self.m_r)] += 1.0
-            L22 = sla.cholesky(A22, lower=True, overwrite_a=True, check_finite=False)
+            L22, info = sla.lapack.dpotrf(A22, lower=1, clean=1, overwrite_a=1)
+            if info:
+                raise np.linalg.LinAlgError("the rest block is not positive definite")
             WZ = np.matmul(W, self._ZtXy1).reshape(-1, p + 1)
             R = self._lam_r_dot(lam_r, self._ZtXy_r - self._Bh @ WZ, True)
-            K2 = sla.solve_triangular(L22, R, lower=True, check_finite=False)
+            K2 = _tri_solve(L22, R)
             S = S - K2.T @ K2
             logdet += 2.0 * np.log(np.diag(L22)).sum()
             f.update(lam_r=lam_r, W=W, GP=GP, L22=L22, K2=K2)
@@ -478,7 +490,7 @@ class BlockedDeviance(FactorCache):
         """``Q = M^{-1} Lambda'Z'[X y]``, blocked: Q1 (m1, q1, p+1) and Q2 (m_r, p+1)."""
         p = self.stats.p
         if self.m_r:
-            Q2 = sla.solve_triangular(f["L22"], f["K2"], lower=True, trans="T", check_finite=False)
+            Q2 = _tri_solve(f["L22"], f["K2"], trans=1)
             back = (self._Bh.T @ self._lam_r_dot(f["lam_r"], Q2)).reshape(self.m1, self.q1, p + 1)
             rhs = self._ZtXy1 - back
         else:
