@@ -327,6 +327,12 @@ def _model_matrix(rhs, data, where):
         raise ValueError(f"formula: {where} {rhs!r}: {_clean(exc)}") from None
 
 
+@functools.lru_cache(maxsize=1)
+def _intercept_spec():
+    """formulaic's spec of ``1`` (it learns nothing from the data: built once)."""
+    return _model_matrix("1", pd.DataFrame(index=pd.RangeIndex(1)), "the part").model_spec
+
+
 @functools.lru_cache(maxsize=256)
 def _parsed(rhs):
     """formulaic's parse of a formula part, kept: a grid search or a bootstrap fits the
@@ -893,6 +899,9 @@ def _levels_of_kept_rows(data, columns, keep):
 def _evaluate(text, frame, complete, keep, where):
     """``(spec, matrix)`` of a formula part: its state learned on the ``complete`` rows,
     the matrix returned on the ``keep`` rows (a subset of them)."""
+    if text.strip() == "1":  # an intercept alone (a random intercept's bar): no formulaic
+        index = frame.index[keep]
+        return _intercept_spec(), pd.DataFrame({"Intercept": np.ones(len(index))}, index=index)
     rows = np.flatnonzero(complete)
     part = frame if complete.all() else frame.iloc[rows]
     mm = _model_matrix(text, part, where)
