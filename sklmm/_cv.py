@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import KFold, ParameterGrid, check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -46,7 +47,13 @@ from ._exceptions import MixedLMConvergenceWarning, SingularFitWarning, warn_use
 from ._fitted import FittedModel
 from ._model import model_from_stats
 from ._optimize import optimize, resolve_solver
-from ._terms import encode_terms, label_sources, resolve_terms, slope_positions
+from ._terms import (
+    check_term_sizes,
+    encode_terms,
+    label_sources,
+    resolve_terms,
+    slope_positions,
+)
 from ._validation import check_slope_labels, label_columns, prepare_X
 
 #: The scores computed from the statistics (scikit-learn's names).
@@ -321,8 +328,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         results = {"params": grid, "fit_time": np.zeros((len(grid), len(tests)))}
         scores = np.zeros((len(grid), len(tests)))
         # The training sets' statistics, once; then every structure (random slopes and
-        # covariance type) in turn: its fits start from the last fit of the same
-        # structure (the mechanism of warm_start=True: another fold, or REML after ML).
+        # covariance type) in turn, each fit from a cold start (see _fit_candidate).
         trains = []
         for k in range(len(tests)):
             parts = [s for j, s in enumerate(fold_stats) if j != k and s is not None]
@@ -336,31 +342,41 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         context = (grid, slope_list, union, u_term, (names, names_given), (groups_cols, vc_cols))
         # (Jobs over the structures, with joblib's processes, were slower on two cores at
         # 180,000 and 900,000 rows: the processes' start-up outweighs the fits.)
-        lasts = {}  # every candidate's last fit: the warm start of the refit
         jobs = [
-            self._run_structure(indices, trains, fold_stats, context, lasts)
+            self._run_structure(indices, trains, fold_stats, context)
             for indices in structures.values()
         ]
-        troubles = {"converged": [], "singular": []}
+        troubles = {"converged": [], "singular": [], "failed": []}
+        errors = []
         for rows in jobs:
-            for i, k, score, seconds, converged, singular in rows:
+            for i, k, score, seconds, converged, singular, error in rows:
                 scores[i, k] = score
                 results["fit_time"][i, k] = seconds
+                if error is not None:
+                    troubles["failed"].append((i, k))
+                    errors.append(error)
+                    continue
                 if not converged:
                     troubles["converged"].append((i, k))
                 if singular:
                     troubles["singular"].append((i, k))
         troubles = {kind: sorted(pairs) for kind, pairs in troubles.items()}
-        self._warn(grid, troubles)
+        if len(troubles["failed"]) == scores.size:
+            raise ValueError(f"every candidate fit failed; the first error: {errors[0]}")
+        self._warn(grid, troubles, errors)
         self.n_splits_ = len(tests)
         mean, std = scores.mean(axis=1), scores.std(axis=1)
-        # GridSearchCV's ranking: ties share the lowest rank; the best is the first of them
-        rank = scipy.stats.rankdata(-mean, method="min").astype(np.int32)
+        # GridSearchCV's ranking: ties share the lowest rank, a failed candidate (NaN) the
+        # last; the best is the first of the best
+        rank = scipy.stats.rankdata(-np.where(np.isnan(mean), -np.inf, mean), method="min").astype(
+            np.int32
+        )
         cv_results = {"params": grid}
         for key in sorted({k for params in grid for k in params}):
+            values = np.empty(len(grid), dtype=object)  # lists stay elements (slopes)
+            values[:] = [params.get(key) for params in grid]
             cv_results[f"param_{key}"] = np.ma.MaskedArray(
-                np.array([params.get(key) for params in grid], dtype=object),
-                mask=[key not in params for params in grid],
+                values, mask=[key not in params for params in grid]
             )
         for k in range(len(tests)):
             cv_results[f"split{k}_test_score"] = scores[:, k]
@@ -375,8 +391,8 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         self.best_params_ = grid[self.best_index_]
         self.best_score_ = float(mean[self.best_index_])
         if self.refit:
-            # From the statistics of all rows (the sum of the folds'), warm-started at the
-            # best candidate's last fit: no second pass over the data.
+            # From the statistics of all rows (the sum of the folds'): no second pass over
+            # the data. A cold start, as a direct fit: the same optimum, and its checks.
             every = [s for s in [*fold_stats, rest] if s is not None]
             fitted = self._fit_candidate(
                 sum_stats(*every),
@@ -386,7 +402,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                 u_term,
                 (names, names_given),
                 (groups_cols, vc_cols),
-                lasts[self.best_index_],
+                check=True,
             )
             best = self._base(**self.best_params_)
             best.n_features_in_ = self.n_features_in_
@@ -397,28 +413,36 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             self.best_estimator_ = best
         return self
 
-    def _run_structure(self, indices, trains, fold_stats, context, lasts):
-        """Every fold of the candidates ``indices`` (one structure), warm-started in turn:
-        ``(i, k, score, seconds, converged, singular)`` per fit; each candidate's last
-        fitted model goes into ``lasts``."""
+    def _run_structure(self, indices, trains, fold_stats, context):
+        """Every fold of the candidates ``indices`` (one structure), each from a cold start:
+        ``(i, k, score, seconds, converged, singular, error)`` per fit. A fit that fails
+        (a candidate with no fewer random effects than training rows, say) scores NaN with
+        its error, as ``GridSearchCV``'s ``error_score=nan``."""
         grid, slopes, union, u_term, naming, labels = context
-        out, last = [], None
+        out = []
         for i in indices:
             params = grid[i]
             for k, train in enumerate(trains):
                 start = time.perf_counter()
-                last = self._fit_candidate(
-                    train, params, slopes[i], union, u_term, naming, labels, last
-                )
-                beta, b = self._blups(last, train)
+                try:
+                    fitted = self._fit_candidate(
+                        train, params, slopes[i], union, u_term, naming, labels, check=True
+                    )
+                except (ValueError, np.linalg.LinAlgError) as exc:
+                    seconds = time.perf_counter() - start
+                    out.append((i, k, np.nan, seconds, False, False, str(exc)))
+                    continue
+                beta, b = self._blups(fitted, train)
                 seconds = time.perf_counter() - start
                 score = self._score(fold_stats[k], beta, b, slopes[i], union)
-                out.append((i, k, score, seconds, bool(last.opt.converged), bool(last.singular)))
-            lasts[i] = last
+                out.append(
+                    (i, k, score, seconds, bool(fitted.opt.converged), bool(fitted.singular), None)
+                )
         return out
 
-    def _fit_candidate(self, train, params, slopes, union, u_term, naming, labels, warm=None):
-        """The :class:`~sklmm._fitted.FittedModel` of a candidate on training statistics."""
+    def _fit_candidate(self, train, params, slopes, union, u_term, naming, labels, check=False):
+        """The :class:`~sklmm._fitted.FittedModel` of a candidate on training statistics;
+        ``check``: first the term-size checks of a fit on those rows (``ValueError``)."""
         names, names_given = naming
         cov = params.get("covariance_type", "unstructured")
         reml = params.get("reml", True)
@@ -427,6 +451,8 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         counts = train.level_counts[0]
         keep = counts > 0
         term.combos, term.keys = u_term.combos[keep], u_term.keys[keep]
+        if check:  # as a fit on these rows would, before its statistics
+            check_term_sizes([term], int(train.n))
         p1 = train.XytXy.shape[0] - 1  # 1 + p
         n_tot = train.ZtZ[0][:, 0, 0].sum()
         sums = train.XytXy[0]  # [n, sum x, sum y]
@@ -467,20 +493,20 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             solver,
             max_iter=self.max_iter,
             em_max_iter=em_max_iter,
-            tol=self.tol * 1e-4 if warm is not None else self.tol,
+            tol=self.tol,
             blocks=model.blocks,
-            # From the last fit of the structure, by the full EM-then-Newton path (Newton
-            # alone from there stops elsewhere within the tolerance: scores ~1e-8 apart
-            # from GridSearchCV's, where the EM path agrees to ~1e-10).
-            theta0=None if warm is None else warm.theta_for(model),
-            warm=True,
+            # A cold start, as GridSearchCV's fits: the likelihood of a small unbalanced
+            # design can have several optima, and a fit started from another fold's
+            # estimates (by Newton alone, or by EM, Newton and a restart from there)
+            # ended in a worse one than the cold fit on some random designs (split
+            # scores 1e-3 to 5e-2 apart).
         )
         return FittedModel(
             model, objective, opt, tol=self.tol, max_iter=self.max_iter, em_max_iter=em_max_iter
         )
 
     @staticmethod
-    def _warn(grid, troubles):
+    def _warn(grid, troubles, errors=()):
         """One warning per kind of trouble of the candidate fits (as GridSearchCV's fits
         would each warn), naming the candidates and folds."""
 
@@ -501,6 +527,12 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                 "some candidate fits are on the boundary (a variance of 0 or a correlation "
                 f"of +/-1): {where(troubles['singular'])}",
                 SingularFitWarning,
+            )
+        if troubles.get("failed"):
+            warn_user(
+                f"some candidate fits failed and score NaN: {where(troubles['failed'])}; "
+                f"the first error: {errors[0]}",
+                FitFailedWarning,
             )
 
     @staticmethod

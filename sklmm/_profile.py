@@ -492,8 +492,10 @@ class ProfiledDeviance(FactorCache):
         return quad, Gw
 
     def release(self):
-        """Forget the cached factorization (a fitted model keeps only the statistics)."""
+        """Forget the cached factorization and the groups-last copy of the statistics (a
+        fitted model keeps only the statistics; both are rebuilt when needed)."""
         self._cache = None
+        self._stack = None
 
     def blas_limit(self):
         """BLAS threads for this criterion's work: left as they are (small matrices)."""

@@ -6,9 +6,8 @@ Order of calls, for every solver:
 2. EM phase (``"em"`` and ``"em-newton"``): per iteration, evaluate ``D`` and
    its gradient, log, check convergence, then one EM update
    (:meth:`ProfiledDeviance.em_update`). In ``"em-newton"`` the phase ends
-   when one step lowers ``D`` by less than :data:`EM_SWITCH_DECREASE` or by
-   more than :data:`EM_SWITCH_RATE` times the step before (EM slowing down, as
-   it does towards a zero variance), or after ``em_max_iter`` steps;
+   when one step lowers ``D`` by less than :data:`EM_SWITCH_DECREASE`, or
+   after ``em_max_iter`` steps;
 3. Newton phase (``"newton"`` and ``"em-newton"``): per iteration, evaluate
    ``D``, gradient and Hessian, log, check convergence; solve for the step
    on the free parameters (Hessian eigenvalues floored to make it a descent
@@ -52,10 +51,6 @@ SOLVERS = ("em-newton", "em", "newton")
 
 #: In "em-newton", EM hands over to Newton once a step lowers D by less than this.
 EM_SWITCH_DECREASE = 1e-2
-
-#: ... or once a step lowers D by more than this fraction of the step before: EM's
-#: linear rate has become slow (a variance creeping towards zero), Newton's is not.
-EM_SWITCH_RATE = 0.75
 
 #: Fraction of the distance to the bound kept by a Newton step that would cross it.
 TO_BOUNDARY = 0.9
@@ -210,20 +205,18 @@ class _Run:
 
 def _em_phase(run, theta, max_iter, switch):
     ev = run.objective(theta, 1)
-    previous, last_decrease = np.inf, np.inf
+    previous = np.inf
     for it in range(max_iter + 1):
         run.record("em", it, ev, 1.0 if it else 0.0)
         if run.converged(ev):
             return ev, it, True, "projected gradient below tolerance"
-        decrease = previous - ev.deviance
-        if switch and (decrease < EM_SWITCH_DECREASE or decrease > EM_SWITCH_RATE * last_decrease):
+        if switch and previous - ev.deviance < EM_SWITCH_DECREASE:
             return ev, it, False, "EM handed over to Newton"
         if it == max_iter:
             break
         nxt = run.safe_eval(run.objective.em_update(ev.theta), 1)
         if nxt is None:
             return ev, it, False, "EM update left the domain"
-        last_decrease = decrease
         previous, ev = ev.deviance, _em_snap(run, nxt)
     return ev, max_iter, False, f"EM reached max_iter={max_iter}"
 

@@ -10,10 +10,11 @@ held-out rows with the estimator's ``score`` given the groups (metadata routing)
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import mean_squared_error
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, ShuffleSplit
 
-from sklmm import MixedLMRegressor, MixedLMRegressorCV, make_group_scorer
+from sklmm import MixedLMRegressor, MixedLMRegressorCV, likelihood_ratio_test, make_group_scorer
 from sklmm.datasets import load_sleepstudy
 
 CANDIDATES = {
@@ -81,6 +82,45 @@ def test_other_scores_and_columns(routing, scoring, metric):
     )
 
 
+def _unbalanced(seed):
+    """Small random designs whose likelihood has several optima (a review's generator):
+    6 to 29 groups, 5 to 13 rows per group on average, one group with 70% of the rows when
+    ``seed % 4 == 0``."""
+    rng = np.random.default_rng(seed)
+    G = int(rng.integers(6, 30))
+    n = G * int(rng.integers(5, 14))
+    g = rng.integers(0, G, n)
+    X = rng.standard_normal((n, 2))
+    y = X @ [1.0, -0.5] + 0.3 * rng.standard_normal(G)[g]
+    y = y + rng.standard_normal(n) * (1 + seed % 3)
+    if seed % 4 == 0:
+        g = np.where(rng.random(n) < 0.7, 0, g)
+    return pd.DataFrame(X, columns=["x0", "x1"]), y, g
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+@pytest.mark.filterwarnings("ignore::sklmm.SingularFitWarning")
+@pytest.mark.filterwarnings("ignore::sklmm.MixedLMConvergenceWarning")
+@pytest.mark.parametrize("seed", [0, 32, 33, 34])
+def test_scores_equal_grid_search_where_the_likelihood_has_several_optima(routing, seed):
+    # Fits warm-started from another fold's estimates ended in worse optima than
+    # GridSearchCV's cold fits here (split scores 1e-3 to 5e-2 apart): every fit is cold.
+    X, y, g = _unbalanced(seed)
+    candidates = {
+        "random_slopes": [["x0", "x1"]],
+        "reml": [seed % 2 == 1],
+        "covariance_type": ["unstructured", "diagonal"],
+    }
+    cv = KFold(3, shuffle=True, random_state=seed)
+    ours = MixedLMRegressorCV(candidates=candidates, cv=cv).fit(X, y, groups=g)
+    theirs = grid_search(X, y, g, cv, candidates=candidates)
+    for k in range(3):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    direct = MixedLMRegressor(**ours.best_params_).fit(X, y, groups=g)
+    assert ours.best_estimator_.log_likelihood_ == pytest.approx(direct.log_likelihood_, abs=1e-8)
+
+
 def test_refit_is_the_best_candidate_on_all_rows():
     X, y, g = sleep()
     ours = MixedLMRegressorCV(candidates=CANDIDATES, cv=KFold(5, shuffle=True, random_state=0))
@@ -113,6 +153,30 @@ def test_refit_is_the_best_candidate_on_all_rows():
     np.testing.assert_allclose(
         best.predict(X, g, return_std=True)[1], direct.predict(X, g, return_std=True)[1], rtol=1e-7
     )
+    # it sees the same data as a direct fit: a likelihood-ratio test accepts the pair
+    other = {**ours.best_params_, "random_slopes": None, "reml": False}
+    null = MixedLMRegressor(**other).fit(X, y, groups=g)
+    assert best.random_effects_cov_[name].shape[0] > 1  # the best has the Days slope
+    ours_lrt = likelihood_ratio_test(null, best)
+    direct_lrt = likelihood_ratio_test(null, direct)
+    assert ours_lrt["Chisq"].iloc[-1] == pytest.approx(direct_lrt["Chisq"].iloc[-1], rel=1e-6)
+
+
+def test_a_candidate_too_large_for_its_training_rows_scores_nan():
+    # 10 groups of 3 rows, 3 random effects per group: 30 random effects, 30 rows in all;
+    # a training set of 2/3 of the rows has fewer rows than random effects.
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(10), 3)
+    X = pd.DataFrame({"a": rng.standard_normal(30), "b": rng.standard_normal(30)})
+    y = X["a"] + rng.standard_normal(10)[g] + rng.standard_normal(30)
+    cv = KFold(3, shuffle=True, random_state=0)
+    search = MixedLMRegressorCV(candidates={"random_slopes": [None, ["a", "b"]]}, cv=cv)
+    with pytest.warns(FitFailedWarning, match="score NaN"):
+        search.fit(X, y, groups=g)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.isfinite(scores[0]) and np.isnan(scores[1])
+    assert list(search.cv_results_["rank_test_score"]) == [1, 2]
+    assert search.best_params_ == {"random_slopes": None}
 
 
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
