@@ -7,7 +7,8 @@ Order of calls, for every solver:
    its gradient, log, check convergence, then one EM update
    (:meth:`ProfiledDeviance.em_update`). In ``"em-newton"`` the phase ends
    when one step lowers ``D`` by less than :data:`EM_SWITCH_DECREASE`, or
-   after ``em_max_iter`` steps;
+   after ``em_max_iter`` steps; with a single variance parameter also once a
+   step lowers ``D`` by more than :data:`EM_SWITCH_RATE` times the step before;
 3. Newton phase (``"newton"`` and ``"em-newton"``): per iteration, evaluate
    ``D``, gradient and Hessian, log, check convergence; solve for the step
    on the free parameters (Hessian eigenvalues floored to make it a descent
@@ -51,6 +52,10 @@ SOLVERS = ("em-newton", "em", "newton")
 
 #: In "em-newton", EM hands over to Newton once a step lowers D by less than this.
 EM_SWITCH_DECREASE = 1e-2
+
+#: With a single variance parameter, EM also hands over once a step lowers D by more
+#: than this fraction of the step before (its linear rate has become slow).
+EM_SWITCH_RATE = 0.75
 
 #: Fraction of the distance to the bound kept by a Newton step that would cross it.
 TO_BOUNDARY = 0.9
@@ -205,18 +210,25 @@ class _Run:
 
 def _em_phase(run, theta, max_iter, switch):
     ev = run.objective(theta, 1)
-    previous = np.inf
+    previous = last_decrease = np.inf
+    # One variance parameter: Newton on a line is safe, so EM also hands over once it
+    # slows down (as it does when the variance creeps towards zero).
+    on_rate = switch and run.objective.cov.n_theta == 1
     for it in range(max_iter + 1):
         run.record("em", it, ev, 1.0 if it else 0.0)
         if run.converged(ev):
             return ev, it, True, "projected gradient below tolerance"
-        if switch and previous - ev.deviance < EM_SWITCH_DECREASE:
+        decrease = previous - ev.deviance
+        if switch and decrease < EM_SWITCH_DECREASE:
             return ev, it, False, "EM handed over to Newton"
+        if on_rate and decrease > EM_SWITCH_RATE * last_decrease:
+            return ev, it, False, "EM slowed down and handed over to Newton"
         if it == max_iter:
             break
         nxt = run.safe_eval(run.objective.em_update(ev.theta), 1)
         if nxt is None:
             return ev, it, False, "EM update left the domain"
+        last_decrease = decrease
         previous, ev = ev.deviance, _em_snap(run, nxt)
     return ev, max_iter, False, f"EM reached max_iter={max_iter}"
 
