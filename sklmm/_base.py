@@ -104,6 +104,16 @@ def check_offset(offset, n):
     return values
 
 
+def _from_fitted(name):
+    """A read-only fitted attribute: the fitted model's ``name``, built on first use."""
+
+    def get(self):
+        check_is_fitted(self)
+        return getattr(self._fitted, name)
+
+    return property(get, doc=f"The fitted model's {name} (see the estimator's Attributes).")
+
+
 class MixedModelBase(BaseEstimator):
     """The shared plumbing of the mixed-model estimators (see the module docstring)."""
 
@@ -485,25 +495,10 @@ class MixedModelBase(BaseEstimator):
     # The per-term attributes are built from the fitted model on first use (labelled
     # DataFrames cost more than a small fit's optimization, and a grid search's fits
     # never read them); documented with each estimator's attributes.
-    @property
-    def random_effects_(self):
-        check_is_fitted(self)
-        return self._fitted.blups
-
-    @property
-    def random_effects_cov_(self):
-        check_is_fitted(self)
-        return self._fitted.covs
-
-    @property
-    def random_effects_condvar_(self):
-        check_is_fitted(self)
-        return self._fitted.condvars
-
-    @property
-    def variance_components_(self):
-        check_is_fitted(self)
-        return self._fitted.variance_components
+    random_effects_ = _from_fitted("blups")
+    random_effects_cov_ = _from_fitted("covs")
+    random_effects_condvar_ = _from_fitted("condvars")
+    variance_components_ = _from_fitted("variance_components")
 
     def _warn_singular(self, fitted):
         """:class:`~sklmm.SingularFitWarning` for a fit on the boundary, with the sd's."""
