@@ -319,7 +319,6 @@ class ProfiledDeviance(FactorCache):
                 L_last=L,
                 K_last=K,
                 L=L.transpose(2, 0, 1),
-                K_Z=K[:, :q].transpose(2, 0, 1),
                 K_Xy=K[:, q:].transpose(2, 0, 1),
             )
         else:
