@@ -450,9 +450,13 @@ class BlockedDeviance(FactorCache):
         lam1 = lams[0]
         A11 = np.matmul(np.matmul(lam1.T, self._C1), lam1)
         A11[:, np.arange(q1), np.arange(q1)] += 1.0
-        L11 = np.linalg.cholesky(A11)
         # T1 = L11^{-1} Lambda_1', so A11^{-1} Lambda_1' Z_1'[X y] = T1'... and W_l = T1'T1.
-        T1 = _lower_solve(L11, np.broadcast_to(lam1.T, L11.shape))
+        if q1 == 1:  # a random intercept: square roots, no batched factorization
+            L11 = np.sqrt(A11)
+            T1 = lam1[0, 0] / L11
+        else:
+            L11 = np.linalg.cholesky(A11)
+            T1 = _lower_solve(L11, np.broadcast_to(lam1.T, L11.shape))
         K1 = np.matmul(T1, self._ZtXy1)
         flat = K1.reshape(-1, p + 1)
         S = st.XytXy - flat.T @ flat
@@ -626,9 +630,7 @@ class BlockedDeviance(FactorCache):
             M = -(self.k / r2) * np.einsum("la,lb->ab", u, u)
             if self.reml:
                 W = np.ascontiguousarray(H[:, :, :p])
-                CW = sla.solve_triangular(
-                    f["L_C"], W.reshape(-1, p).T, lower=True, check_finite=False
-                )  # L_C^{-1} W_l' for every level, (p, m q)
+                CW = f["L_C_inv"] @ W.reshape(-1, p).T  # L_C^{-1} W_l' for every level
                 CW = CW.T.reshape(W.shape)
                 M -= np.einsum("lap,lbp->ab", CW, CW)
             Gm[i] += 2.0 * M @ lams[i]
