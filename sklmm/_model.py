@@ -226,14 +226,13 @@ def _projected(ZtZ, ZtXy):
     level whose block is singular (a slope constant within it, one row with a slope)
     goes through the pseudo-inverse by eigenvalues; only those levels do.
     """
-    M = np.ascontiguousarray(np.moveaxis(ZtZ, 0, -1))
+    L, good = _chol_last(np.ascontiguousarray(np.moveaxis(ZtZ, 0, -1)), masked=True)
     B = np.moveaxis(ZtXy, 0, -1)
-    singular = ~_positive_definite_last(M)
-    good = ~singular
+    singular = ~good
     total = 0.0
     if good.any():
-        Mg, Bg = (M, B) if good.all() else (M[:, :, good], B[:, :, good])
-        U = _lower_solve_last(_chol_last(Mg), Bg)  # L_l^{-1} Z_l'[X y]: (q, m, levels)
+        Lg, Bg = (L, B) if good.all() else (L[:, :, good], B[:, :, good])
+        U = _lower_solve_last(Lg, Bg)  # L_l^{-1} Z_l'[X y]: (q, m, levels)
         total = sum(U[i] @ U[i].T for i in range(U.shape[0]))
     if singular.any():
         w, V = np.linalg.eigh(ZtZ[singular])
@@ -244,22 +243,6 @@ def _projected(ZtZ, ZtXy):
         )
         total = total + np.einsum("lqa,lqb->ab", U, U)
     return total
-
-
-def _positive_definite_last(M):
-    """Per level (last axis): whether its block has a Cholesky factor (every pivot > 0)."""
-    q = M.shape[0]
-    ok = np.ones(M.shape[-1], dtype=bool)
-    L = np.zeros(M.shape)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        for j in range(q):
-            d = M[j, j] - np.einsum("kg,kg->g", L[j, :j], L[j, :j])
-            ok &= d > 0.0
-            L[j, j] = np.sqrt(np.where(ok, d, 1.0))
-            if j + 1 < q:
-                r = M[j + 1 :, j] - np.einsum("ikg,kg->ig", L[j + 1 :, :j], L[j, :j])
-                L[j + 1 :, j] = r / L[j, j]
-    return ok & np.isfinite(L).all(axis=(0, 1))
 
 
 def check_exact_fit(raw, terms):

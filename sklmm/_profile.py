@@ -137,7 +137,7 @@ def _upper_solve_t(L, B):
     return X
 
 
-def _chol_last(M):
+def _chol_last(M, masked=False):
     """Lower Cholesky factors of a stack of small matrices held with the stack last.
 
     ``M`` has shape (q, q, g): ``M[:, :, i]`` is group ``i``'s matrix. Column by
@@ -145,24 +145,35 @@ def _chol_last(M):
     for the small q of a random-effects term this is several times faster than a
     batched LAPACK call per group, and the group axis stays contiguous.
 
+    With ``masked``, a group whose matrix is not positive definite does not raise:
+    ``(L, ok)`` is returned, ``ok`` false for those groups (their columns of ``L`` are
+    meaningless; the other groups' are their factors).
+
     Raises
     ------
     numpy.linalg.LinAlgError
-        When a matrix is not (numerically) positive definite.
+        When a matrix is not (numerically) positive definite (without ``masked``).
     """
     q = M.shape[0]
     L = np.zeros(M.shape)
+    ok = np.ones(M.shape[-1], dtype=bool)
     for j in range(q):
         d = M[j, j] - np.einsum("kg,kg->g", L[j, :j], L[j, :j]) if j else M[j, j]
-        if not (d > 0.0).all():
-            raise np.linalg.LinAlgError("Matrix is not positive definite")
+        positive = d > 0.0
+        if not positive.all():
+            if not masked:
+                raise np.linalg.LinAlgError("Matrix is not positive definite")
+            ok &= positive
+            d = np.where(positive, d, 1.0)  # any pivot: the group is dropped
         L[j, j] = np.sqrt(d)
         if j + 1 < q:
             r = M[j + 1 :, j]
             if j:
                 r = r - np.einsum("ikg,kg->ig", L[j + 1 :, :j], L[j, :j])
             L[j + 1 :, j] = r / L[j, j]
-    return L
+    if not masked:
+        return L
+    return L, ok & np.isfinite(L).all(axis=(0, 1))
 
 
 def _lower_solve_last(L, B):

@@ -66,9 +66,20 @@ def test_groups_last_cholesky_refuses_an_indefinite_block():
     M[2] = [[1.0, 2.0], [2.0, 1.0]]  # eigenvalues 3 and -1
     with pytest.raises(np.linalg.LinAlgError):
         _chol_last(np.moveaxis(M, 0, -1).copy())
+    # masked: the indefinite group is flagged, the others factored as alone
+    L, ok = _chol_last(np.moveaxis(M, 0, -1).copy(), masked=True)
+    assert ok.tolist() == [True, True, False, True]
+    good = [0, 1, 3]
+    np.testing.assert_allclose(np.moveaxis(L, -1, 0)[good], np.linalg.cholesky(M[good]))
     M[2] = [[np.nan, 0.0], [0.0, 1.0]]
     with pytest.raises(np.linalg.LinAlgError):
         _chol_last(np.moveaxis(M, 0, -1).copy())
+    assert _chol_last(np.moveaxis(M, 0, -1).copy(), masked=True)[1].tolist() == [
+        True,
+        True,
+        False,
+        True,
+    ]
 
 
 def test_projection_with_singular_levels_equals_the_pseudo_inverse():
