@@ -367,10 +367,11 @@ class ProfiledDeviance(FactorCache):
         Su = u @ u.T
         G = A.sum(axis=2) - (k / r2) * Su
         if self.reml:
-            # L_C^{-1} W_i' for every group, so that W_i C^{-1} W_i' = V_i'V_i.
-            V = np.einsum("cd,adg->acg", f["L_C_inv"], W)
-            Vf = V.reshape(q, -1)
-            G -= Vf @ Vf.T
+            # L_C^{-1} W_i' for every group (one broadcast matrix product), so that
+            # W_i C^{-1} W_i' = V_i'V_i; those per-group blocks also enter the Hessian.
+            V = np.matmul(f["L_C_inv"], W)
+            WCW = np.einsum("acg,bcg->abg", V, V)
+            G -= WCW.sum(axis=2)
         E = self._basis
         rows, cols = self.cov.rows, self.cov.cols
         grad = 2.0 * (G @ lam)[rows, cols]
@@ -395,7 +396,7 @@ class ProfiledDeviance(FactorCache):
             CiR = _cho_solve(f["L_C_inv"], Rw.reshape(-1, p).T)
             H4 -= (2.0 * k / r2) * (Rw.reshape(-1, p) @ CiR).reshape(H4.shape)
         if self.reml:
-            H4 += 2.0 * _group_sum_last(A, np.einsum("acg,bcg->abg", V, V))
+            H4 += 2.0 * _group_sum_last(A, WCW)
             Q = (Wl @ Wl.T).reshape(q, p, q, p).transpose(0, 2, 1, 3)  # [m, j, a, b]
             CiQ = _cho_solve(f["L_C_inv"], Q.reshape(-1, p).T)  # (p, q*q*p)
             CiQ = CiQ.T.reshape(q, q, p, p).swapaxes(2, 3)  # [m,j] -> C^{-1} Q_mj
@@ -539,8 +540,8 @@ class ProfiledDeviance(FactorCache):
         trace = float(np.einsum("ijg,ijg->", ZtZ, P))  # both symmetric
         if self.reml:
             PZtX = np.einsum("iag,icg->acg", J, K_X)  # P_i Z_i'X_i, (q, p, groups)
-            V = np.einsum("cd,adg->acg", f["L_C_inv"], PZtX).reshape(q, -1)
-            cov_b = cov_b + sigma2 * (V @ V.T)
+            V = np.matmul(f["L_C_inv"], PZtX)
+            cov_b = cov_b + sigma2 * np.einsum("acg,bcg->ab", V, V)
             T1 = np.einsum("abg,bdg->adg", ZtZ, PZtX)
             D_X = st.XytXy[:p, :p].copy()
             for i in range(q):
