@@ -46,7 +46,7 @@ from ._estimator import MixedLMRegressor
 from ._exceptions import MixedLMConvergenceWarning, SingularFitWarning, warn_user
 from ._fitted import FittedModel
 from ._model import model_from_stats
-from ._optimize import optimize, resolve_solver
+from ._optimize import on_boundary, optimize, resolve_solver
 from ._terms import (
     check_term_sizes,
     encode_terms,
@@ -61,6 +61,35 @@ SCORINGS = ("r2", "neg_mean_squared_error", "neg_root_mean_squared_error")
 
 #: The parameters a candidate may set.
 CANDIDATE_PARAMS = ("random_slopes", "covariance_type", "reml")
+
+#: With ``warm_start=True``, a warm-started candidate fit that needs more Newton
+#: iterations than this is redone cold (it started far from its optimum).
+WARM_MAX_ITER = 8
+
+
+def _paths_agree(opt):
+    """Whether a cold EM-then-Newton fit's two paths from lme4's start (EM then Newton,
+    and Newton alone) ended at its optimum: a likelihood that showed one optimum."""
+    ends = {}
+    for rec in opt.log:
+        ends["restart" if rec["phase"] == "restart" else "first"] = rec["deviance"]
+    if set(ends) != {"first", "restart"}:
+        return False
+    scale = 1e-9 * max(1.0, abs(opt.objective))
+    return all(abs(d - opt.objective) <= scale for d in ends.values())
+
+
+def _warm_root(opt, blocks):
+    """Whether a cold candidate fit may start the warm fits of its structure: converged,
+    interior, and both paths of the solver at its optimum."""
+    return opt.converged and not on_boundary(opt.theta, blocks) and _paths_agree(opt)
+
+
+def _warm_kept(opt, blocks, max_iter=WARM_MAX_ITER):
+    """Whether a warm-started fit is kept (else it is redone cold): converged within
+    ``max_iter`` iterations (``None``: any number), and interior."""
+    within = max_iter is None or opt.n_iter <= max_iter
+    return opt.converged and within and not on_boundary(opt.theta, blocks)
 
 
 class _IndexedRows:
@@ -126,6 +155,16 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         As for :class:`MixedLMRegressor`, for every fit.
     refit : bool, default=True
         Refit the best candidate on all rows (``best_estimator_``).
+    warm_start : bool, default=False
+        Start a candidate's fits on the training sets from one cold fit of its random-effects
+        structure (the first whose two paths from lme4's start agree, interior), by Newton
+        alone, as :class:`MixedLMRegressor`'s ``warm_start``; a warm fit that does not
+        converge within :data:`WARM_MAX_ITER` iterations, or ends on the boundary, is redone
+        cold. Several times faster on large data, where the likelihood has one optimum and
+        the scores are ``GridSearchCV``'s. Where it has several (small, very unbalanced
+        designs), a warm fit can end in another optimum than ``GridSearchCV``'s cold fit,
+        and its score differs: the default, ``False``, fits every candidate cold and gives
+        ``GridSearchCV``'s scores on every design.
 
     Attributes
     ----------
@@ -163,6 +202,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         "em_max_iter": [None, Interval(Integral, 0, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "refit": ["boolean"],
+        "warm_start": ["boolean"],
     }
 
     def __init__(
@@ -177,6 +217,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         em_max_iter=None,
         tol=1e-7,
         refit=True,
+        warm_start=False,
     ):
         self.candidates = candidates
         self.cv = cv
@@ -187,6 +228,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         self.em_max_iter = em_max_iter
         self.tol = tol
         self.refit = refit
+        self.warm_start = warm_start
 
     def _base(self, **params):
         return MixedLMRegressor(
@@ -306,7 +348,9 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             fold_of[te] = k
         # Every fold's rows read in chunks through its row indices (with the intercept
         # column), straight into the cross-products' work array: no copy of the data.
-        order = np.argsort(fold_of, kind="stable")
+        # (small integers: numpy's stable sort is then a radix sort, O(n))
+        small = np.int16 if len(tests) < np.iinfo(np.int16).max else np.int64
+        order = np.argsort(fold_of.astype(small), kind="stable")
         edges = np.searchsorted(fold_of[order], np.arange(-1, len(tests) + 1))
         pieces = []
         for k in range(len(tests) + 1):
@@ -414,24 +458,46 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         return self
 
     def _run_structure(self, indices, trains, fold_stats, context):
-        """Every fold of the candidates ``indices`` (one structure), each from a cold start:
-        ``(i, k, score, seconds, converged, singular, error)`` per fit. A fit that fails
-        (a candidate with no fewer random effects than training rows, say) scores NaN with
-        its error, as ``GridSearchCV``'s ``error_score=nan``."""
+        """Every fold of the candidates ``indices`` (one structure): ``(i, k, score,
+        seconds, converged, singular, error)`` per fit. Each fit starts cold, or with
+        ``warm_start`` from the structure's first cold fit fit to start others
+        (:func:`_warm_root`). A fit that fails (a candidate with no fewer random effects
+        than training rows, say) scores NaN with its error, as ``GridSearchCV``'s
+        ``error_score=nan``."""
         grid, slopes, union, u_term, naming, labels = context
         out = []
+        root = None  # the structure's first cold fit fit to start others
+        same_rows = {}  # its last kept fit on each training set (REML, then ML, say)
+        checked = set()  # the training sets whose exact-fit check passed for the structure
         for i in indices:
             params = grid[i]
             for k, train in enumerate(trains):
                 start = time.perf_counter()
+                source = same_rows.get(k, root) if root is not None else None
                 try:
                     fitted = self._fit_candidate(
-                        train, params, slopes[i], union, u_term, naming, labels, check=True
+                        train,
+                        params,
+                        slopes[i],
+                        union,
+                        u_term,
+                        naming,
+                        labels,
+                        check=True,
+                        start=source,
+                        check_exact=k not in checked,
                     )
                 except (ValueError, np.linalg.LinAlgError) as exc:
                     seconds = time.perf_counter() - start
                     out.append((i, k, np.nan, seconds, False, False, str(exc)))
                     continue
+                if self.warm_start:
+                    blocks = fitted.model.blocks
+                    if root is None and _warm_root(fitted.opt, blocks):
+                        root = fitted
+                    if root is not None and _warm_kept(fitted.opt, blocks, max_iter=None):
+                        same_rows[k] = fitted
+                checked.add(k)
                 beta, b = self._blups(fitted, train)
                 seconds = time.perf_counter() - start
                 score = self._score(fold_stats[k], beta, b, slopes[i], union)
@@ -440,9 +506,24 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                 )
         return out
 
-    def _fit_candidate(self, train, params, slopes, union, u_term, naming, labels, check=False):
+    def _fit_candidate(
+        self,
+        train,
+        params,
+        slopes,
+        union,
+        u_term,
+        naming,
+        labels,
+        check=False,
+        start=None,
+        check_exact=True,
+    ):
         """The :class:`~sklmm._fitted.FittedModel` of a candidate on training statistics;
-        ``check``: first the term-size checks of a fit on those rows (``ValueError``)."""
+        ``check``: first the term-size checks of a fit on those rows (``ValueError``);
+        ``start``: a fitted model of the same structure to start from (``warm_start``),
+        redone cold unless :func:`_warm_kept`; ``check_exact``: the exact-fit check (not
+        needed again for another candidate of the same structure and rows)."""
         names, names_given = naming
         cov = params.get("covariance_type", "unstructured")
         reml = params.get("reml", True)
@@ -485,22 +566,28 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             reml=reml,
             feature_names=names,
             names_given=names_given,
+            check_exact=check_exact,
         )
         solver, em_max_iter = resolve_solver(self.solver, self.em_max_iter, model.one_factor)
         objective = model.criterion(solver)
-        opt = optimize(
-            objective,
-            solver,
-            max_iter=self.max_iter,
-            em_max_iter=em_max_iter,
-            tol=self.tol,
-            blocks=model.blocks,
-            # A cold start, as GridSearchCV's fits: the likelihood of a small unbalanced
-            # design can have several optima, and a fit started from another fold's
-            # estimates (by Newton alone, or by EM, Newton and a restart from there)
-            # ended in a worse one than the cold fit on some random designs (split
+        settings = {
+            "max_iter": self.max_iter,
+            "em_max_iter": em_max_iter,
+            "tol": self.tol,
+            "blocks": model.blocks,
+        }
+        opt = None
+        if start is not None:
+            opt = optimize(objective, solver, theta0=start.theta_for(model), warm=True, **settings)
+            if not _warm_kept(opt, model.blocks):
+                opt = None
+        if opt is None:
+            # A cold start, as GridSearchCV's fits (the default): the likelihood of a small
+            # unbalanced design can have several optima, and a fit started from another
+            # fold's estimates (by Newton alone, or by EM, Newton and a restart from
+            # there) ended in a worse one than the cold fit on some random designs (split
             # scores 1e-3 to 5e-2 apart).
-        )
+            opt = optimize(objective, solver, **settings)
         return FittedModel(
             model, objective, opt, tol=self.tol, max_iter=self.max_iter, em_max_iter=em_max_iter
         )

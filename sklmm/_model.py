@@ -413,11 +413,14 @@ def model_from_stats(
     feature_names,
     weight_total=None,
     names_given=True,
+    check_exact=True,
 ):
     """Check the raw statistics, reparameterize and return the :class:`MixedModel`.
 
     ``centres`` is what :func:`centring` returned for the data; ``weight_total`` the
-    sum of the weights of a weighted model (``None`` without weights).
+    sum of the weights of a weighted model (``None`` without weights); ``check_exact``:
+    run :func:`check_exact_fit` (``False`` where it passed on the same statistics and
+    terms already).
     """
     _, y_centre, z_means = centres
     n = raw.n
@@ -427,7 +430,8 @@ def model_from_stats(
     check_fixed_effects(
         raw.XytXy, n, col_means, fixed_names, fit_intercept, weight_total, names_given
     )
-    check_exact_fit(raw, terms)
+    if check_exact:
+        check_exact_fit(raw, terms)
     counts = [None] * len(terms)
     for i, k in enumerate(raw.order):
         t, ZtZ = terms[k], raw.ZtZ[i]

@@ -427,13 +427,14 @@ class ProfiledDeviance(FactorCache):
         if st.q == 0:
             return np.zeros((st.n_groups, 0)), np.zeros((st.n_groups, 0, 0))
         f = self._factor(np.asarray(theta, dtype=float))
-        p = st.p
-        lam, L, K_Xy = f["lam"], f["L"], f["K_Xy"]
-        v = K_Xy[:, :, p] - K_Xy[:, :, :p] @ f["beta"]
-        w = _upper_solve_t(L, v[:, :, None])[:, :, 0]
+        q, p = st.q, st.p
+        lam, L, K = f["lam"], f["L_last"], f["K_last"]
+        # The groups last, as the criterion: v_i = K_y - K_X beta, b_i = Lambda L_i^{-T} v_i.
+        v = K[:, q + p] - np.einsum("icg,c->ig", K[:, q : q + p], f["beta"])
+        w = _upper_solve_t_last(L, v[:, None, :])[:, 0]
         J = self._J(f)
         sigma2 = f["r2"] / self.k
-        return w @ lam.T, sigma2 * np.matmul(_t(J), J)
+        return (lam @ w).T, sigma2 * np.matmul(_t(J), J)
 
     def unprofiled_deviance(self, theta, sigma2):
         """``-2 log L`` at ``theta`` and a given ``sigma2`` (``beta`` still profiled).
@@ -450,9 +451,11 @@ class ProfiledDeviance(FactorCache):
 
     @staticmethod
     def _J(f):
-        """``L_i^{-1} Lambda'`` for every group, computed once per factorization."""
+        """``L_i^{-1} Lambda'`` for every group (groups first), computed once per
+        factorization (by the groups-last solve, one right-hand side for every group)."""
         if "J" not in f:
-            f["J"] = _lower_solve(f["L"], np.broadcast_to(f["lam"].T, f["L"].shape))
+            J = _lower_solve_last(f["L_last"], f["lam"].T[:, :, None])
+            f["J"] = np.ascontiguousarray(J.transpose(2, 0, 1))
         return f["J"]
 
     def fixed_effects_cov(self, theta, sigma2=None):
