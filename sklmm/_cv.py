@@ -85,7 +85,7 @@ def _warm_root(opt, blocks):
     return opt.converged and not on_boundary(opt.theta, blocks) and _paths_agree(opt)
 
 
-def _warm_kept(opt, blocks, max_iter=WARM_MAX_ITER):
+def _warm_kept(opt, blocks, max_iter):
     """Whether a warm-started fit is kept (else it is redone cold): converged within
     ``max_iter`` iterations (``None``: any number), and interior."""
     within = max_iter is None or opt.n_iter <= max_iter
@@ -390,9 +390,15 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             self._run_structure(indices, trains, fold_stats, context)
             for indices in structures.values()
         ]
+        # each candidate's structure's first cold fit whose paths agree (warm_start)
+        roots = {
+            i: root
+            for (_, root), indices in zip(jobs, structures.values(), strict=True)
+            for i in indices
+        }
         troubles = {"converged": [], "singular": [], "failed": []}
         errors = []
-        for rows in jobs:
+        for rows, _ in jobs:
             for i, k, score, seconds, converged, singular, error in rows:
                 scores[i, k] = score
                 results["fit_time"][i, k] = seconds
@@ -436,7 +442,8 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         self.best_score_ = float(mean[self.best_index_])
         if self.refit:
             # From the statistics of all rows (the sum of the folds'): no second pass over
-            # the data. A cold start, as a direct fit: the same optimum, and its checks.
+            # the data. A cold start, as a direct fit: the same optimum, and its checks;
+            # with warm_start, from the structure's cold fit as the candidates' fits.
             every = [s for s in [*fold_stats, rest] if s is not None]
             fitted = self._fit_candidate(
                 sum_stats(*every),
@@ -447,6 +454,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                 (names, names_given),
                 (groups_cols, vc_cols),
                 check=True,
+                start=roots[self.best_index_],
             )
             best = self._base(**self.best_params_)
             best.n_features_in_ = self.n_features_in_
@@ -458,15 +466,17 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         return self
 
     def _run_structure(self, indices, trains, fold_stats, context):
-        """Every fold of the candidates ``indices`` (one structure): ``(i, k, score,
-        seconds, converged, singular, error)`` per fit. Each fit starts cold, or with
-        ``warm_start`` from the structure's first cold fit fit to start others
-        (:func:`_warm_root`). A fit that fails (a candidate with no fewer random effects
-        than training rows, say) scores NaN with its error, as ``GridSearchCV``'s
+        """Every fold of the candidates ``indices`` (one structure): a list of ``(i, k,
+        score, seconds, converged, singular, error)``, one per fit, and the fit the others
+        started from (``None`` without ``warm_start``, or where no fit qualified). Each fit
+        starts cold or, with ``warm_start``, from the structure's first cold fit that
+        qualifies (:func:`_warm_root`), or from its fit on the same training set (ML after
+        REML, say). A fit that fails (a candidate with no fewer random effects than
+        training rows, say) scores NaN with its error, as ``GridSearchCV``'s
         ``error_score=nan``."""
         grid, slopes, union, u_term, naming, labels = context
         out = []
-        root = None  # the structure's first cold fit fit to start others
+        root = None  # the structure's first cold fit that qualifies to start the others
         same_rows = {}  # its last kept fit on each training set (REML, then ML, say)
         checked = set()  # the training sets whose exact-fit check passed for the structure
         for i in indices:
@@ -504,7 +514,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                 out.append(
                     (i, k, score, seconds, bool(fitted.opt.converged), bool(fitted.singular), None)
                 )
-        return out
+        return out, root
 
     def _fit_candidate(
         self,
@@ -579,7 +589,7 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         opt = None
         if start is not None:
             opt = optimize(objective, solver, theta0=start.theta_for(model), warm=True, **settings)
-            if not _warm_kept(opt, model.blocks):
+            if not _warm_kept(opt, model.blocks, WARM_MAX_ITER):
                 opt = None
         if opt is None:
             # A cold start, as GridSearchCV's fits (the default): the likelihood of a small

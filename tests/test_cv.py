@@ -121,6 +121,95 @@ def test_scores_equal_grid_search_where_the_likelihood_has_several_optima(routin
     assert ours.best_estimator_.log_likelihood_ == pytest.approx(direct.log_likelihood_, abs=1e-8)
 
 
+@pytest.fixture
+def optimize_calls(monkeypatch):
+    """Every call of the candidate fits' optimizer: (warm-started, result, blocks)."""
+    import sklmm._cv
+
+    calls, original = [], sklmm._cv.optimize
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((bool(kwargs.get("warm")), result, kwargs["blocks"]))
+        return result
+
+    monkeypatch.setattr(sklmm._cv, "optimize", spy)
+    return calls
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+def test_warm_start_starts_each_structure_from_one_cold_fit(routing, optimize_calls):
+    import sklmm._cv
+
+    X, y, g = sleep()
+    cv = KFold(5, shuffle=True, random_state=0)
+    warm = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv, warm_start=True).fit(X, y, groups=g)
+    # 4 structures (slopes x covariance type) x (REML, ML) x 5 folds: one cold fit per
+    # structure (its two solver paths agree), the 36 others warm, by Newton alone, and
+    # the refit warm too.
+    flags = [w for w, *_ in optimize_calls]
+    assert flags.count(True) == 37 and flags.count(False) == 4
+    assert all(res.n_iter <= sklmm._cv.WARM_MAX_ITER for w, res, _ in optimize_calls if w)
+    warm_iter = sum(res.n_iter for _, res, _ in optimize_calls)
+    optimize_calls.clear()
+    cold = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv).fit(X, y, groups=g)
+    assert not any(w for w, *_ in optimize_calls)
+    assert warm_iter < 0.6 * sum(res.n_iter for _, res, _ in optimize_calls)
+    # The same optima, to the convergence rule (the scores to about 1e-8 here).
+    for k in range(5):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(warm.cv_results_[key], cold.cv_results_[key], atol=1e-6)
+    assert warm.best_params_ == cold.best_params_
+    warm_best, cold_best = warm.best_estimator_, cold.best_estimator_
+    assert warm_best.log_likelihood_ == pytest.approx(cold_best.log_likelihood_, rel=1e-12)
+    np.testing.assert_allclose(warm_best.coef_, cold_best.coef_, rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+def test_warm_fits_that_miss_the_rule_are_redone_cold(routing, optimize_calls, monkeypatch):
+    import sklmm._cv
+
+    # No warm fit is kept within 0 iterations: each is redone cold, so the scores are the
+    # cold search's (GridSearchCV's) exactly.
+    monkeypatch.setattr(sklmm._cv, "WARM_MAX_ITER", 0)
+    X, y, g = sleep()
+    cv = GroupKFold(3)
+    warm = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv, warm_start=True).fit(X, y, groups=g)
+    flags = [w for w, *_ in optimize_calls]
+    assert flags.count(True) == 21 and flags.count(False) == 25
+    theirs = grid_search(X, y, g, cv)
+    for k in range(3):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+@pytest.mark.filterwarnings("ignore::sklmm.SingularFitWarning")
+def test_warm_fits_on_the_boundary_are_redone_cold(routing, optimize_calls):
+    from sklmm._optimize import on_boundary
+
+    # A noise slope: some training sets' optima have its variance at 0. A warm fit that
+    # ends on the boundary is redone cold (the cold fit's other starts look for a better
+    # optimum there); the interior ones are kept.
+    X, y, g = sleep(extra=True)
+    candidates = {"random_slopes": [["Days", "noise"]], "reml": [True, False]}
+    cv = KFold(3, shuffle=True, random_state=1)
+    warm = MixedLMRegressorCV(candidates=candidates, cv=cv, warm_start=True)
+    warm.fit(X, y, groups=g)
+    flags = [w for w, *_ in optimize_calls]
+    redone = [
+        i
+        for i, (w, res, blocks) in enumerate(optimize_calls)
+        if w and on_boundary(res.theta, blocks)
+    ]
+    assert redone and all(not flags[i + 1] for i in redone)
+    assert flags.count(True) > len(redone)  # the interior warm fits are kept
+    cold = MixedLMRegressorCV(candidates=candidates, cv=cv).fit(X, y, groups=g)
+    for k in range(3):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(warm.cv_results_[key], cold.cv_results_[key], atol=1e-6)
+
+
 def test_refit_is_the_best_candidate_on_all_rows():
     X, y, g = sleep()
     ours = MixedLMRegressorCV(candidates=CANDIDATES, cv=KFold(5, shuffle=True, random_state=0))
