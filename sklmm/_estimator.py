@@ -180,8 +180,11 @@ class MixedLMRegressor(RegressorMixin, MixedModelBase):
         of the previous fit (its covariances relative to the residual variance,
         moved to the new data's column scales) when the random-effects terms
         are the same; otherwise from the usual start. A refit on the same data
-        then converges in one or two iterations; the estimates are those of a
-        cold start (the optimum does not depend on the start).
+        then converges in one or two iterations, at the estimates of a cold
+        start. On other data the estimates are a cold start's where the
+        likelihood has one optimum; where it has several (small, very
+        unbalanced designs), a warm refit, which runs Newton alone from the last
+        estimates, can end in another one (see the algorithm page).
 
     Attributes
     ----------
