@@ -72,7 +72,10 @@ def _paths_agree(opt):
     and Newton alone) ended at its optimum: a likelihood that showed one optimum."""
     ends = {}
     for rec in opt.log:
-        ends["restart" if rec["phase"] == "restart" else "first"] = rec["deviance"]
+        path = {"em": "first", "newton": "first", "restart": "restart"}.get(rec["phase"])
+        if path is None:  # other starts (a fit on the boundary), another solver
+            return False
+        ends[path] = rec["deviance"]
     if set(ends) != {"first", "restart"}:
         return False
     scale = 1e-9 * max(1.0, abs(opt.objective))

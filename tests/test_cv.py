@@ -348,3 +348,20 @@ def test_one_column_groups_frame_and_empty_candidates():
         MixedLMRegressorCV(candidates=[]).fit(X, y, groups=g)
     with pytest.raises(ValueError, match="numbers"):
         MixedLMRegressorCV().fit(X, np.array(["a"] * len(y)), groups=g)
+
+
+def test_paths_agree_needs_both_paths_at_the_optimum():
+    from types import SimpleNamespace
+
+    from sklmm._cv import _paths_agree
+
+    def opt(*phases):
+        log = [{"phase": p, "deviance": d} for p, d in phases]
+        return SimpleNamespace(log=log, objective=min(d for _, d in phases))
+
+    assert _paths_agree(opt(("em", 5.0), ("newton", 1.0), ("restart", 3.0), ("restart", 1.0)))
+    # the restart found a better optimum: the first path ended elsewhere
+    assert not _paths_agree(opt(("em", 5.0), ("newton", 2.0), ("restart", 1.0)))
+    # Newton alone (no restart), or other starts on the boundary
+    assert not _paths_agree(opt(("newton", 2.0), ("newton", 1.0)))
+    assert not _paths_agree(opt(("em", 2.0), ("restart", 2.0), ("multistart", 2.0)))
