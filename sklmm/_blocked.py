@@ -126,7 +126,7 @@ from ._profile import (
     _upper_solve_t,
     profile_fixed_effects,
 )
-from ._solvers import SolverResult, scaled_gradient
+from ._solvers import DECREMENT_TOL, SolverResult, scaled_gradient
 
 #: Rows of the dense (rest) block from which ``minimize_blocked`` uses two BLAS threads.
 THREADED_REST = 2000
@@ -978,7 +978,7 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
             best.update(f=f, theta=np.array(t, dtype=float), gradient=ev.gradient)
         return f, ev.gradient
 
-    message, iterations = "", 0
+    message, iterations, at_precision = "", 0, False
     for _restart in range(5):
         remaining = max_iter - iterations
         if remaining <= 0:  # max_iter=0: the start is the result
@@ -1012,20 +1012,23 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
                 objective, theta, lower, 10 * tol * scale, log, verbose=verbose
             )
             polish_steps += sum(rec["phase"] == "polish" for rec in log[n_log:])
-            if polished:
+            at_precision = polished == "precision"
+            if at_precision:
+                message = f"{message}; at the optimum to the precision of the criterion"
+            elif polished:
                 message = f"{message}; finished by Newton steps"
             ev = objective(theta, 1)
             gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
-        if gnorm > 10 * tol * scale or iterations >= max_iter:
+        if (gnorm > 10 * tol * scale and not at_precision) or iterations >= max_iter:
             break
         start = _leave_boundary_saddle(objective, theta, ev, lower)
         if start is None:
             break
-        theta = start
+        theta, at_precision = start, False
         message = "left a saddle point on the boundary"
     ev = objective(theta, 1)
     gnorm = float(np.max(np.abs(_projected(theta, ev.gradient, lower))))
-    converged = gnorm <= 10 * tol * scale
+    converged = at_precision or gnorm <= 10 * tol * scale
     return SolverResult(theta, ev, converged, iterations + polish_steps, message, log)
 
 
@@ -1035,8 +1038,13 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
     Parameters held at their bound by a positive gradient stay there; the Hessian on
     the others has its eigenvalues floored at their absolute value (a descent
     direction); a backtracking line search keeps the iterate within the bounds.
-    Returns ``(theta, converged)``. Costs ``n_free + 1`` gradients per step, so it runs
-    only when L-BFGS-B stops short of the convergence rule.
+    Returns ``(theta, converged)``, ``converged`` being ``"precision"`` when a step
+    lowers ``D`` no more but the Newton decrement ``g'H^{-1}g`` there (``H`` positive
+    definite) is below :data:`~sklmm._solvers.DECREMENT_TOL` times ``max(1, |D|)``: the
+    optimum to the precision of the criterion, as the one-factor solver's rule, where
+    the gradient's rounding (a sum of terms that cancel) stays above a very small
+    ``gtol``. Costs ``n_free + 1`` gradients per step, so it runs only when L-BFGS-B
+    stops short of the convergence rule.
     """
 
     def value(t):
@@ -1069,9 +1077,18 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
         d0 = ev.deviance
         for s in 0.5 ** np.arange(30):
             cand = np.maximum(theta + s * step, lower)
-            if value(cand) <= d0 + 1e-4 * (g @ (cand - theta)):
+            d_cand = value(cand)
+            if d_cand <= d0 + 1e-4 * (g @ (cand - theta)):
                 break
         else:
+            d_cand = np.inf
+        if not d_cand < d0 and w.min() > 0:
+            # No decrease: at the optimum to the precision of D if a full step predicts
+            # less than its rounding.
+            gv = V.T @ g[free]
+            if float(gv @ (gv / w)) <= DECREMENT_TOL * max(1.0, abs(d0)):
+                return theta, "precision"
+        if not np.isfinite(d_cand):
             return theta, False
         if s == 1.0 and np.any(w < 0):
             # Negative curvature (leaving a saddle): the Newton length is no scale, so

@@ -442,3 +442,30 @@ def test_gram_split_into_dense_heavy_and_sparse_light_levels():
     ev_plain = plain(theta, 1)
     assert ev.deviance == pytest.approx(ev_plain.deviance, rel=1e-13)
     np.testing.assert_allclose(ev.gradient, ev_plain.gradient, rtol=1e-9)
+
+
+def test_polish_stops_at_the_precision_of_the_criterion():
+    # Penicillin's training rows with tol=1e-10: the rule asks for a gradient (1.4e-8)
+    # below its own rounding (about 2e-7, a sum of terms that cancel). The Newton polish
+    # then finds no decrease and a Newton decrement below the rounding of D: converged, at
+    # lme4's optimum, without a warning and without 20 idle steps.
+    import json
+    import warnings
+    from pathlib import Path
+
+    import pandas as pd
+
+    from sklmm import MixedLMRegressor
+
+    folder = Path(__file__).parent / "reference" / "penicillin_reml_inference"
+    spec = json.loads((folder / "spec.json").read_text())
+    data = pd.read_csv(folder / "data.csv", dtype={c: str for c in spec["group_columns"]})
+    train = data[data["split"] == "train"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = MixedLMRegressor(formula=spec["formula"], reml=spec["reml"], tol=1e-10).fit(train)
+    assert est.converged_
+    assert "precision of the criterion" in est._fitted.opt.message
+    assert (est.fit_log_["phase"] == "polish").sum() < 20
+    default = MixedLMRegressor(formula=spec["formula"], reml=spec["reml"]).fit(train)
+    assert est.log_likelihood_ == pytest.approx(default.log_likelihood_, abs=1e-9)
