@@ -365,3 +365,29 @@ def test_paths_agree_needs_both_paths_at_the_optimum():
     # Newton alone (no restart), or other starts on the boundary
     assert not _paths_agree(opt(("newton", 2.0), ("newton", 1.0)))
     assert not _paths_agree(opt(("em", 2.0), ("restart", 2.0), ("multistart", 2.0)))
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize(
+    "cv",
+    [KFold(5, shuffle=True, random_state=2), GroupKFold(3), KFold(4)],
+    ids=["rows-shuffled", "whole-groups", "rows-blocks"],
+)
+def test_warm_start_scores_equal_the_cold_search(routing, optimize_calls, cv, fit_intercept):
+    # Levels missing from a training set (whole-group folds), other centrings (row
+    # blocks), no fixed intercept: the warm fits start from the structure's cold fit on
+    # other rows and end at the cold fits' optima.
+    X, y, g = sleep()
+    warm = MixedLMRegressorCV(
+        candidates=CANDIDATES, cv=cv, warm_start=True, fit_intercept=fit_intercept
+    ).fit(X, y, groups=g)
+    assert any(w for w, *_ in optimize_calls)
+    theirs = grid_search(X, y, g, cv, fit_intercept=fit_intercept)
+    for k in range(warm.n_splits_):
+        key = f"split{k}_test_score"  # without an intercept, R^2 of -4 to -23: relative
+        np.testing.assert_allclose(
+            warm.cv_results_[key], theirs.cv_results_[key], rtol=1e-6, atol=1e-6
+        )
+    direct = MixedLMRegressor(fit_intercept=fit_intercept, **warm.best_params_).fit(X, y, groups=g)
+    assert warm.best_estimator_.log_likelihood_ == pytest.approx(direct.log_likelihood_, abs=1e-8)
