@@ -66,20 +66,40 @@ CANDIDATE_PARAMS = ("random_slopes", "covariance_type", "reml")
 #: iterations than this is redone cold (it started far from its optimum).
 WARM_MAX_ITER = 8
 
+#: With ``warm_start=True``, only training sets with at least this many levels are fitted
+#: warm: several local optima are a small-sample phenomenon (random designs of 6 to 50
+#: groups showed them, designs of 50 to 200 groups did not; see the docs).
+WARM_MIN_LEVELS = 100
 
-def _paths_agree(opt):
-    """Whether a cold EM-then-Newton fit's two paths from lme4's start (EM then Newton,
-    and Newton alone) ended at its optimum: a likelihood that showed one optimum."""
+
+def _path_ends(opt):
+    """The criterion where a cold EM-then-Newton fit's two paths from lme4's start ended
+    (EM then Newton, and Newton alone: ``"first"`` and ``"restart"``); ``None`` for a fit
+    with other starts (on the boundary) or another solver's (a warm fit's Newton alone)."""
     ends = {}
     for rec in opt.log:
         path = {"em": "first", "newton": "first", "restart": "restart"}.get(rec["phase"])
-        if path is None:  # other starts (a fit on the boundary), another solver
-            return False
+        if path is None:
+            return None
         ends[path] = rec["deviance"]
-    if set(ends) != {"first", "restart"}:
-        return False
-    scale = 1e-9 * max(1.0, abs(opt.objective))
-    return all(abs(d - opt.objective) <= scale for d in ends.values())
+    return ends if set(ends) == {"first", "restart"} else None
+
+
+def _same(a, b):
+    return abs(a - b) <= 1e-9 * max(1.0, abs(b))
+
+
+def _paths_agree(opt):
+    """Whether both paths of a cold EM-then-Newton fit ended at its optimum: no sign of a
+    second optimum on its training set."""
+    ends = _path_ends(opt)
+    return ends is not None and all(_same(d, opt.objective) for d in ends.values())
+
+
+def _two_optima(opt):
+    """Whether the two paths of a cold EM-then-Newton fit ended at different optima."""
+    ends = _path_ends(opt)
+    return ends is not None and not _same(ends["first"], ends["restart"])
 
 
 def _warm_root(opt, blocks):
@@ -90,9 +110,8 @@ def _warm_root(opt, blocks):
 
 def _warm_kept(opt, blocks, max_iter):
     """Whether a warm-started fit is kept (else it is redone cold): converged within
-    ``max_iter`` iterations (``None``: any number), and interior."""
-    within = max_iter is None or opt.n_iter <= max_iter
-    return opt.converged and within and not on_boundary(opt.theta, blocks)
+    ``max_iter`` iterations, and interior."""
+    return opt.converged and opt.n_iter <= max_iter and not on_boundary(opt.theta, blocks)
 
 
 class _IndexedRows:
@@ -159,14 +178,17 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
     refit : bool, default=True
         Refit the best candidate on all rows (``best_estimator_``).
     warm_start : bool, default=False
-        Start a candidate's fits on the training sets from one cold fit of its random-effects
-        structure (the first whose two paths from lme4's start agree, interior), by Newton
-        alone, as :class:`MixedLMRegressor`'s ``warm_start``; a warm fit that does not
-        converge within :data:`WARM_MAX_ITER` iterations, or ends on the boundary, is redone
-        cold. Several times faster on large data, where the likelihood has one optimum and
-        the scores are ``GridSearchCV``'s. Where it has several (small, very unbalanced
-        designs), a warm fit can end in another optimum than ``GridSearchCV``'s cold fit,
-        and its score differs: the default, ``False``, fits every candidate cold and gives
+        Start most candidate fits by Newton alone from one cold fit of their random-effects
+        structure (the first that converged, is interior and whose two ``"em-newton"``
+        paths from lme4's start ended at its optimum), as :class:`MixedLMRegressor`'s
+        ``warm_start``: the other training sets, REML and ML, and the refit of the best.
+        Only training sets with at least :data:`WARM_MIN_LEVELS` levels are fitted warm;
+        a warm fit that fails, needs more than :data:`WARM_MAX_ITER` iterations or ends on
+        the boundary is redone cold; once a cold fit of a structure shows two optima, the
+        rest of it is cold. Several times faster on large data; the scores (and
+        ``best_estimator_``) are then ``GridSearchCV``'s to the convergence rule where the
+        likelihood has one optimum, and can differ where it has several. Needs the
+        default ``solver`` (``"em-newton"``). ``False`` (default): every fit cold,
         ``GridSearchCV``'s scores on every design.
 
     Attributes
@@ -473,20 +495,20 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         score, seconds, converged, singular, error)``, one per fit, and the fit the others
         started from (``None`` without ``warm_start``, or where no fit qualified). Each fit
         starts cold or, with ``warm_start``, from the structure's first cold fit that
-        qualifies (:func:`_warm_root`), or from its fit on the same training set (ML after
-        REML, say). A fit that fails (a candidate with no fewer random effects than
-        training rows, say) scores NaN with its error, as ``GridSearchCV``'s
+        qualifies (:func:`_warm_root`), until a cold fit shows two optima
+        (:func:`_two_optima`). A fit that fails (a candidate with no fewer random effects
+        than training rows, say) scores NaN with its error, as ``GridSearchCV``'s
         ``error_score=nan``."""
         grid, slopes, union, u_term, naming, labels = context
         out = []
         root = None  # the structure's first cold fit that qualifies to start the others
-        same_rows = {}  # its last kept fit on each training set (REML, then ML, say)
+        warm = self.warm_start  # until a cold fit of the structure shows two optima
         checked = set()  # the training sets whose exact-fit check passed for the structure
         for i in indices:
             params = grid[i]
             for k, train in enumerate(trains):
                 start = time.perf_counter()
-                source = same_rows.get(k, root) if root is not None else None
+                source = root if warm else None
                 try:
                     fitted = self._fit_candidate(
                         train,
@@ -504,12 +526,10 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
                     seconds = time.perf_counter() - start
                     out.append((i, k, np.nan, seconds, False, False, str(exc)))
                     continue
-                if self.warm_start:
-                    blocks = fitted.model.blocks
-                    if root is None and _warm_root(fitted.opt, blocks):
-                        root = fitted
-                    if root is not None and _warm_kept(fitted.opt, blocks, max_iter=None):
-                        same_rows[k] = fitted
+                if warm and _two_optima(fitted.opt):
+                    warm, root = False, None  # the likelihood has several optima: all cold
+                elif warm and root is None and _warm_root(fitted.opt, fitted.model.blocks):
+                    root = fitted
                 checked.add(k)
                 beta, b = self._blups(fitted, train)
                 seconds = time.perf_counter() - start
@@ -534,8 +554,9 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
     ):
         """The :class:`~sklmm._fitted.FittedModel` of a candidate on training statistics;
         ``check``: first the term-size checks of a fit on those rows (``ValueError``);
-        ``start``: a fitted model of the same structure to start from (``warm_start``),
-        redone cold unless :func:`_warm_kept`; ``check_exact``: the exact-fit check (not
+        ``start``: a fitted model of the same structure to start from (``warm_start``,
+        on training sets of at least :data:`WARM_MIN_LEVELS` levels), redone cold unless
+        :func:`_warm_kept`; ``check_exact``: the exact-fit check (not
         needed again for another candidate of the same structure and rows)."""
         names, names_given = naming
         cov = params.get("covariance_type", "unstructured")
@@ -590,9 +611,14 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
             "blocks": model.blocks,
         }
         opt = None
-        if start is not None:
-            opt = optimize(objective, solver, theta0=start.theta_for(model), warm=True, **settings)
-            if not _warm_kept(opt, model.blocks, WARM_MAX_ITER):
+        if start is not None and np.count_nonzero(keep) >= WARM_MIN_LEVELS:
+            try:
+                opt = optimize(
+                    objective, solver, theta0=start.theta_for(model), warm=True, **settings
+                )
+            except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+                opt = None  # (the cold fit below tells whether the candidate fails)
+            if opt is not None and not _warm_kept(opt, model.blocks, WARM_MAX_ITER):
                 opt = None
         if opt is None:
             # A cold start, as GridSearchCV's fits (the default): the likelihood of a small

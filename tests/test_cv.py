@@ -101,10 +101,14 @@ def _unbalanced(seed):
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
 @pytest.mark.filterwarnings("ignore::sklmm.SingularFitWarning")
 @pytest.mark.filterwarnings("ignore::sklmm.MixedLMConvergenceWarning")
+@pytest.mark.parametrize("warm_start", [False, True])
 @pytest.mark.parametrize("seed", [0, 32, 33, 34])
-def test_scores_equal_grid_search_where_the_likelihood_has_several_optima(routing, seed):
+def test_scores_equal_grid_search_where_the_likelihood_has_several_optima(
+    routing, seed, warm_start
+):
     # Fits warm-started from another fold's estimates ended in worse optima than
-    # GridSearchCV's cold fits here (split scores 1e-3 to 5e-2 apart): every fit is cold.
+    # GridSearchCV's cold fits here (split scores 1e-3 to 5e-2 apart): by default every
+    # fit is cold, and with warm_start these designs have too few levels to start warm.
     X, y, g = _unbalanced(seed)
     candidates = {
         "random_slopes": [["x0", "x1"]],
@@ -112,102 +116,14 @@ def test_scores_equal_grid_search_where_the_likelihood_has_several_optima(routin
         "covariance_type": ["unstructured", "diagonal"],
     }
     cv = KFold(3, shuffle=True, random_state=seed)
-    ours = MixedLMRegressorCV(candidates=candidates, cv=cv).fit(X, y, groups=g)
+    ours = MixedLMRegressorCV(candidates=candidates, cv=cv, warm_start=warm_start)
+    ours.fit(X, y, groups=g)
     theirs = grid_search(X, y, g, cv, candidates=candidates)
     for k in range(3):
         key = f"split{k}_test_score"
         np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
     direct = MixedLMRegressor(**ours.best_params_).fit(X, y, groups=g)
     assert ours.best_estimator_.log_likelihood_ == pytest.approx(direct.log_likelihood_, abs=1e-8)
-
-
-@pytest.fixture
-def optimize_calls(monkeypatch):
-    """Every call of the candidate fits' optimizer: (warm-started, result, blocks)."""
-    import sklmm._cv
-
-    calls, original = [], sklmm._cv.optimize
-
-    def spy(*args, **kwargs):
-        result = original(*args, **kwargs)
-        calls.append((bool(kwargs.get("warm")), result, kwargs["blocks"]))
-        return result
-
-    monkeypatch.setattr(sklmm._cv, "optimize", spy)
-    return calls
-
-
-@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
-def test_warm_start_starts_each_structure_from_one_cold_fit(routing, optimize_calls):
-    import sklmm._cv
-
-    X, y, g = sleep()
-    cv = KFold(5, shuffle=True, random_state=0)
-    warm = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv, warm_start=True).fit(X, y, groups=g)
-    # 4 structures (slopes x covariance type) x (REML, ML) x 5 folds: one cold fit per
-    # structure (its two solver paths agree), the 36 others warm, by Newton alone, and
-    # the refit warm too.
-    flags = [w for w, *_ in optimize_calls]
-    assert flags.count(True) == 37 and flags.count(False) == 4
-    assert all(res.n_iter <= sklmm._cv.WARM_MAX_ITER for w, res, _ in optimize_calls if w)
-    warm_iter = sum(res.n_iter for _, res, _ in optimize_calls)
-    optimize_calls.clear()
-    cold = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv).fit(X, y, groups=g)
-    assert not any(w for w, *_ in optimize_calls)
-    assert warm_iter < 0.6 * sum(res.n_iter for _, res, _ in optimize_calls)
-    # The same optima, to the convergence rule (the scores to about 1e-8 here).
-    for k in range(5):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(warm.cv_results_[key], cold.cv_results_[key], atol=1e-6)
-    assert warm.best_params_ == cold.best_params_
-    warm_best, cold_best = warm.best_estimator_, cold.best_estimator_
-    assert warm_best.log_likelihood_ == pytest.approx(cold_best.log_likelihood_, rel=1e-12)
-    np.testing.assert_allclose(warm_best.coef_, cold_best.coef_, rtol=1e-6)
-
-
-@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
-def test_warm_fits_that_miss_the_rule_are_redone_cold(routing, optimize_calls, monkeypatch):
-    import sklmm._cv
-
-    # No warm fit is kept within 0 iterations: each is redone cold, so the scores are the
-    # cold search's (GridSearchCV's) exactly.
-    monkeypatch.setattr(sklmm._cv, "WARM_MAX_ITER", 0)
-    X, y, g = sleep()
-    cv = GroupKFold(3)
-    warm = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv, warm_start=True).fit(X, y, groups=g)
-    flags = [w for w, *_ in optimize_calls]
-    assert flags.count(True) == 21 and flags.count(False) == 25
-    theirs = grid_search(X, y, g, cv)
-    for k in range(3):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
-
-
-@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
-@pytest.mark.filterwarnings("ignore::sklmm.SingularFitWarning")
-def test_warm_fits_on_the_boundary_are_redone_cold(routing, optimize_calls):
-    from sklmm._optimize import on_boundary
-
-    # A noise slope: some training sets' optima have its variance at 0. A warm fit that
-    # ends on the boundary is redone cold (the cold fit's other starts look for a better
-    # optimum there); the interior ones are kept.
-    X, y, g = sleep(extra=True)
-    candidates = {"random_slopes": [["Days", "noise"]], "reml": [True, False]}
-    cv = KFold(3, shuffle=True, random_state=1)
-    warm = MixedLMRegressorCV(candidates=candidates, cv=cv, warm_start=True)
-    warm.fit(X, y, groups=g)
-    flags = [w for w, *_ in optimize_calls]
-    redone = [
-        i
-        for i, (w, res, blocks) in enumerate(optimize_calls)
-        if w and on_boundary(res.theta, blocks)
-    ]
-    assert redone and all(not flags[i + 1] for i in redone)
-    assert flags.count(True) > len(redone)  # the interior warm fits are kept
-    cold = MixedLMRegressorCV(candidates=candidates, cv=cv).fit(X, y, groups=g)
-    for k in range(3):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(warm.cv_results_[key], cold.cv_results_[key], atol=1e-6)
 
 
 def test_refit_is_the_best_candidate_on_all_rows():
@@ -350,44 +266,170 @@ def test_one_column_groups_frame_and_empty_candidates():
         MixedLMRegressorCV().fit(X, np.array(["a"] * len(y)), groups=g)
 
 
-def test_paths_agree_needs_both_paths_at_the_optimum():
-    from types import SimpleNamespace
+# -- warm_start=True ----------------------------------------------------------------------
+WARM_CANDIDATES = {
+    "random_slopes": [None, ["x0"]],
+    "reml": [True, False],
+    "covariance_type": ["unstructured", "diagonal"],
+}
 
-    from sklmm._cv import _paths_agree
 
-    def opt(*phases):
-        log = [{"phase": p, "deviance": d} for p, d in phases]
-        return SimpleNamespace(log=log, objective=min(d for _, d in phases))
+def many_groups(noise=False):
+    """150 groups of 6 rows, a random intercept and slope: enough levels for warm fits."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(150), 6)
+    x0 = rng.standard_normal(len(g))
+    b = rng.standard_normal((150, 2)) * [1.0, 0.5]
+    y = 1 + 2 * x0 + b[g, 0] + b[g, 1] * x0 + rng.standard_normal(len(g))
+    X = pd.DataFrame({"x0": x0})
+    if noise:
+        X["noise"] = rng.standard_normal(len(g))
+    return X, y, g.astype(str)
 
-    assert _paths_agree(opt(("em", 5.0), ("newton", 1.0), ("restart", 3.0), ("restart", 1.0)))
-    # the restart found a better optimum: the first path ended elsewhere
-    assert not _paths_agree(opt(("em", 5.0), ("newton", 2.0), ("restart", 1.0)))
-    # Newton alone (no restart), or other starts on the boundary
-    assert not _paths_agree(opt(("newton", 2.0), ("newton", 1.0)))
-    assert not _paths_agree(opt(("em", 2.0), ("restart", 2.0), ("multistart", 2.0)))
+
+@pytest.fixture
+def optimize_calls(monkeypatch):
+    """Every call of the candidate fits' optimizer: (warm-started, result, blocks)."""
+    import sklmm._cv
+
+    calls, original = [], sklmm._cv.optimize
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((bool(kwargs.get("warm")), result, kwargs["blocks"]))
+        return result
+
+    monkeypatch.setattr(sklmm._cv, "optimize", spy)
+    return calls
 
 
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize(
     "cv",
-    [KFold(5, shuffle=True, random_state=2), GroupKFold(3), KFold(4)],
+    [KFold(5, shuffle=True, random_state=0), GroupKFold(3), KFold(4)],
     ids=["rows-shuffled", "whole-groups", "rows-blocks"],
 )
-def test_warm_start_scores_equal_the_cold_search(routing, optimize_calls, cv, fit_intercept):
+def test_warm_start_scores_equal_grid_search(routing, optimize_calls, cv, fit_intercept):
+    import sklmm._cv
+
     # Levels missing from a training set (whole-group folds), other centrings (row
-    # blocks), no fixed intercept: the warm fits start from the structure's cold fit on
-    # other rows and end at the cold fits' optima.
-    X, y, g = sleep()
+    # blocks), no fixed intercept: the warm fits start from their structure's cold fit on
+    # other rows and end at the cold fits' optima (1e-9 apart here).
+    X, y, g = many_groups()
     warm = MixedLMRegressorCV(
-        candidates=CANDIDATES, cv=cv, warm_start=True, fit_intercept=fit_intercept
+        candidates=WARM_CANDIDATES, cv=cv, warm_start=True, fit_intercept=fit_intercept
     ).fit(X, y, groups=g)
-    assert any(w for w, *_ in optimize_calls)
-    theirs = grid_search(X, y, g, cv, fit_intercept=fit_intercept)
+    # 4 structures (slopes x covariance type): one cold fit each, the other fits (the
+    # other folds, ML and REML) and the refit warm, by Newton alone.
+    flags = [w for w, *_ in optimize_calls]
+    n_fits = 8 * warm.n_splits_
+    assert flags.count(False) == 4 and flags.count(True) == n_fits - 4 + 1
+    assert all(res.n_iter <= sklmm._cv.WARM_MAX_ITER for w, res, _ in optimize_calls if w)
+    warm_iter = sum(res.n_iter for _, res, _ in optimize_calls)
+    optimize_calls.clear()
+    theirs = grid_search(X, y, g, cv, candidates=WARM_CANDIDATES, fit_intercept=fit_intercept)
     for k in range(warm.n_splits_):
-        key = f"split{k}_test_score"  # without an intercept, R^2 of -4 to -23: relative
-        np.testing.assert_allclose(
-            warm.cv_results_[key], theirs.cv_results_[key], rtol=1e-6, atol=1e-6
-        )
-    direct = MixedLMRegressor(fit_intercept=fit_intercept, **warm.best_params_).fit(X, y, groups=g)
-    assert warm.best_estimator_.log_likelihood_ == pytest.approx(direct.log_likelihood_, abs=1e-8)
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    optimize_calls.clear()
+    cold = MixedLMRegressorCV(candidates=WARM_CANDIDATES, cv=cv, fit_intercept=fit_intercept)
+    cold.fit(X, y, groups=g)
+    assert not any(w for w, *_ in optimize_calls)
+    assert warm_iter < 0.5 * sum(res.n_iter for _, res, _ in optimize_calls)
+    # The refit too: a direct fit's optimum, to the convergence rule.
+    best = MixedLMRegressor(fit_intercept=fit_intercept, **warm.best_params_).fit(X, y, groups=g)
+    assert warm.best_estimator_.log_likelihood_ == pytest.approx(best.log_likelihood_, abs=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+def test_warm_start_needs_enough_levels(routing, optimize_calls):
+    # Sleepstudy's 18 subjects: too few levels, every fit cold, GridSearchCV's scores.
+    X, y, g = sleep()
+    cv = KFold(5, shuffle=True, random_state=0)
+    warm = MixedLMRegressorCV(candidates=CANDIDATES, cv=cv, warm_start=True)
+    warm.fit(X, y, groups=g)
+    assert len(optimize_calls) == 41 and not any(w for w, *_ in optimize_calls)
+    theirs = grid_search(X, y, g, cv)
+    for k in range(5):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+def test_warm_fits_that_miss_the_rule_are_redone_cold(routing, optimize_calls, monkeypatch):
+    import sklmm._cv
+
+    # No warm fit is kept within 0 iterations: each is redone cold, so the scores are the
+    # cold search's (GridSearchCV's) exactly.
+    monkeypatch.setattr(sklmm._cv, "WARM_MAX_ITER", 0)
+    X, y, g = many_groups()
+    cv = GroupKFold(3)
+    warm = MixedLMRegressorCV(candidates=WARM_CANDIDATES, cv=cv, warm_start=True)
+    warm.fit(X, y, groups=g)
+    flags = [w for w, *_ in optimize_calls]
+    assert flags.count(True) == 21 and flags.count(False) == 25
+    theirs = grid_search(X, y, g, cv, candidates=WARM_CANDIDATES)
+    for k in range(3):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+@pytest.mark.filterwarnings("ignore::sklmm.SingularFitWarning")
+def test_warm_fits_on_the_boundary_are_redone_cold(routing, optimize_calls):
+    from sklmm._optimize import on_boundary
+
+    # A noise slope: some training sets' optima have its variance at 0. Those cold fits
+    # cannot start others; a warm fit that ends on the boundary is redone cold (the cold
+    # fit also tries other starts there); the interior ones are kept.
+    X, y, g = many_groups(noise=True)
+    candidates = {"random_slopes": [["x0", "noise"]], "reml": [True, False]}
+    cv = KFold(5, shuffle=True, random_state=0)
+    warm = MixedLMRegressorCV(candidates=candidates, cv=cv, warm_start=True)
+    warm.fit(X, y, groups=g)
+    flags = [w for w, *_ in optimize_calls]
+    boundary = [on_boundary(res.theta, blocks) for _, res, blocks in optimize_calls]
+    redone = [i for i, w in enumerate(flags) if w and boundary[i]]
+    assert redone and all(not flags[i + 1] for i in redone)
+    root = flags.index(True) - 1  # the cold fit the warm ones start from: interior
+    assert root > 0 and all(boundary[:root]) and not boundary[root]
+    assert flags.count(True) > len(redone)  # the interior warm fits are kept
+    theirs = grid_search(X, y, g, cv, candidates=candidates)
+    for k in range(5):
+        key = f"split{k}_test_score"
+        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
+def test_two_optima_in_a_cold_fit_stop_the_warm_starts(routing, optimize_calls, monkeypatch):
+    import sklmm._cv
+
+    # Once a cold fit of a structure shows two optima, the rest of the structure is cold.
+    monkeypatch.setattr(sklmm._cv, "_two_optima", lambda opt: True)
+    X, y, g = many_groups()
+    cv = KFold(3, shuffle=True, random_state=0)
+    MixedLMRegressorCV(candidates=WARM_CANDIDATES, cv=cv, warm_start=True).fit(X, y, groups=g)
+    assert not any(w for w, *_ in optimize_calls)
+
+
+def test_paths_agree_needs_both_paths_at_the_optimum():
+    from types import SimpleNamespace
+
+    from sklmm._cv import _paths_agree, _two_optima
+
+    def opt(*phases):
+        log = [{"phase": p, "deviance": d} for p, d in phases]
+        return SimpleNamespace(log=log, objective=min(d for _, d in phases))
+
+    one = opt(("em", 5.0), ("newton", 1.0), ("restart", 3.0), ("restart", 1.0))
+    assert _paths_agree(one) and not _two_optima(one)
+    # the restart found a better optimum: the first path ended elsewhere
+    two = opt(("em", 5.0), ("newton", 2.0), ("restart", 1.0))
+    assert not _paths_agree(two) and _two_optima(two)
+    # Newton alone (no restart: a warm fit), or other starts on the boundary: no evidence
+    for other in (
+        opt(("newton", 2.0), ("newton", 1.0)),
+        opt(("em", 2.0), ("restart", 2.0), ("multistart", 1.0)),
+    ):
+        assert not _paths_agree(other) and not _two_optima(other)
