@@ -851,9 +851,10 @@ def minimize_blocked(
         ``max(1, |theta_i|)``, is at most ``tol * n`` (``n`` rows; unit-free,
         unlike ``|D|``, which shifts with the units of ``y``); the result is
         converged when it is at most ``10 * tol * n`` (L-BFGS-B may also stop
-        on a negligible decrease) and there is no descent off the boundary
-        where a diagonal entry of ``Lambda_k`` is 0 (see
-        :func:`_leave_boundary_saddle`).
+        on a negligible decrease), or when the Newton polish finds the optimum
+        to the precision of the criterion (see :func:`_newton_polish`), and
+        there is no descent off the boundary where a diagonal entry of
+        ``Lambda_k`` is 0 (see :func:`_leave_boundary_saddle`).
     max_iter : int
         Cap on L-BFGS-B iterations over all restarts (and on evaluations, at ten
         per iteration).
@@ -1014,7 +1015,10 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
             polish_steps += sum(rec["phase"] == "polish" for rec in log[n_log:])
             at_precision = polished == "precision"
             if at_precision:
-                message = f"{message}; at the optimum to the precision of the criterion"
+                message = (
+                    f"L-BFGS-B stopped short ({message.strip(': ') or 'no message'}); Newton "
+                    "steps reached the optimum to the precision of the criterion"
+                )
             elif polished:
                 message = f"{message}; finished by Newton steps"
             ev = objective(theta, 1)
@@ -1032,6 +1036,11 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
     return SolverResult(theta, ev, converged, iterations + polish_steps, message, log)
 
 
+#: The Newton polish takes the optimum to the precision of the criterion (no decrease, a
+#: negligible Newton decrement) only with a gradient at most this many times its ``gtol``.
+PRECISION_GRADIENT = 100.0
+
+
 def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
     """Projected Newton steps with a Hessian from forward differences of the gradient.
 
@@ -1039,12 +1048,14 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
     the others has its eigenvalues floored at their absolute value (a descent
     direction); a backtracking line search keeps the iterate within the bounds.
     Returns ``(theta, converged)``, ``converged`` being ``"precision"`` when a step
-    lowers ``D`` no more but the Newton decrement ``g'H^{-1}g`` there (``H`` positive
-    definite) is below :data:`~sklmm._solvers.DECREMENT_TOL` times ``max(1, |D|)``: the
-    optimum to the precision of the criterion, as the one-factor solver's rule, where
-    the gradient's rounding (a sum of terms that cancel) stays above a very small
-    ``gtol``. Costs ``n_free + 1`` gradients per step, so it runs only when L-BFGS-B
-    stops short of the convergence rule.
+    lowers ``D`` no more (at some point where ``D`` could be formed), the gradient is
+    within :data:`PRECISION_GRADIENT` times ``gtol`` and the Newton decrement
+    ``g'H^{-1}g`` (``H`` positive definite) is below
+    :data:`~sklmm._solvers.DECREMENT_TOL` times ``max(1, |D|)``: the optimum to the
+    precision of the criterion, as the one-factor solver's rule, where the gradient's
+    rounding (a sum of terms that cancel) stays above a very small ``gtol``. Costs
+    ``n_free + 1`` gradients per step, so it runs only when L-BFGS-B stops short of the
+    convergence rule.
     """
 
     def value(t):
@@ -1075,14 +1086,17 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
         step = np.zeros_like(theta)
         step[free] = -V @ ((V.T @ g[free]) / w_abs)
         d0 = ev.deviance
+        evaluated = False  # some trial point's D could be formed
         for s in 0.5 ** np.arange(30):
             cand = np.maximum(theta + s * step, lower)
             d_cand = value(cand)
+            evaluated = evaluated or bool(np.isfinite(d_cand))
             if d_cand <= d0 + 1e-4 * (g @ (cand - theta)):
                 break
         else:
             d_cand = np.inf
-        if not d_cand < d0 and w.min() > 0:
+        near = np.max(np.abs(pg)) <= PRECISION_GRADIENT * gtol
+        if evaluated and not d_cand < d0 and near and w.min() > 0:
             # No decrease: at the optimum to the precision of D if a full step predicts
             # less than its rounding.
             gv = V.T @ g[free]

@@ -23,7 +23,10 @@ solver         what it does                               criteria
 Every solver stops on the same rule: every entry of the projected gradient of
 ``D = -2 log L`` in ``theta``, times ``max(1, |theta_i|)``, at most ``tol * n`` (``n``
 rows), L-BFGS-B accepting
-up to ten times that when it stops on a negligible decrease. ``max_iter`` caps the
+up to ten times that when it stops on a negligible decrease; or, where the gradient's
+rounding stays above that, a Newton step that lowers ``D`` no more and predicts less than
+its rounding (the optimum to the precision of the criterion: the one-factor Newton phases,
+and the Newton polish after L-BFGS-B). ``max_iter`` caps the
 iterations of the main phase (each Newton pass; EM for ``"em"``; L-BFGS-B over its
 restarts); ``em_max_iter`` the EM iterations of ``"em-newton"``.
 """
@@ -60,7 +63,8 @@ class OptSummary:
     n_evaluations : int
         Evaluations of the criterion (any order of derivatives).
     converged : bool
-        Whether the convergence rule held at ``theta``.
+        Whether the convergence rule held at ``theta`` (or the optimum was reached to
+        the precision of the criterion; see the module docstring).
     message : str
         Why the solver stopped.
     log : list of dict
