@@ -6,7 +6,7 @@ Run from the repository root::
 
 Not a timing: the evidence behind ``WARM_MIN_LEVELS`` (``sklmm/_cv.py``) and the warm
 search's documentation. The designs are the tests' generator of likelihoods with several
-optima (``tests/test_cv.py::_unbalanced``), with the number of groups drawn from a range:
+optima (``tests/_simulate.py::unbalanced``), with the number of groups drawn from a range:
 ``G`` groups, 5 to 13 rows per group on average, a random intercept of SD 0.3, residual SD
 1 to 3, and one group holding 70% of the rows for every fourth seed. Two grids per design:
 ``A``, slopes on ``x0`` and ``x1`` by one of REML or ML, unstructured and diagonal; ``B``, no
@@ -20,29 +20,20 @@ training set (``WARM_MIN_LEVELS = 1``), then as shipped.
 """
 
 import argparse
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.model_selection import KFold
 
 import sklmm._cv
 from sklmm import MixedLMRegressorCV
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from _simulate import unbalanced  # the tests' generator, with a range of group counts
+
 RANGES = [(6, 30), (30, 50), (50, 100), (100, 200)]
-
-
-def design(seed, lo, hi):
-    rng = np.random.default_rng(seed)
-    G = int(rng.integers(lo, hi))
-    n = G * int(rng.integers(5, 14))
-    g = rng.integers(0, G, n)
-    X = rng.standard_normal((n, 2))
-    y = X @ [1.0, -0.5] + 0.3 * rng.standard_normal(G)[g]
-    y = y + rng.standard_normal(n) * (1 + seed % 3)
-    if seed % 4 == 0:
-        g = np.where(rng.random(n) < 0.7, 0, g)
-    return pd.DataFrame(X, columns=["x0", "x1"]), y, g
 
 
 def grids(seed):
@@ -78,7 +69,7 @@ def main(argv=None):
             sklmm._cv.WARM_MIN_LEVELS = min_levels
             far, near, n, largest = 0, 0, 0, 0.0
             for seed in range(args.seeds):
-                X, y, g = design(seed, lo, hi)
+                X, y, g = unbalanced(seed, lo, hi)
                 cv = KFold(3, shuffle=True, random_state=seed)
                 for candidates in grids(seed):
                     try:

@@ -48,3 +48,21 @@ def nested_crossed(seed, n_a, n_b, n, sd):
     )
     labels = pd.DataFrame({"a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b], "c": c})
     return pd.DataFrame({"x": x}), pd.Series(y), labels
+
+
+def unbalanced(seed, min_groups=6, max_groups=30):
+    """Small random designs whose likelihood can have several optima (a review's
+    generator): ``min_groups`` to ``max_groups - 1`` groups, 5 to 13 rows per group on
+    average, a random intercept of SD 0.3, residual SD 1 to 3, and one group with 70% of
+    the rows when ``seed % 4 == 0``. Returns ``X`` (a DataFrame of ``x0``, ``x1``), ``y``,
+    ``groups``."""
+    rng = np.random.default_rng(seed)
+    G = int(rng.integers(min_groups, max_groups))
+    n = G * int(rng.integers(5, 14))
+    g = rng.integers(0, G, n)
+    X = rng.standard_normal((n, 2))
+    y = X @ [1.0, -0.5] + 0.3 * rng.standard_normal(G)[g]
+    y = y + rng.standard_normal(n) * (1 + seed % 3)
+    if seed % 4 == 0:
+        g = np.where(rng.random(n) < 0.7, 0, g)
+    return pd.DataFrame(X, columns=["x0", "x1"]), y, g

@@ -10,6 +10,7 @@ held-out rows with the estimator's ``score`` given the groups (metadata routing)
 import numpy as np
 import pandas as pd
 import pytest
+from _simulate import unbalanced
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import mean_squared_error
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, ShuffleSplit
@@ -83,19 +84,8 @@ def test_other_scores_and_columns(routing, scoring, metric):
 
 
 def _unbalanced(seed):
-    """Small random designs whose likelihood has several optima (a review's generator):
-    6 to 29 groups, 5 to 13 rows per group on average, one group with 70% of the rows when
-    ``seed % 4 == 0``."""
-    rng = np.random.default_rng(seed)
-    G = int(rng.integers(6, 30))
-    n = G * int(rng.integers(5, 14))
-    g = rng.integers(0, G, n)
-    X = rng.standard_normal((n, 2))
-    y = X @ [1.0, -0.5] + 0.3 * rng.standard_normal(G)[g]
-    y = y + rng.standard_normal(n) * (1 + seed % 3)
-    if seed % 4 == 0:
-        g = np.where(rng.random(n) < 0.7, 0, g)
-    return pd.DataFrame(X, columns=["x0", "x1"]), y, g
+    """6 to 29 groups, one with 70% of the rows when ``seed % 4 == 0`` (``_simulate``)."""
+    return unbalanced(seed)
 
 
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
