@@ -1037,7 +1037,8 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
 
 
 #: The Newton polish takes the optimum to the precision of the criterion (no decrease, a
-#: negligible Newton decrement) only with a gradient at most this many times its ``gtol``.
+#: negligible Newton decrement) only with a gradient at most this many times its ``gtol``,
+#: or the ``gtol`` of the default ``tol`` (1e-7) where that is larger.
 PRECISION_GRADIENT = 100.0
 
 
@@ -1049,7 +1050,8 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
     direction); a backtracking line search keeps the iterate within the bounds.
     Returns ``(theta, converged)``, ``converged`` being ``"precision"`` when a step
     lowers ``D`` no more (at some point where ``D`` could be formed), the gradient is
-    within :data:`PRECISION_GRADIENT` times ``gtol`` and the Newton decrement
+    within :data:`PRECISION_GRADIENT` times ``gtol`` (or the default ``tol``'s, where
+    larger: the gradient's rounding does not shrink with ``tol``) and the Newton decrement
     ``g'H^{-1}g`` (``H`` positive definite) is below
     :data:`~sklmm._solvers.DECREMENT_TOL` times ``max(1, |D|)``: the optimum to the
     precision of the criterion, as the one-factor solver's rule, where the gradient's
@@ -1064,6 +1066,7 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
         except np.linalg.LinAlgError:
             return np.inf
 
+    gtol_default = 10 * 1e-7 * max(1.0, float(objective.stats.n))  # the default tol's rule
     theta = np.asarray(theta, dtype=float).copy()
     for _ in range(max_steps):
         ev = objective(theta, 1)
@@ -1095,7 +1098,7 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
                 break
         else:
             d_cand = np.inf
-        near = np.max(np.abs(pg)) <= PRECISION_GRADIENT * gtol
+        near = np.max(np.abs(pg)) <= PRECISION_GRADIENT * max(gtol, gtol_default)
         if evaluated and not d_cand < d0 and near and w.min() > 0:
             # No decrease: at the optimum to the precision of D if a full step predicts
             # less than its rounding.

@@ -67,17 +67,21 @@ CANDIDATE_PARAMS = ("random_slopes", "covariance_type", "reml")
 WARM_MAX_ITER = 8
 
 #: With ``warm_start=True``, only training sets with at least this many levels are fitted
-#: warm: several local optima are a small-sample phenomenon (random designs of 6 to 50
-#: groups showed them, designs of 50 to 200 groups did not; see the docs).
+#: warm: several local optima were seen here in small samples only (warm fits on random
+#: designs of 6 to 99 groups ended in another optimum in 5 of 360 searches, of 100 to 199
+#: groups in none of 120: ``benchmarks/check_cv_warm.py``).
 WARM_MIN_LEVELS = 100
 
 
 def _path_ends(opt):
     """The criterion where a cold EM-then-Newton fit's two paths from lme4's start ended
-    (EM then Newton, and Newton alone: ``"first"`` and ``"restart"``); ``None`` for a fit
-    with other starts (on the boundary) or another solver's (a warm fit's Newton alone)."""
+    (EM then Newton, and Newton alone: ``"first"`` and ``"restart"``, logged before any
+    other starts of a fit on the boundary); ``None`` for another solver's fit (a warm
+    fit's Newton alone)."""
     ends = {}
     for rec in opt.log:
+        if rec["phase"] == "multistart":
+            break
         path = {"em": "first", "newton": "first", "restart": "restart"}.get(rec["phase"])
         if path is None:
             return None
@@ -97,9 +101,12 @@ def _paths_agree(opt):
 
 
 def _two_optima(opt):
-    """Whether the two paths of a cold EM-then-Newton fit ended at different optima."""
+    """Whether a cold EM-then-Newton fit saw two optima: its two paths ended at different
+    ones, or another start (of a fit on the boundary) found a better one."""
     ends = _path_ends(opt)
-    return ends is not None and not _same(ends["first"], ends["restart"])
+    if ends is None:
+        return False
+    return not _same(ends["first"], ends["restart"]) or not _same(ends["first"], opt.objective)
 
 
 def _warm_root(opt, blocks):
@@ -185,10 +192,11 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         Only training sets with at least :data:`WARM_MIN_LEVELS` levels are fitted warm;
         a warm fit that fails, needs more than :data:`WARM_MAX_ITER` iterations or ends on
         the boundary is redone cold; once a cold fit of a structure shows two optima, the
-        rest of it is cold. Several times faster on large data; the scores (and
+        rest of it is cold. About twice as fast on the benchmark's large data; the scores (and
         ``best_estimator_``) are then ``GridSearchCV``'s to the convergence rule where the
         likelihood has one optimum, and can differ where it has several. Needs the
-        default ``solver`` (``"em-newton"``). ``False`` (default): every fit cold,
+        default ``solver`` (``"auto"`` or ``"em-newton"``; another is a ``ValueError``).
+        ``False`` (default): every fit cold,
         ``GridSearchCV``'s scores on every design.
 
     Attributes
@@ -301,6 +309,11 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         self : MixedLMRegressorCV
         """
         self._validate_params()
+        if self.warm_start and self.solver not in ("auto", "em-newton"):
+            raise ValueError(
+                f"warm_start=True needs solver='auto' or 'em-newton' (its two paths from "
+                f"lme4's start tell which fits may start others), got solver={self.solver!r}"
+            )
         if np.asarray(y).dtype.kind in "USO":
             try:
                 y = np.asarray(y, dtype=float)
@@ -397,7 +410,8 @@ class MixedLMRegressorCV(RegressorMixin, BaseEstimator):
         results = {"params": grid, "fit_time": np.zeros((len(grid), len(tests)))}
         scores = np.zeros((len(grid), len(tests)))
         # The training sets' statistics, once; then every structure (random slopes and
-        # covariance type) in turn, each fit from a cold start (see _fit_candidate).
+        # covariance type) in turn, each fit cold or, with warm_start, from the structure's
+        # first qualifying cold fit (see _run_structure and _fit_candidate).
         trains = []
         for k in range(len(tests)):
             parts = [s for j, s in enumerate(fold_stats) if j != k and s is not None]
