@@ -34,6 +34,14 @@ def sleep(extra=False):
     return X, df["Reaction"], df["Subject"]
 
 
+def assert_split_scores(ours, theirs, atol):
+    """Every ``split<k>_test_score`` of two searches equal to ``atol``."""
+    keys = [k for k in theirs.cv_results_ if k.startswith("split") and k.endswith("_test_score")]
+    assert keys and keys == [k for k in ours.cv_results_ if k in keys]
+    for key in keys:
+        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=atol)
+
+
 def grid_search(X, y, g, cv, scoring=None, candidates=CANDIDATES, **base):
     est = MixedLMRegressor(**base).set_fit_request(groups=True).set_score_request(groups=True)
     return GridSearchCV(est, candidates, cv=cv, scoring=scoring).fit(X, y, groups=g)
@@ -51,9 +59,7 @@ def test_scores_equal_grid_search(routing, cv):
     theirs = grid_search(X, y, g, cv)
     assert ours.n_splits_ == theirs.n_splits_
     assert ours.cv_results_["params"] == theirs.cv_results_["params"]
-    for k in range(ours.n_splits_):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    assert_split_scores(ours, theirs, atol=1e-8)
     np.testing.assert_allclose(
         ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], atol=1e-8
     )
@@ -109,9 +115,7 @@ def test_scores_equal_grid_search_where_the_likelihood_has_several_optima(
     ours = MixedLMRegressorCV(candidates=candidates, cv=cv, warm_start=warm_start)
     ours.fit(X, y, groups=g)
     theirs = grid_search(X, y, g, cv, candidates=candidates)
-    for k in range(3):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    assert_split_scores(ours, theirs, atol=1e-8)
     direct = MixedLMRegressor(**ours.best_params_).fit(X, y, groups=g)
     assert ours.best_estimator_.log_likelihood_ == pytest.approx(direct.log_likelihood_, abs=1e-8)
 
@@ -237,9 +241,7 @@ def test_constant_and_one_row_folds_score_as_r2_score(routing):
     cv = GroupKFold(6)
     ours = MixedLMRegressorCV(candidates=cand, cv=cv).fit(X, y, groups=g)
     theirs = grid_search(X, y, g, cv, candidates=cand)
-    for k in range(6):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    assert_split_scores(ours, theirs, atol=1e-8)
     assert ours.best_index_ == theirs.best_index_
 
 
@@ -319,9 +321,7 @@ def test_warm_start_scores_equal_grid_search(routing, optimize_calls, cv, fit_in
     warm_iter = sum(res.n_iter for _, res, _ in optimize_calls)
     optimize_calls.clear()
     theirs = grid_search(X, y, g, cv, candidates=WARM_CANDIDATES, fit_intercept=fit_intercept)
-    for k in range(warm.n_splits_):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    assert_split_scores(warm, theirs, atol=1e-8)
     optimize_calls.clear()
     cold = MixedLMRegressorCV(candidates=WARM_CANDIDATES, cv=cv, fit_intercept=fit_intercept)
     cold.fit(X, y, groups=g)
@@ -341,9 +341,7 @@ def test_warm_start_needs_enough_levels(routing, optimize_calls):
     warm.fit(X, y, groups=g)
     assert len(optimize_calls) == 41 and not any(w for w, *_ in optimize_calls)
     theirs = grid_search(X, y, g, cv)
-    for k in range(5):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    assert_split_scores(warm, theirs, atol=1e-8)
 
 
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
@@ -360,9 +358,7 @@ def test_warm_fits_that_miss_the_rule_are_redone_cold(routing, optimize_calls, m
     flags = [w for w, *_ in optimize_calls]
     assert flags.count(True) == 21 and flags.count(False) == 25
     theirs = grid_search(X, y, g, cv, candidates=WARM_CANDIDATES)
-    for k in range(3):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-12)
+    assert_split_scores(warm, theirs, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
@@ -386,9 +382,7 @@ def test_warm_fits_on_the_boundary_are_redone_cold(routing, optimize_calls):
     assert root > 0 and all(boundary[:root]) and not boundary[root]
     assert flags.count(True) > len(redone)  # the interior warm fits are kept
     theirs = grid_search(X, y, g, cv, candidates=candidates)
-    for k in range(5):
-        key = f"split{k}_test_score"
-        np.testing.assert_allclose(warm.cv_results_[key], theirs.cv_results_[key], atol=1e-8)
+    assert_split_scores(warm, theirs, atol=1e-8)
 
 
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored by KFold")
