@@ -77,6 +77,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
+from . import _compiled
+
 
 @dataclass
 class Evaluation:
@@ -293,6 +295,23 @@ class ProfiledDeviance(FactorCache):
         self._cache = None
         self._stack = None
         self._eye = np.eye(cov.q)[:, :, None]
+        self._kernel_args = None
+
+    def _compiled_args(self):
+        """The arrays of the compiled kernels (:mod:`sklmm._compiled`), or ``None`` when
+        the numpy kernels run: numba is not installed, there are no random effects, or
+        there are so many groups that numpy's vectorised kernels are faster
+        (:data:`sklmm._compiled.MAX_WORK`)."""
+        st = self.stats
+        if not _compiled.AVAILABLE or not st.q or st.n_groups * st.q > _compiled.MAX_WORK:
+            return None
+        if self._kernel_args is None:
+            self._kernel_args = (
+                np.ascontiguousarray(st.ZtZ, dtype=float),
+                np.ascontiguousarray(st.ZtXy, dtype=float),
+                np.ascontiguousarray(st.XytXy, dtype=float),
+            )
+        return self._kernel_args
 
     # -- shared factorization -------------------------------------------
     def _stacked(self):
@@ -346,6 +365,9 @@ class ProfiledDeviance(FactorCache):
             When ``[X y]' V^{-1} [X y]`` is not positive definite.
         """
         theta = np.asarray(theta, dtype=float)
+        args = self._compiled_args()
+        if args is not None:
+            return self._compiled_call(args, theta, order)
         f = self._factor(theta)
         ev = Evaluation(theta, f["deviance"], f["beta"], f["r2"] / self.k)
         if order >= 1:
@@ -354,6 +376,30 @@ class ProfiledDeviance(FactorCache):
             else:
                 ev.gradient, ev.hessian = np.zeros(0), np.zeros((0, 0))
         return ev
+
+    def _compiled_call(self, args, theta, order):
+        """``__call__`` by the compiled kernel: one call, no factorization kept."""
+        cov = self.cov
+        status, dev, beta, r2, grad, hess = _compiled.evaluate(
+            *args,
+            cov.lam(theta),
+            cov.rows,
+            cov.cols,
+            float(self.k),
+            self.reml,
+            float(self.stats.log_weights),
+            int(order),
+        )
+        if status != _compiled.OK:
+            raise np.linalg.LinAlgError("Matrix is not positive definite")
+        return Evaluation(
+            theta,
+            float(dev),
+            beta,
+            r2 / self.k,
+            grad if order >= 1 else None,
+            hess if order >= 2 else None,
+        )
 
     # -- derivatives ----------------------------------------------------
     def _derivatives(self, f, order):
@@ -510,6 +556,7 @@ class ProfiledDeviance(FactorCache):
         fitted model keeps only the statistics; both are rebuilt when needed)."""
         self._cache = None
         self._stack = None
+        self._kernel_args = None
 
     def blas_limit(self):
         """BLAS threads for this criterion's work: left as they are (small matrices)."""
@@ -527,6 +574,15 @@ class ProfiledDeviance(FactorCache):
         st, p = self.stats, self.stats.p
         if st.q == 0:
             return np.asarray(theta, dtype=float)
+        args = self._compiled_args()
+        if args is not None:
+            lam = self.cov.lam(np.asarray(theta, dtype=float))
+            status, psi = _compiled.em_psi(*args, lam, float(st.n), float(self.k), self.reml)
+            if status != _compiled.OK:
+                raise np.linalg.LinAlgError("Matrix is not positive definite")
+            if self.cov.kind == "diagonal":
+                psi = np.diag(np.diag(psi))
+            return self.cov.theta_from_psi(psi)
         f = self._factor(np.asarray(theta, dtype=float))
         q, lam, L, K, beta = st.q, f["lam"], f["L_last"], f["K_last"], f["beta"]
         sigma2 = f["r2"] / self.k

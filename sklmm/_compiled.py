@@ -1,0 +1,483 @@
+r"""Compiled kernels of the one-factor criterion (numba, the ``fast`` extra).
+
+The same criterion as :class:`sklmm._profile.ProfiledDeviance` (its module
+docstring writes it out), computed group by group in loops that numba compiles:
+one call per evaluation instead of some fifty numpy calls, so a small fit (tens of
+groups) is no longer dominated by the fixed cost of each numpy call. The
+per-group sums are accumulated in one pass over the groups, so the cost of an
+evaluation stays ``O(groups q^4 + p^3)`` and independent of the number of rows.
+
+Without numba the functions below are plain Python, never called by sklmm
+(:data:`AVAILABLE` is false and the numpy kernels are used). They use only
+loops and scalar arithmetic, so the compiled and the numpy kernels agree to
+rounding (the tests check both on random designs).
+"""
+
+import math
+import os
+
+import numpy as np
+
+try:  # pragma: no cover - which branch runs depends on the environment
+    import numba
+except ImportError:  # pragma: no cover
+    numba = None
+
+#: Whether the compiled kernels are used (numba installed, and not switched off by the
+#: environment variable ``SKLMM_DISABLE_NUMBA=1``).
+AVAILABLE = numba is not None and os.environ.get("SKLMM_DISABLE_NUMBA", "") != "1"
+
+#: The compiled kernels run while ``groups * q`` is at most this. They loop over the
+#: groups one at a time, so past a few hundred groups numpy's kernels, one vectorised
+#: operation over all the groups per step, are faster (measured crossovers: about 1,200
+#: groups for q = 1, 700 for q = 2, 400 for q = 3; ``benchmarks/bench_kernels.py``).
+MAX_WORK = 1000
+
+#: Status codes of the kernels: the matrices that must be positive definite were.
+OK, NOT_PD_GROUP, NOT_PD_S = 0, 1, 2
+
+
+def _jit(func):
+    if numba is None:  # pragma: no cover
+        return func
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(func)
+
+
+@_jit
+def _chol_inplace(M, n):
+    """Lower Cholesky factor of ``M[:n, :n]`` in place (upper part zeroed); false when
+    a pivot is not positive (or not a number), as LAPACK's ``dpotrf``."""
+    for j in range(n):
+        d = M[j, j]
+        for k in range(j):
+            d -= M[j, k] * M[j, k]
+        if not d > 0.0:
+            return False
+        d = math.sqrt(d)
+        M[j, j] = d
+        for i in range(j + 1, n):
+            r = M[i, j]
+            for k in range(j):
+                r -= M[i, k] * M[j, k]
+            M[i, j] = r / d
+        for i in range(j):
+            M[i, j] = 0.0
+    return True
+
+
+@_jit
+def _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet_out):
+    """Per group: ``L_i = chol(Lambda'Z_i'Z_i Lambda + I)`` and
+    ``K_i = L_i^{-1} Lambda' Z_i'[Z_i X_i y_i]`` (into ``K``, shape (g, q, q + p + 1));
+    returns ``S = [X y]'V^{-1}[X y]`` and ``log|M|`` (in ``logdet_out[0]``), or ``None``
+    when some ``M_i`` is not positive definite."""
+    g, q = ZtZ.shape[0], ZtZ.shape[1]
+    p1 = XytXy.shape[0]
+    m = q + p1
+    S = XytXy.copy()
+    R = np.empty((q, m))
+    M = np.empty((q, q))
+    logdet = 0.0
+    for i in range(g):
+        # R = Lambda' [Z'Z  Z'[X y]]
+        for a in range(q):
+            for c in range(m):
+                acc = 0.0
+                for b in range(a, q):  # Lambda lower triangular: Lambda'[a, b] = lam[b, a]
+                    acc += lam[b, a] * (ZtZ[i, b, c] if c < q else ZtXy[i, b, c - q])
+                R[a, c] = acc
+        # M = R[:, :q] Lambda + I
+        for a in range(q):
+            for c in range(q):
+                acc = 0.0
+                for b in range(c, q):
+                    acc += R[a, b] * lam[b, c]
+                M[a, c] = acc + (1.0 if a == c else 0.0)
+        if not _chol_inplace(M, q):
+            return None
+        # K = L^{-1} R by forward substitution
+        for a in range(q):
+            inv = 1.0 / M[a, a]
+            for c in range(m):
+                acc = R[a, c]
+                for b in range(a):
+                    acc -= M[a, b] * K[i, b, c]
+                K[i, a, c] = acc * inv
+            logdet += 2.0 * math.log(M[a, a])
+        # S -= K_Xy' K_Xy
+        for a in range(q):
+            for c in range(p1):
+                kc = K[i, a, q + c]
+                for d in range(p1):
+                    S[c, d] -= kc * K[i, a, q + d]
+    logdet_out[0] = logdet
+    return S
+
+
+@_jit
+def _lower_inverse(L, p):
+    """Inverse of the lower-triangular ``L[:p, :p]``."""
+    inv = np.zeros((p, p))
+    for j in range(p):
+        inv[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, p):
+            acc = 0.0
+            for k in range(j, i):
+                acc -= L[i, k] * inv[k, j]
+            inv[i, j] = acc / L[i, i]
+    return inv
+
+
+@_jit
+def evaluate(ZtZ, ZtXy, XytXy, lam, rows, cols, k, reml, log_weights, order):
+    """``D``, ``beta``, ``r2`` and, with ``order`` 1 or 2, the gradient and Hessian in
+    ``theta`` (see :meth:`sklmm._profile.ProfiledDeviance.__call__`).
+
+    Returns ``(status, deviance, beta, r2, gradient, hessian)``; ``status`` is
+    :data:`OK`, or says which matrix was not positive definite.
+    """
+    g, q = ZtZ.shape[0], ZtZ.shape[1]
+    p1 = XytXy.shape[0]
+    p = p1 - 1
+    nt = rows.shape[0]
+    K = np.empty((g, q, q + p1))
+    logdet = np.zeros(1)
+    grad = np.zeros(nt)
+    hess = np.zeros((nt, nt))
+    beta = np.zeros(p)
+    S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet)
+    if S is None:
+        return NOT_PD_GROUP, np.nan, beta, np.nan, grad, hess
+    if not _chol_inplace(S, p1):
+        return NOT_PD_S, np.nan, beta, np.nan, grad, hess
+    s = S[p, p]
+    r2 = s * s
+    dev = logdet[0] + k * (1.0 + math.log(2.0 * math.pi * r2 / k)) - log_weights
+    if reml:
+        for j in range(p):
+            dev += 2.0 * math.log(S[j, j])
+    # beta = L_C^{-T} l, l = S[p, :p]
+    for j in range(p - 1, -1, -1):
+        acc = S[p, j]
+        for i in range(j + 1, p):
+            acc -= S[i, j] * beta[i]
+        beta[j] = acc / S[j, j]
+    if order < 1:
+        return OK, dev, beta, r2, grad, hess
+    Linv = _lower_inverse(S, p)
+    Cinv = Linv.T @ Linv if p else np.zeros((0, 0))
+    kr = k / r2
+    # Per-group blocks and their sums over the groups.
+    A = np.empty((q, q))
+    W = np.empty((q, p))
+    u = np.empty(q)
+    WCW = np.zeros((q, q))
+    G = np.zeros((q, q))
+    Su = np.zeros((q, q))
+    TAA = np.zeros((q, q, q, q))  # sum A[j, k] A[l, m]
+    TAuu = np.zeros((q, q, q, q))  # sum A[j, k] u[m] u[l]
+    TAW = np.zeros((q, q, q, q))  # sum A[j, k] WCW[l, m]
+    Rw = np.zeros((q, q, p))  # sum W[m, j] u[a] -> [m, a, j]
+    Q = np.zeros((q, q, p, p))  # sum W[m, a] W[j, b] -> [m, j, a, b]
+    V = np.empty((p, q))
+    second = order >= 2
+    for i in range(g):
+        for a in range(q):
+            for b in range(q + p1):
+                acc = ZtZ[i, a, b] if b < q else ZtXy[i, a, b - q]
+                for c in range(q):
+                    acc -= K[i, c, a] * K[i, c, b]
+                if b < q:
+                    A[a, b] = acc
+                elif b < q + p:
+                    W[a, b - q] = acc
+                else:
+                    u[a] = acc
+        for a in range(q):
+            acc = u[a]
+            for c in range(p):
+                acc -= W[a, c] * beta[c]
+            u[a] = acc
+        for a in range(q):
+            for b in range(q):
+                G[a, b] += A[a, b]
+                Su[a, b] += u[a] * u[b]
+        if reml:
+            # V = L_C^{-1} W', WCW_i = V'V
+            for c in range(p):
+                for a in range(q):
+                    acc = 0.0
+                    for d in range(c + 1):
+                        acc += Linv[c, d] * W[a, d]
+                    V[c, a] = acc
+            for a in range(q):
+                for b in range(q):
+                    acc = 0.0
+                    for c in range(p):
+                        acc += V[c, a] * V[c, b]
+                    WCW[a, b] = acc
+                    G[a, b] -= acc
+        if not second:
+            continue
+        for j in range(q):
+            for kk in range(q):
+                ajk = A[j, kk]
+                for l in range(q):
+                    for m in range(q):
+                        TAA[j, kk, l, m] += ajk * A[l, m]
+                        TAuu[j, kk, m, l] += ajk * u[m] * u[l]
+                        if reml:
+                            TAW[j, kk, l, m] += ajk * WCW[l, m]
+        for m in range(q):
+            for a in range(q):
+                for j in range(p):
+                    Rw[m, a, j] += W[m, j] * u[a]
+        for m in range(q):
+            for j in range(q):
+                for a in range(p):
+                    for b in range(p):
+                        Q[m, j, a, b] += W[m, a] * W[j, b]
+    for a in range(q):
+        for b in range(q):
+            G[a, b] -= kr * Su[a, b]
+    # grad = 2 (G Lambda)[rows, cols]
+    for t in range(nt):
+        r, c = rows[t], cols[t]
+        acc = 0.0
+        for b in range(c, q):
+            acc += G[r, b] * lam[b, c]
+        grad[t] = 2.0 * acc
+    if not second:
+        return OK, dev, beta, r2, grad, hess
+    # H4[m, j, k, l], the second derivative as a bilinear form in E[m, j], F[k, l].
+    H4 = np.zeros((q, q, q, q))
+    for m in range(q):
+        for j in range(q):
+            for kk in range(q):
+                for l in range(q):
+                    h = -TAA[j, kk, l, m] - k * (Su[m, j] / r2) * (Su[kk, l] / r2)
+                    h += 2.0 * kr * TAuu[j, kk, m, l]
+                    if reml:
+                        h += 2.0 * TAW[j, kk, l, m]
+                    H4[m, j, kk, l] = h
+    if p:
+        # - (2k / r2) Rw[m, j]' C^{-1} Rw[k, l]
+        CRw = np.zeros((q, q, p))
+        for kk in range(q):
+            for l in range(q):
+                for a in range(p):
+                    acc = 0.0
+                    for b in range(p):
+                        acc += Cinv[a, b] * Rw[kk, l, b]
+                    CRw[kk, l, a] = acc
+        for m in range(q):
+            for j in range(q):
+                for kk in range(q):
+                    for l in range(q):
+                        acc = 0.0
+                        for a in range(p):
+                            acc += Rw[m, j, a] * CRw[kk, l, a]
+                        H4[m, j, kk, l] -= 2.0 * kr * acc
+    if reml and p:
+        # - tr(P_mj P_kl), P_mj = C^{-1} Q[j, m]
+        P = np.zeros((q, q, p, p))
+        for m in range(q):
+            for j in range(q):
+                for a in range(p):
+                    for b in range(p):
+                        acc = 0.0
+                        for c in range(p):
+                            acc += Cinv[a, c] * Q[j, m, c, b]
+                        P[m, j, a, b] = acc
+        for m in range(q):
+            for j in range(q):
+                for kk in range(q):
+                    for l in range(q):
+                        acc = 0.0
+                        for a in range(p):
+                            for b in range(p):
+                                acc += P[m, j, a, b] * P[kk, l, b, a]
+                        H4[m, j, kk, l] -= acc
+    # Chain rule through Psi = Lambda Lambda': dPsi/dtheta_t = E_t Lambda' + Lambda E_t',
+    # E_t the unit matrix at (rows[t], cols[t]).
+    Pt = np.zeros((nt, q, q))
+    for t in range(nt):
+        r, c = rows[t], cols[t]
+        for b in range(q):
+            Pt[t, r, b] += lam[b, c]
+            Pt[t, b, r] += lam[b, c]
+    for s_ in range(nt):
+        for t in range(nt):
+            acc = 0.0
+            for m in range(q):
+                for j in range(q):
+                    pmj = Pt[s_, m, j]
+                    if pmj == 0.0:
+                        continue
+                    for kk in range(q):
+                        for l in range(q):
+                            acc += pmj * H4[m, j, kk, l] * Pt[t, kk, l]
+            # 2 tr(G E_s E_t'): nonzero when both sit in one column
+            if cols[s_] == cols[t]:
+                acc += 2.0 * G[rows[t], rows[s_]]
+            hess[s_, t] = acc
+    for s_ in range(nt):
+        for t in range(s_ + 1, nt):
+            h = 0.5 * (hess[s_, t] + hess[t, s_])
+            hess[s_, t] = h
+            hess[t, s_] = h
+    return OK, dev, beta, r2, grad, hess
+
+
+@_jit
+def em_psi(ZtZ, ZtXy, XytXy, lam, n, k, reml):
+    """One EM step's new relative covariance ``Sigma / sigma2`` (before the
+    covariance structure maps it back to ``theta``; see
+    :meth:`sklmm._profile.ProfiledDeviance.em_update`).
+
+    Returns ``(status, psi)``.
+    """
+    g, q = ZtZ.shape[0], ZtZ.shape[1]
+    p1 = XytXy.shape[0]
+    p = p1 - 1
+    K = np.empty((g, q, q + p1))
+    logdet = np.zeros(1)
+    psi = np.zeros((q, q))
+    S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet)
+    if S is None:
+        return NOT_PD_GROUP, psi
+    if not _chol_inplace(S, p1):
+        return NOT_PD_S, psi
+    s = S[p, p]
+    sigma2 = s * s / k
+    beta = np.zeros(p)
+    for j in range(p - 1, -1, -1):
+        acc = S[p, j]
+        for i in range(j + 1, p):
+            acc -= S[i, j] * beta[i]
+        beta[j] = acc / S[j, j]
+    Linv = _lower_inverse(S, p)
+    # The factors L_i again (not kept by _factor_groups): M_i = Lambda'Z_i'Z_i Lambda + I.
+    M = np.empty((q, q))
+    J = np.empty((q, q))  # L_i^{-1} Lambda'
+    P = np.empty((q, q))
+    v = np.empty(q)
+    w = np.empty(q)
+    b = np.empty(q)
+    PZtX = np.empty((q, p))
+    T1 = np.empty((q, p))
+    Vc = np.empty(p)
+    BB = np.zeros((q, q))  # sum b b'
+    Psum = np.zeros((q, q))
+    VV = np.zeros((q, q))  # sum PZtX C^{-1} PZtX'
+    D_X = XytXy[:p, :p].copy()
+    trace = 0.0
+    rss_cross = 0.0
+    rss_quad = 0.0
+    for i in range(g):
+        for a in range(q):
+            for c in range(q):
+                acc = 0.0
+                for bb in range(a, q):
+                    for d in range(c, q):
+                        acc += lam[bb, a] * ZtZ[i, bb, d] * lam[d, c]
+                M[a, c] = acc + (1.0 if a == c else 0.0)
+        _chol_inplace(M, q)  # positive definite: factored in _factor_groups
+        # J = L^{-1} Lambda'
+        for a in range(q):
+            for c in range(q):
+                acc = lam[c, a]
+                for bb in range(a):
+                    acc -= M[a, bb] * J[bb, c]
+                J[a, c] = acc / M[a, a]
+        for a in range(q):
+            for c in range(q):
+                acc = 0.0
+                for bb in range(q):
+                    acc += J[bb, a] * J[bb, c]
+                P[a, c] = acc
+                Psum[a, c] += acc
+                trace += ZtZ[i, a, c] * acc
+        # v = K_y - K_X beta; w = L^{-T} v; b = Lambda w
+        for a in range(q):
+            acc = K[i, a, q + p]
+            for c in range(p):
+                acc -= K[i, a, q + c] * beta[c]
+            v[a] = acc
+        for a in range(q - 1, -1, -1):
+            acc = v[a]
+            for bb in range(a + 1, q):
+                acc -= M[bb, a] * w[bb]
+            w[a] = acc / M[a, a]
+        for a in range(q):
+            acc = 0.0
+            for bb in range(a + 1):
+                acc += lam[a, bb] * w[bb]
+            b[a] = acc
+        for a in range(q):
+            # Z_i'(X_i beta - y_i)
+            r = -ZtXy[i, a, p]
+            for c in range(p):
+                r += ZtXy[i, a, c] * beta[c]
+            rss_cross += b[a] * r
+            for c in range(q):
+                BB[a, c] += b[a] * b[c]
+                rss_quad += b[a] * ZtZ[i, a, c] * b[c]
+        if reml:
+            # PZtX = J' K_X (P_i Z_i'X_i); V = L_C^{-1} PZtX'
+            for a in range(q):
+                for c in range(p):
+                    acc = 0.0
+                    for bb in range(q):
+                        acc += J[bb, a] * K[i, bb, q + c]
+                    PZtX[a, c] = acc
+            for a in range(q):
+                for c in range(p):
+                    acc = 0.0
+                    for d in range(q):
+                        acc += ZtZ[i, a, d] * PZtX[d, c]
+                    T1[a, c] = acc
+            for c in range(p):
+                for d in range(p):
+                    acc = 0.0
+                    for a in range(q):
+                        acc += PZtX[a, c] * T1[a, d] - 2.0 * K[i, a, q + c] * K[i, a, q + d]
+                    D_X[c, d] += acc
+            for a in range(q):
+                for c in range(p):
+                    acc = 0.0
+                    for d in range(c + 1):
+                        acc += Linv[c, d] * PZtX[a, d]
+                    Vc[c] = acc
+                for a2 in range(q):
+                    acc = 0.0
+                    for c in range(p):
+                        acc2 = 0.0
+                        for d in range(c + 1):
+                            acc2 += Linv[c, d] * PZtX[a2, d]
+                        acc += Vc[c] * acc2
+                    VV[a, a2] += acc
+    if reml:
+        # trace(C^{-1} D_X), C^{-1} = Linv' Linv
+        for c in range(p):
+            for d in range(p):
+                cinv = 0.0
+                for e in range(max(c, d), p):
+                    cinv += Linv[e, c] * Linv[e, d]
+                trace += cinv * D_X[d, c]
+    coef = np.empty(p1)
+    coef[:p] = beta
+    coef[p] = -1.0
+    rss = 0.0
+    for c in range(p1):
+        for d in range(p1):
+            rss += coef[c] * XytXy[c, d] * coef[d]
+    rss += 2.0 * rss_cross + rss_quad
+    sigma2_new = (max(rss, 0.0) + sigma2 * trace) / n
+    for a in range(q):
+        for c in range(q):
+            cov_b = sigma2 * Psum[a, c]
+            if reml:
+                cov_b += sigma2 * VV[a, c]
+            psi[a, c] = (BB[a, c] + cov_b) / g / sigma2_new
+    return OK, psi

@@ -1,0 +1,141 @@
+"""The compiled kernels of the one-factor criterion against the numpy kernels.
+
+The numpy kernels are the reference (their derivatives are checked by finite
+differences in ``test_profile.py``, their fits against lme4); the compiled ones
+must give the same criterion, gradient, Hessian and EM step to rounding, raise the
+same errors, and be used only where they are faster.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklmm import MixedLMRegressor, _compiled
+from sklmm._covariance import CovarianceStructure
+from sklmm._crossprod import SufficientStats
+from sklmm._profile import ProfiledDeviance
+from sklmm.datasets import load_sleepstudy
+
+pytest.importorskip("numba")
+
+
+def random_stats(rng, n_groups, q, p, log_weights=0.0):
+    """Per-group cross-products of a random design (2 to 9 rows per group)."""
+    ZtZ, ZtXy, XytXy, n = [], [], np.zeros((p + 1, p + 1)), 0
+    for _ in range(n_groups):
+        m = int(rng.integers(2, 10))
+        Z = np.column_stack([np.ones(m), rng.normal(size=(m, q - 1))])
+        X = np.column_stack([np.ones(m), rng.normal(size=(m, p))])[:, :p]
+        y = X.sum(axis=1) + Z @ rng.normal(size=q) + rng.normal(size=m)
+        Xy = np.column_stack([X, y])
+        ZtZ.append(Z.T @ Z)
+        ZtXy.append(Z.T @ Xy)
+        XytXy += Xy.T @ Xy
+        n += m
+    counts = np.ones(n_groups)
+    return SufficientStats(np.array(ZtZ), np.array(ZtXy), XytXy, counts, n, log_weights)
+
+
+def random_theta(rng, cov):
+    diag = cov.rows == cov.cols
+    theta = rng.uniform(0.2, 1.5, cov.n_theta)
+    return np.where(diag, theta, theta * rng.choice([-1.0, 1.0], cov.n_theta))
+
+
+@pytest.fixture
+def kernels(monkeypatch):
+    """Switch between the kernels: ``kernels(True)`` compiled, ``kernels(False)`` numpy."""
+
+    def use(compiled):
+        monkeypatch.setattr(_compiled, "AVAILABLE", compiled)
+
+    return use
+
+
+CASES = [
+    (q, p, kind, reml)
+    for q in (1, 2, 3)
+    for p in (0, 1, 3)
+    for kind in ("unstructured", "diagonal")
+    for reml in (True, False)
+    if not (q == 1 and kind == "diagonal")
+]
+
+
+@pytest.mark.parametrize(("q", "p", "kind", "reml"), CASES)
+def test_criterion_derivatives_and_em_equal_numpy(kernels, q, p, kind, reml):
+    rng = np.random.default_rng(100 * q + 10 * p + reml)
+    stats = random_stats(rng, 25, q, p, log_weights=0.7)
+    cov = CovarianceStructure(q, kind)
+    theta = random_theta(rng, cov)
+    out = {}
+    for compiled in (False, True):
+        kernels(compiled)
+        objective = ProfiledDeviance(stats, cov, reml)
+        assert (objective._compiled_args() is not None) is compiled
+        out[compiled] = (
+            objective(theta, 0),
+            objective(theta, 1),
+            objective(theta, 2),
+            objective.em_update(theta),
+        )
+    (n0, n1, n2, n_em), (c0, c1, c2, c_em) = out[False], out[True]
+    for n_ev, c_ev in ((n0, c0), (n1, c1), (n2, c2)):
+        assert c_ev.deviance == pytest.approx(n_ev.deviance, rel=1e-13)
+        np.testing.assert_allclose(c_ev.beta, n_ev.beta, rtol=1e-11, atol=1e-12)
+        assert c_ev.sigma2 == pytest.approx(n_ev.sigma2, rel=1e-12)
+    assert c0.gradient is None and c0.hessian is None
+    assert c1.hessian is None
+    scale = np.max(np.abs(n2.gradient))
+    np.testing.assert_allclose(c1.gradient, n1.gradient, rtol=1e-10, atol=1e-12 * scale)
+    np.testing.assert_allclose(c2.gradient, n2.gradient, rtol=1e-10, atol=1e-12 * scale)
+    np.testing.assert_allclose(
+        c2.hessian, n2.hessian, rtol=1e-10, atol=1e-12 * np.max(np.abs(n2.hessian))
+    )
+    np.testing.assert_array_equal(c2.hessian, c2.hessian.T)
+    np.testing.assert_allclose(c_em, n_em, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_not_positive_definite_raises_in_both(kernels, compiled):
+    kernels(compiled)
+    rng = np.random.default_rng(3)
+    stats = random_stats(rng, 10, 2, 1)
+    cov = CovarianceStructure(2)
+    objective = ProfiledDeviance(stats, cov, True)
+    with pytest.raises(np.linalg.LinAlgError):
+        objective(np.array([np.nan, 0.1, 1.0]), 1)
+    bad = SufficientStats(
+        stats.ZtZ, stats.ZtXy, stats.XytXy - 1e6 * np.eye(2), stats.counts, stats.n
+    )
+    with pytest.raises(np.linalg.LinAlgError):
+        ProfiledDeviance(bad, cov, True)(np.array([1.0, 0.0, 1.0]), 0)
+
+
+def test_many_groups_use_numpy_kernels(kernels):
+    kernels(True)
+    rng = np.random.default_rng(4)
+    cov = CovarianceStructure(2)
+    few = random_stats(rng, _compiled.MAX_WORK // 2, 2, 1)
+    many = random_stats(rng, _compiled.MAX_WORK // 2 + 1, 2, 1)
+    assert ProfiledDeviance(few, cov, True)._compiled_args() is not None
+    assert ProfiledDeviance(many, cov, True)._compiled_args() is None
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_fit_equal_with_either_kernels(kernels, reml):
+    data = load_sleepstudy()
+    X, y = data[["Days"]], data["Reaction"]
+    groups = pd.factorize(data["Subject"])[0]
+    fits = {}
+    for compiled in (False, True):
+        kernels(compiled)
+        fits[compiled] = MixedLMRegressor(random_slopes=["Days"], reml=reml).fit(
+            X, y, groups=groups
+        )
+    numpy_fit, compiled_fit = fits[False], fits[True]
+    assert compiled_fit.log_likelihood_ == pytest.approx(numpy_fit.log_likelihood_, abs=1e-10)
+    assert compiled_fit.n_iter_ == numpy_fit.n_iter_
+    np.testing.assert_allclose(compiled_fit.coef_, numpy_fit.coef_, rtol=1e-7)
+    for name, cov in numpy_fit.random_effects_cov_.items():
+        np.testing.assert_allclose(compiled_fit.random_effects_cov_[name], cov, rtol=1e-6)
