@@ -7,25 +7,26 @@ groups) is no longer dominated by the fixed cost of each numpy call. The
 per-group sums are accumulated in one pass over the groups, so the cost of an
 evaluation stays ``O(groups q^4 + p^3)`` and independent of the number of rows.
 
-Without numba the functions below are plain Python, never called by sklmm
-(:data:`AVAILABLE` is false and the numpy kernels are used). They use only
-loops and scalar arithmetic, so the compiled and the numpy kernels agree to
-rounding (the tests check both on random designs).
+The functions below are plain Python until :func:`kernels` compiles them; sklmm
+never calls them uncompiled (without numba, :data:`AVAILABLE` is false and the
+numpy kernels run). They use only loops and scalar arithmetic, so the compiled
+and the numpy kernels agree to rounding (the tests check both on random designs).
 """
 
+import importlib.util
 import math
 import os
+from types import SimpleNamespace
 
 import numpy as np
 
-try:  # pragma: no cover - which branch runs depends on the environment
-    import numba
-except ImportError:  # pragma: no cover
-    numba = None
-
-#: Whether the compiled kernels are used (numba installed, and not switched off by the
-#: environment variable ``SKLMM_DISABLE_NUMBA=1``).
-AVAILABLE = numba is not None and os.environ.get("SKLMM_DISABLE_NUMBA", "") != "1"
+#: Whether the compiled kernels are used: numba is installed, and not switched off by the
+#: environment variable ``SKLMM_DISABLE_NUMBA=1``. numba itself is imported on the first
+#: use (:func:`kernels`), not with sklmm.
+AVAILABLE = (
+    importlib.util.find_spec("numba") is not None
+    and os.environ.get("SKLMM_DISABLE_NUMBA", "") != "1"
+)
 
 #: The compiled kernels run while ``groups * q`` is at most this. They loop over the
 #: groups one at a time, so past a few hundred groups numpy's kernels, one vectorised
@@ -37,13 +38,31 @@ MAX_WORK = 1000
 OK, NOT_PD_GROUP, NOT_PD_S = 0, 1, 2
 
 
-def _jit(func):
-    if numba is None:  # pragma: no cover
-        return func
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(func)
+#: The functions that numba compiles, helpers first: the kernels call the helpers by their
+#: module-level names, which :func:`kernels` rebinds to the compiled functions.
+_COMPILED = ("_chol_inplace", "_factor_groups", "_lower_inverse", "evaluate", "em_psi")
+
+_kernels = None
 
 
-@_jit
+def kernels():
+    """The compiled ``evaluate`` and ``em_psi`` (a namespace).
+
+    numba is imported here, and each function compiled on its first call, or loaded
+    from numba's on-disk cache (``__pycache__``, or a user-wide directory where that is
+    not writable): a few seconds once per installation, then about 0.2 s per process.
+    """
+    global _kernels
+    if _kernels is None:
+        import numba
+
+        names = globals()
+        for name in _COMPILED:
+            names[name] = numba.njit(cache=True, nogil=True, error_model="numpy")(names[name])
+        _kernels = SimpleNamespace(evaluate=names["evaluate"], em_psi=names["em_psi"])
+    return _kernels
+
+
 def _chol_inplace(M, n):
     """Lower Cholesky factor of ``M[:n, :n]`` in place (upper part zeroed); false when
     a pivot is not positive (or not a number), as LAPACK's ``dpotrf``."""
@@ -65,7 +84,6 @@ def _chol_inplace(M, n):
     return True
 
 
-@_jit
 def _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet_out):
     """Per group: ``L_i = chol(Lambda'Z_i'Z_i Lambda + I)`` and
     ``K_i = L_i^{-1} Lambda' Z_i'[Z_i X_i y_i]`` (into ``K``, shape (g, q, q + p + 1));
@@ -114,7 +132,6 @@ def _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet_out):
     return S
 
 
-@_jit
 def _lower_inverse(L, p):
     """Inverse of the lower-triangular ``L[:p, :p]``."""
     inv = np.zeros((p, p))
@@ -128,7 +145,6 @@ def _lower_inverse(L, p):
     return inv
 
 
-@_jit
 def evaluate(ZtZ, ZtXy, XytXy, lam, rows, cols, k, reml, log_weights, order):
     """``D``, ``beta``, ``r2`` and, with ``order`` 1 or 2, the gradient and Hessian in
     ``theta`` (see :meth:`sklmm._profile.ProfiledDeviance.__call__`).
@@ -329,7 +345,6 @@ def evaluate(ZtZ, ZtXy, XytXy, lam, rows, cols, k, reml, log_weights, order):
     return OK, dev, beta, r2, grad, hess
 
 
-@_jit
 def em_psi(ZtZ, ZtXy, XytXy, lam, n, k, reml):
     """One EM step's new relative covariance ``Sigma / sigma2`` (before the
     covariance structure maps it back to ``theta``; see

@@ -380,7 +380,7 @@ class ProfiledDeviance(FactorCache):
     def _compiled_call(self, args, theta, order):
         """``__call__`` by the compiled kernel: one call, no factorization kept."""
         cov = self.cov
-        status, dev, beta, r2, grad, hess = _compiled.evaluate(
+        status, dev, beta, r2, grad, hess = _compiled.kernels().evaluate(
             *args,
             cov.lam(theta),
             cov.rows,
@@ -577,7 +577,7 @@ class ProfiledDeviance(FactorCache):
         args = self._compiled_args()
         if args is not None:
             lam = self.cov.lam(np.asarray(theta, dtype=float))
-            status, psi = _compiled.em_psi(*args, lam, float(st.n), float(self.k), self.reml)
+            status, psi = _compiled.kernels().em_psi(*args, lam, float(st.n), float(self.k), self.reml)
             if status != _compiled.OK:
                 raise np.linalg.LinAlgError("Matrix is not positive definite")
             if self.cov.kind == "diagonal":
