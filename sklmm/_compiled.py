@@ -345,12 +345,13 @@ def evaluate(ZtZ, ZtXy, XytXy, lam, rows, cols, k, reml, log_weights, order):
     return OK, dev, beta, r2, grad, hess
 
 
-def em_psi(ZtZ, ZtXy, XytXy, lam, n, k, reml):
-    """One EM step's new relative covariance ``Sigma / sigma2`` (before the
-    covariance structure maps it back to ``theta``; see
-    :meth:`sklmm._profile.ProfiledDeviance.em_update`).
+def em_psi(ZtZ, ZtXy, XytXy, lam, n, k, reml, rows, cols, diagonal):
+    """One EM step (:meth:`sklmm._profile.ProfiledDeviance.em_update`): the new relative
+    covariance ``psi = Sigma / sigma2`` and its ``theta``.
 
-    Returns ``(status, psi)``.
+    Returns ``(status, psi, theta)``; ``theta`` is ``None`` when ``psi`` (made symmetric;
+    its diagonal alone when ``diagonal``) is not numerically positive definite, for
+    :meth:`~sklmm._covariance.CovarianceStructure.theta_from_psi` to factor with a jitter.
     """
     g, q = ZtZ.shape[0], ZtZ.shape[1]
     p1 = XytXy.shape[0]
@@ -360,9 +361,9 @@ def em_psi(ZtZ, ZtXy, XytXy, lam, n, k, reml):
     psi = np.zeros((q, q))
     S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet)
     if S is None:
-        return NOT_PD_GROUP, psi
+        return NOT_PD_GROUP, psi, None
     if not _chol_inplace(S, p1):
-        return NOT_PD_S, psi
+        return NOT_PD_S, psi, None
     s = S[p, p]
     sigma2 = s * s / k
     beta = np.zeros(p)
@@ -495,4 +496,20 @@ def em_psi(ZtZ, ZtXy, XytXy, lam, n, k, reml):
             if reml:
                 cov_b += sigma2 * VV[a, c]
             psi[a, c] = (BB[a, c] + cov_b) / g / sigma2_new
-    return OK, psi
+    theta = np.empty(rows.shape[0])
+    if diagonal:
+        for a in range(q):
+            psi_aa = psi[a, a]
+            for c in range(q):
+                psi[a, c] = psi_aa if a == c else 0.0
+            theta[a] = math.sqrt(max(psi_aa, 0.0))
+        return OK, psi, theta
+    lam_new = np.empty((q, q))
+    for a in range(q):
+        for c in range(q):
+            lam_new[a, c] = 0.5 * (psi[a, c] + psi[c, a])
+    if not _chol_inplace(lam_new, q):
+        return OK, psi, None
+    for t in range(rows.shape[0]):
+        theta[t] = lam_new[rows[t], cols[t]]
+    return OK, psi, theta

@@ -576,13 +576,20 @@ class ProfiledDeviance(FactorCache):
             return np.asarray(theta, dtype=float)
         args = self._compiled_args()
         if args is not None:
-            lam = self.cov.lam(np.asarray(theta, dtype=float))
-            status, psi = _compiled.kernels().em_psi(*args, lam, float(st.n), float(self.k), self.reml)
+            cov = self.cov
+            status, psi, new = _compiled.kernels().em_psi(
+                *args,
+                cov.lam(np.asarray(theta, dtype=float)),
+                float(st.n),
+                float(self.k),
+                self.reml,
+                cov.rows,
+                cov.cols,
+                cov.kind == "diagonal",
+            )
             if status != _compiled.OK:
                 raise np.linalg.LinAlgError("Matrix is not positive definite")
-            if self.cov.kind == "diagonal":
-                psi = np.diag(np.diag(psi))
-            return self.cov.theta_from_psi(psi)
+            return cov.theta_from_psi(psi) if new is None else new
         f = self._factor(np.asarray(theta, dtype=float))
         q, lam, L, K, beta = st.q, f["lam"], f["L_last"], f["K_last"], f["beta"]
         sigma2 = f["r2"] / self.k

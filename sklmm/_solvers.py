@@ -45,6 +45,7 @@ variance).
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.linalg import lapack
 
 from ._profile import Evaluation
 
@@ -126,12 +127,23 @@ def _block(H, free):
     return H if free.all() else H[np.ix_(free, free)]
 
 
+def _eigh(H, vectors=True):
+    """Eigenvalues (ascending) and, with ``vectors``, eigenvectors of a small symmetric
+    matrix: LAPACK's ``dsyevd`` directly, as ``numpy.linalg.eigh`` calls it, without
+    numpy's wrapper (which costs several times the work on the few parameters here)."""
+    w, V, info = lapack.dsyevd(H, compute_v=int(vectors), lower=1)
+    if info != 0:  # pragma: no cover - dsyevd fails only on non-finite input
+        raise np.linalg.LinAlgError("Eigenvalues did not converge")
+    return (w, V) if vectors else w
+
+
 class _Run:
     """State shared by the phases of one solver run."""
 
     def __init__(self, objective, tol, verbose):
         self.objective = objective
         self.lower = objective.cov.lower_bounds
+        self._lower = self.lower.tolist()
         self.tol = tol
         # Unit-free: D shifts by 2 k log(a) when y is multiplied by a, its gradient in
         # theta does not change; the scale is the number of rows for every criterion.
@@ -141,9 +153,17 @@ class _Run:
         self._gnorm = (None, 0.0)
 
     def gnorm(self, ev):
+        """``max |scaled_gradient|``, on Python floats (a few parameters: numpy's calls
+        would cost more than the arithmetic)."""
         if self._gnorm[0] is not ev:  # asked again for the same evaluation: kept
-            g = np.max(np.abs(scaled_gradient(ev.theta, ev.gradient, self.lower)), initial=0.0)
-            self._gnorm = (ev, float(g))
+            g = 0.0
+            for t, d, low in zip(ev.theta.tolist(), ev.gradient.tolist(), self._lower):
+                if not (t <= low and d > 0.0):
+                    g = max(g, abs(d) * max(1.0, abs(t)))
+                if d != d or t != t:  # NaN propagates, as numpy's max
+                    g = float("nan")
+                    break
+            self._gnorm = (ev, g)
         return self._gnorm[1]
 
     def free(self, ev):
@@ -158,7 +178,7 @@ class _Run:
         free = self.free(ev)
         if not free.any():
             return True
-        w = np.linalg.eigvalsh(_block(ev.hessian, free))
+        w = _eigh(_block(ev.hessian, free), vectors=False)
         return bool(w[0] >= -_NEG_CURVATURE * max(1.0, float(np.max(np.abs(w)))))
 
     def at_precision(self, ev):
@@ -177,7 +197,7 @@ class _Run:
         free = self.free(ev)
         if not free.any():
             return True
-        w, V = np.linalg.eigh(_block(ev.hessian, free))
+        w, V = _eigh(_block(ev.hessian, free))
         if w[0] <= 0:
             return False
         g = V.T @ ev.gradient[free]
@@ -255,7 +275,7 @@ def _em_snap(run, ev):
     g = np.abs(trial.gradient[zeroed])
     if g.max() > run.gtol:
         return ev
-    w = np.linalg.eigvalsh(trial.hessian[np.ix_(zeroed, zeroed)])
+    w = _eigh(trial.hessian[np.ix_(zeroed, zeroed)], vectors=False)
     if w[0] < -_NEG_CURVATURE * max(1.0, float(np.max(np.abs(w)))):
         return ev
     return trial
@@ -278,7 +298,7 @@ def _newton_direction(gradient, hessian, free, at_bound):
     if not free.any():
         return d
     g = gradient[free]
-    w, V = np.linalg.eigh(_block(hessian, free))
+    w, V = _eigh(_block(hessian, free))
     floor = _NEG_CURVATURE * max(1.0, float(np.max(np.abs(w))))
     d[free] = -V @ ((V.T @ g) / np.maximum(np.abs(w), floor))
     if w[0] < -floor:

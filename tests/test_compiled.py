@@ -139,3 +139,23 @@ def test_fit_equal_with_either_kernels(kernels, reml):
     np.testing.assert_allclose(compiled_fit.coef_, numpy_fit.coef_, rtol=1e-7)
     for name, cov in numpy_fit.random_effects_cov_.items():
         np.testing.assert_allclose(compiled_fit.random_effects_cov_[name], cov, rtol=1e-6)
+
+
+def test_em_step_to_a_singular_covariance_equals_numpy(kernels):
+    # The second random effect's column is 0 in every group and Lambda's second column
+    # is 0: the EM step's psi is singular, so the compiled kernel leaves its factoring
+    # (with a jitter) to the covariance structure, as the numpy kernel does.
+    rng = np.random.default_rng(5)
+    stats = random_stats(rng, 12, 2, 1)
+    ZtZ, ZtXy = stats.ZtZ.copy(), stats.ZtXy.copy()
+    ZtZ[:, 1, :] = ZtZ[:, :, 1] = 0.0
+    ZtXy[:, 1, :] = 0.0
+    singular = SufficientStats(ZtZ, ZtXy, stats.XytXy, stats.counts, stats.n)
+    cov = CovarianceStructure(2)
+    theta = np.array([0.8, 0.0, 0.0])
+    steps = {}
+    for compiled in (False, True):
+        kernels(compiled)
+        steps[compiled] = ProfiledDeviance(singular, cov, True).em_update(theta)
+    assert np.all(np.isfinite(steps[True]))
+    np.testing.assert_allclose(steps[True], steps[False], rtol=1e-10, atol=1e-13)
