@@ -40,7 +40,7 @@ OK, NOT_PD_GROUP, NOT_PD_S = 0, 1, 2
 
 #: The functions that numba compiles, helpers first: the kernels call the helpers by their
 #: module-level names, which :func:`kernels` rebinds to the compiled functions.
-_COMPILED = ("_chol_inplace", "_factor_groups", "_lower_inverse", "evaluate", "em_psi")
+_COMPILED = ("_chol_inplace", "_factor_groups", "_lower_inverse", "_lam", "evaluate", "em_psi")
 
 _kernels = None
 
@@ -145,7 +145,15 @@ def _lower_inverse(L, p):
     return inv
 
 
-def evaluate(ZtZ, ZtXy, XytXy, lam, rows, cols, k, reml, log_weights, order):
+def _lam(theta, rows, cols, q):
+    """``Lambda`` from ``theta`` (:meth:`sklmm._covariance.CovarianceStructure.lam`)."""
+    lam = np.zeros((q, q))
+    for t in range(rows.shape[0]):
+        lam[rows[t], cols[t]] = theta[t]
+    return lam
+
+
+def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
     """``D``, ``beta``, ``r2`` and, with ``order`` 1 or 2, the gradient and Hessian in
     ``theta`` (see :meth:`sklmm._profile.ProfiledDeviance.__call__`).
 
@@ -156,6 +164,7 @@ def evaluate(ZtZ, ZtXy, XytXy, lam, rows, cols, k, reml, log_weights, order):
     p1 = XytXy.shape[0]
     p = p1 - 1
     nt = rows.shape[0]
+    lam = _lam(theta, rows, cols, q)
     K = np.empty((g, q, q + p1))
     logdet = np.zeros(1)
     grad = np.zeros(nt)
@@ -345,7 +354,7 @@ def evaluate(ZtZ, ZtXy, XytXy, lam, rows, cols, k, reml, log_weights, order):
     return OK, dev, beta, r2, grad, hess
 
 
-def em_psi(ZtZ, ZtXy, XytXy, lam, n, k, reml, rows, cols, diagonal):
+def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     """One EM step (:meth:`sklmm._profile.ProfiledDeviance.em_update`): the new relative
     covariance ``psi = Sigma / sigma2`` and its ``theta``.
 
@@ -356,6 +365,7 @@ def em_psi(ZtZ, ZtXy, XytXy, lam, n, k, reml, rows, cols, diagonal):
     g, q = ZtZ.shape[0], ZtZ.shape[1]
     p1 = XytXy.shape[0]
     p = p1 - 1
+    lam = _lam(theta, rows, cols, q)
     K = np.empty((g, q, q + p1))
     logdet = np.zeros(1)
     psi = np.zeros((q, q))

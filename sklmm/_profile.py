@@ -302,16 +302,19 @@ class ProfiledDeviance(FactorCache):
         the numpy kernels run: numba is not installed, there are no random effects, or
         there are so many groups that numpy's vectorised kernels are faster
         (:data:`sklmm._compiled.MAX_WORK`)."""
-        st = self.stats
-        if not _compiled.AVAILABLE or not st.q or st.n_groups * st.q > _compiled.MAX_WORK:
+        if not _compiled.AVAILABLE:
             return None
         if self._kernel_args is None:
-            self._kernel_args = (
-                np.ascontiguousarray(st.ZtZ, dtype=float),
-                np.ascontiguousarray(st.ZtXy, dtype=float),
-                np.ascontiguousarray(st.XytXy, dtype=float),
-            )
-        return self._kernel_args
+            st = self.stats
+            if not st.q or st.n_groups * st.q > _compiled.MAX_WORK:
+                self._kernel_args = ()
+            else:
+                self._kernel_args = (
+                    np.ascontiguousarray(st.ZtZ, dtype=float),
+                    np.ascontiguousarray(st.ZtXy, dtype=float),
+                    np.ascontiguousarray(st.XytXy, dtype=float),
+                )
+        return self._kernel_args or None
 
     # -- shared factorization -------------------------------------------
     def _stacked(self):
@@ -382,7 +385,7 @@ class ProfiledDeviance(FactorCache):
         cov = self.cov
         status, dev, beta, r2, grad, hess = _compiled.kernels().evaluate(
             *args,
-            cov.lam(theta),
+            theta,
             cov.rows,
             cov.cols,
             float(self.k),
@@ -579,7 +582,7 @@ class ProfiledDeviance(FactorCache):
             cov = self.cov
             status, psi, new = _compiled.kernels().em_psi(
                 *args,
-                cov.lam(np.asarray(theta, dtype=float)),
+                np.asarray(theta, dtype=float),
                 float(st.n),
                 float(self.k),
                 self.reml,

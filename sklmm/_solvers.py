@@ -143,6 +143,7 @@ class _Run:
     def __init__(self, objective, tol, verbose):
         self.objective = objective
         self.lower = objective.cov.lower_bounds
+        self.bounded = np.isfinite(self.lower)
         self._lower = self.lower.tolist()
         self.tol = tol
         # Unit-free: D shifts by 2 k log(a) when y is multiplied by a, its gradient in
@@ -299,7 +300,7 @@ def _newton_direction(gradient, hessian, free, at_bound):
         return d
     g = gradient[free]
     w, V = _eigh(_block(hessian, free))
-    floor = _NEG_CURVATURE * max(1.0, float(np.max(np.abs(w))))
+    floor = _NEG_CURVATURE * max(1.0, abs(float(w[0])), abs(float(w[-1])))  # w ascending
     d[free] = -V @ ((V.T @ g) / np.maximum(np.abs(w), floor))
     if w[0] < -floor:
         v = V[:, 0]
@@ -355,14 +356,14 @@ def _newton_phase(run, theta, max_iter, phase="newton", optimum=None):
             return optimum, it, True, "in the basin of the optimum found first"
         if it == max_iter:
             break
-        g = ev.gradient
-        bounded = np.isfinite(lower)
+        g, bounded = ev.gradient, run.bounded
         d = _newton_direction(g, ev.hessian, run.free(ev), bounded & (ev.theta <= lower))
         step = 1.0
         for _ in range(_MAX_HALVINGS):
             cand = ev.theta + step * d
             cross = bounded & (cand < lower)
-            cand[cross] = lower[cross] + (1.0 - TO_BOUNDARY) * (ev.theta - lower)[cross]
+            if cross.any():
+                cand[cross] = lower[cross] + (1.0 - TO_BOUNDARY) * (ev.theta - lower)[cross]
             trial = run.safe_eval(cand, 0)
             if trial is not None and trial.deviance <= ev.deviance + _ARMIJO * g @ (
                 cand - ev.theta
@@ -373,7 +374,9 @@ def _newton_phase(run, theta, max_iter, phase="newton", optimum=None):
             if run.at_precision(ev):
                 return ev, it, True, "at the optimum to the precision of the criterion"
             return ev, it, False, "line search found no decrease; the gradient is above tolerance"
-        stalled = np.max(np.abs(cand - ev.theta)) <= 1e-9 * max(1.0, np.abs(ev.theta).max())
+        stalled = float(np.max(np.abs(cand - ev.theta))) <= 1e-9 * max(
+            1.0, float(np.max(np.abs(ev.theta)))
+        )
         ev = run.objective(cand, 2)
         if stalled and run.at_precision(ev):
             run.record(phase, it + 1, ev, step)
