@@ -40,13 +40,21 @@ OK, NOT_PD_GROUP, NOT_PD_S = 0, 1, 2
 
 #: The functions that numba compiles, helpers first: the kernels call the helpers by their
 #: module-level names, which :func:`kernels` rebinds to the compiled functions.
-_COMPILED = ("_chol_inplace", "_factor_groups", "_lower_inverse", "_lam", "evaluate", "em_psi")
+_COMPILED = (
+    "_chol_inplace",
+    "_factor_groups",
+    "_lower_inverse",
+    "_lam",
+    "factor",
+    "evaluate",
+    "em_psi",
+)
 
 _kernels = None
 
 
 def kernels():
-    """The compiled ``evaluate`` and ``em_psi`` (a namespace).
+    """The compiled ``factor``, ``evaluate`` and ``em_psi`` (a namespace).
 
     numba is imported here, and each function compiled on its first call, or loaded
     from numba's on-disk cache (``__pycache__``, or a user-wide directory where that is
@@ -59,7 +67,7 @@ def kernels():
         names = globals()
         for name in _COMPILED:
             names[name] = numba.njit(cache=True, nogil=True, error_model="numpy")(names[name])
-        _kernels = SimpleNamespace(evaluate=names["evaluate"], em_psi=names["em_psi"])
+        _kernels = SimpleNamespace(**{name: names[name] for name in ("factor", "evaluate", "em_psi")})
     return _kernels
 
 
@@ -84,9 +92,9 @@ def _chol_inplace(M, n):
     return True
 
 
-def _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet_out):
-    """Per group: ``L_i = chol(Lambda'Z_i'Z_i Lambda + I)`` and
-    ``K_i = L_i^{-1} Lambda' Z_i'[Z_i X_i y_i]`` (into ``K``, shape (g, q, q + p + 1));
+def _factor_groups(ZtZ, ZtXy, XytXy, lam, K, L, logdet_out):
+    """Per group: ``L_i = chol(Lambda'Z_i'Z_i Lambda + I)`` (into ``L``, shape (g, q, q))
+    and ``K_i = L_i^{-1} Lambda' Z_i'[Z_i X_i y_i]`` (into ``K``, shape (g, q, q + p + 1));
     returns ``S = [X y]'V^{-1}[X y]`` and ``log|M|`` (in ``logdet_out[0]``), or ``None``
     when some ``M_i`` is not positive definite."""
     g, q = ZtZ.shape[0], ZtZ.shape[1]
@@ -94,9 +102,9 @@ def _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet_out):
     m = q + p1
     S = XytXy.copy()
     R = np.empty((q, m))
-    M = np.empty((q, q))
     logdet = 0.0
     for i in range(g):
+        M = L[i]
         # R = Lambda' [Z'Z  Z'[X y]]
         for a in range(q):
             for c in range(m):
@@ -153,6 +161,25 @@ def _lam(theta, rows, cols, q):
     return lam
 
 
+def factor(ZtZ, ZtXy, XytXy, theta, rows, cols):
+    """The per-group factors of :meth:`sklmm._profile.ProfiledDeviance._compute_factor`.
+
+    Returns ``(ok, L, K, S, logdet)``: ``L`` (g, q, q) and ``K`` (g, q, q + p + 1) as
+    :func:`_factor_groups` leaves them, ``S = [X y]'V^{-1}[X y]`` and ``log|M|``;
+    ``ok`` is false when some ``M_i`` is not positive definite.
+    """
+    g, q = ZtZ.shape[0], ZtZ.shape[1]
+    p1 = XytXy.shape[0]
+    lam = _lam(theta, rows, cols, q)
+    K = np.empty((g, q, q + p1))
+    L = np.empty((g, q, q))
+    logdet = np.zeros(1)
+    S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, L, logdet)
+    if S is None:
+        return False, L, K, XytXy.copy(), 0.0
+    return True, L, K, S, logdet[0]
+
+
 def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
     """``D``, ``beta``, ``r2`` and, with ``order`` 1 or 2, the gradient and Hessian in
     ``theta`` (see :meth:`sklmm._profile.ProfiledDeviance.__call__`).
@@ -170,7 +197,7 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
     grad = np.zeros(nt)
     hess = np.zeros((nt, nt))
     beta = np.zeros(p)
-    S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet)
+    S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, np.empty((g, q, q)), logdet)
     if S is None:
         return NOT_PD_GROUP, np.nan, beta, np.nan, grad, hess
     if not _chol_inplace(S, p1):
@@ -367,9 +394,10 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     p = p1 - 1
     lam = _lam(theta, rows, cols, q)
     K = np.empty((g, q, q + p1))
+    L = np.empty((g, q, q))
     logdet = np.zeros(1)
     psi = np.zeros((q, q))
-    S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, logdet)
+    S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, L, logdet)
     if S is None:
         return NOT_PD_GROUP, psi, None
     if not _chol_inplace(S, p1):
@@ -383,8 +411,6 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
             acc -= S[i, j] * beta[i]
         beta[j] = acc / S[j, j]
     Linv = _lower_inverse(S, p)
-    # The factors L_i again (not kept by _factor_groups): M_i = Lambda'Z_i'Z_i Lambda + I.
-    M = np.empty((q, q))
     J = np.empty((q, q))  # L_i^{-1} Lambda'
     P = np.empty((q, q))
     v = np.empty(q)
@@ -401,14 +427,7 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     rss_cross = 0.0
     rss_quad = 0.0
     for i in range(g):
-        for a in range(q):
-            for c in range(q):
-                acc = 0.0
-                for bb in range(a, q):
-                    for d in range(c, q):
-                        acc += lam[bb, a] * ZtZ[i, bb, d] * lam[d, c]
-                M[a, c] = acc + (1.0 if a == c else 0.0)
-        _chol_inplace(M, q)  # positive definite: factored in _factor_groups
+        M = L[i]
         # J = L^{-1} Lambda'
         for a in range(q):
             for c in range(q):

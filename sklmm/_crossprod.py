@@ -75,6 +75,11 @@ def _fill(reader, start, stop, out):
         out[...] = reader(start, stop)
 
 
+#: Up to this many (groups x rows) entries per chunk, :func:`compute_stats` sums the
+#: per-group cross-products with a dense indicator matrix instead of a sparse one.
+DENSE_INDICATOR_MAX = 1 << 16
+
+
 def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None, log_weights=True):
     """Reduce the rows to :class:`SufficientStats`.
 
@@ -125,6 +130,14 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None,
         Zc = W[:, :q]
         WW = W if weights is None else W * weights[start:stop, None]
         XytXy += WW[:, q:].T @ W[:, q:]
+        if n_groups * rows <= DENSE_INDICATOR_MAX:
+            # Small data: a dense group-indicator matrix times the per-row products
+            # Z[r, a] WW[r, :] costs a fraction of building a sparse matrix.
+            indicator = np.zeros((n_groups, rows))
+            indicator[codes[start:stop], np.arange(rows)] = 1.0
+            outer = (Zc[:, :, None] * WW[:, None, :]).reshape(rows, q * m)
+            blocks += (indicator @ outer).reshape(n_groups * q, m)
+            continue
         # Block-expanded Z' (n_groups * q by rows), built column by column: column r
         # holds Z[r, :] in rows codes[r] * q + (0..q-1). CSC needs no sorting.
         expanded = sp.csc_matrix(

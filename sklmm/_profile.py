@@ -334,7 +334,21 @@ class ProfiledDeviance(FactorCache):
         st, p = self.stats, self.stats.p
         lam = self.cov.lam(theta)
         f = {"lam": lam}
-        if st.q:
+        args = self._compiled_args()
+        if args is not None:
+            ok, L, K, S, logdet = _compiled.kernels().factor(
+                *args, np.asarray(theta, dtype=float), self.cov.rows, self.cov.cols
+            )
+            if not ok:
+                raise np.linalg.LinAlgError("Matrix is not positive definite")
+            q = st.q
+            f.update(
+                L_last=L.transpose(1, 2, 0),
+                K_last=K.transpose(1, 2, 0),
+                L=L,
+                K_Xy=K[:, :, q:],
+            )
+        elif st.q:
             q = st.q
             stack = self._stacked()
             # Lambda' [Z'Z  Z'[X y]] for every group: one product over the stacked columns.

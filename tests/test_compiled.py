@@ -52,6 +52,24 @@ def kernels(monkeypatch):
     return use
 
 
+def _factored_results(objective, theta):
+    """What the methods that run once per fit return (from the kept factorization)."""
+    b, condvar = objective.conditional_modes(theta)
+    rng = np.random.default_rng(0)
+    n_groups, q = objective.stats.n_groups, objective.stats.q
+    levels = rng.integers(-1, n_groups, 30)
+    quad, Gw = objective.prediction_variance(theta, [levels], [rng.normal(size=(30, q))])
+    return {
+        "blups": b,
+        "condvar": condvar,
+        "fixed_cov": objective.fixed_effects_cov(theta),
+        "blup_gain": objective.blup_gain(theta),
+        "quad": quad,
+        "Gw": Gw,
+        "unprofiled": objective.unprofiled_deviance(theta, 1.3),
+    }
+
+
 CASES = [
     (q, p, kind, reml)
     for q in (1, 2, 3)
@@ -78,8 +96,11 @@ def test_criterion_derivatives_and_em_equal_numpy(kernels, q, p, kind, reml):
             objective(theta, 1),
             objective(theta, 2),
             objective.em_update(theta),
+            _factored_results(objective, theta),
         )
-    (n0, n1, n2, n_em), (c0, c1, c2, c_em) = out[False], out[True]
+    (n0, n1, n2, n_em, n_f), (c0, c1, c2, c_em, c_f) = out[False], out[True]
+    for name, value in n_f.items():
+        np.testing.assert_allclose(c_f[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
     for n_ev, c_ev in ((n0, c0), (n1, c1), (n2, c2)):
         assert c_ev.deviance == pytest.approx(n_ev.deviance, rel=1e-13)
         np.testing.assert_allclose(c_ev.beta, n_ev.beta, rtol=1e-11, atol=1e-12)
