@@ -481,7 +481,6 @@ class MixedModelBase(BaseEstimator):
             self.intercept_, self.coef_ = float(beta[0]), beta[1:].copy()
         else:
             self.intercept_, self.coef_ = 0.0, beta.copy()
-        self.fixed_effects_ = pd.Series(beta.copy(), index=fitted.model.fixed_names, name="beta")
         self.terms_ = tuple(str(t.spec) for t in fitted.model.terms)
         self.log_likelihood_ = fitted.log_likelihood
         self.fixed_effects_cov_ = fitted.fixed_cov
@@ -495,6 +494,18 @@ class MixedModelBase(BaseEstimator):
     # The per-term attributes are built from the fitted model on first use (labelled
     # DataFrames cost more than a small fit's optimization, and a grid search's fits
     # never read them); documented with each estimator's attributes.
+    @property
+    def fixed_effects_(self):
+        """``beta`` as a Series named by the fixed effects (see the estimator's Attributes;
+        built on first use: a grid search's fits never read it)."""
+        check_is_fitted(self)
+        fitted = self._fitted
+        series = getattr(fitted, "fixed_effects_series", None)
+        if series is None:
+            series = pd.Series(fitted.beta.copy(), index=fitted.model.fixed_names, name="beta")
+            fitted.fixed_effects_series = series
+        return series
+
     random_effects_ = _from_fitted("blups")
     random_effects_cov_ = _from_fitted("covs")
     random_effects_condvar_ = _from_fitted("condvars")

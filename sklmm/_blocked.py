@@ -126,7 +126,13 @@ from ._profile import (
     _upper_solve_t,
     profile_fixed_effects,
 )
-from ._solvers import DECREMENT_TOL, SolverResult, scaled_gradient
+from ._solvers import (
+    DECREMENT_TOL,
+    DEFAULT_TOL,
+    PRECISION_GRADIENT,
+    SolverResult,
+    scaled_gradient,
+)
 
 #: Rows of the dense (rest) block from which ``minimize_blocked`` uses two BLAS threads.
 THREADED_REST = 2000
@@ -1037,9 +1043,9 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
 
 
 #: The Newton polish takes the optimum to the precision of the criterion (no decrease, a
-#: negligible Newton decrement) only with a gradient at most this many times its ``gtol``,
-#: or the ``gtol`` of the default ``tol`` (1e-7) where that is larger.
-PRECISION_GRADIENT = 100.0
+#: negligible Newton decrement) only with a gradient at most
+#: :data:`~sklmm._solvers.PRECISION_GRADIENT` times its ``gtol``, or the ``gtol`` of the
+#: default ``tol`` where that is larger (the one-factor solver's band).
 
 
 def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
@@ -1066,7 +1072,7 @@ def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
         except np.linalg.LinAlgError:
             return np.inf
 
-    gtol_default = 10 * 1e-7 * max(1.0, float(objective.stats.n))  # the default tol's rule
+    gtol_default = 10 * DEFAULT_TOL * max(1.0, float(objective.stats.n))  # default tol's rule
     theta = np.asarray(theta, dtype=float).copy()
     for _ in range(max_steps):
         ev = objective(theta, 1)

@@ -50,6 +50,9 @@ _COMPILED = (
     "em_psi",
 )
 
+#: The kernels the criterion calls.
+_PUBLIC = ("factor", "evaluate", "em_psi")
+
 _kernels = None
 
 
@@ -67,7 +70,7 @@ def kernels():
         names = globals()
         for name in _COMPILED:
             names[name] = numba.njit(cache=True, nogil=True, error_model="numpy")(names[name])
-        _kernels = SimpleNamespace(**{name: names[name] for name in ("factor", "evaluate", "em_psi")})
+        _kernels = SimpleNamespace(**{name: names[name] for name in _PUBLIC})
     return _kernels
 
 
@@ -208,7 +211,7 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
     if reml:
         for j in range(p):
             dev += 2.0 * math.log(S[j, j])
-    # beta = L_C^{-T} l, l = S[p, :p]
+    # beta = L_C^{-T} ll, ll = S[p, :p]
     for j in range(p - 1, -1, -1):
         acc = S[p, j]
         for i in range(j + 1, p):
@@ -226,9 +229,9 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
     WCW = np.zeros((q, q))
     G = np.zeros((q, q))
     Su = np.zeros((q, q))
-    TAA = np.zeros((q, q, q, q))  # sum A[j, k] A[l, m]
-    TAuu = np.zeros((q, q, q, q))  # sum A[j, k] u[m] u[l]
-    TAW = np.zeros((q, q, q, q))  # sum A[j, k] WCW[l, m]
+    TAA = np.zeros((q, q, q, q))  # sum A[j, k] A[ll, m]
+    TAuu = np.zeros((q, q, q, q))  # sum A[j, k] u[m] u[ll]
+    TAW = np.zeros((q, q, q, q))  # sum A[j, k] WCW[ll, m]
     Rw = np.zeros((q, q, p))  # sum W[m, j] u[a] -> [m, a, j]
     Q = np.zeros((q, q, p, p))  # sum W[m, a] W[j, b] -> [m, j, a, b]
     V = np.empty((p, q))
@@ -274,12 +277,12 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
         for j in range(q):
             for kk in range(q):
                 ajk = A[j, kk]
-                for l in range(q):
+                for ll in range(q):
                     for m in range(q):
-                        TAA[j, kk, l, m] += ajk * A[l, m]
-                        TAuu[j, kk, m, l] += ajk * u[m] * u[l]
+                        TAA[j, kk, ll, m] += ajk * A[ll, m]
+                        TAuu[j, kk, m, ll] += ajk * u[m] * u[ll]
                         if reml:
-                            TAW[j, kk, l, m] += ajk * WCW[l, m]
+                            TAW[j, kk, ll, m] += ajk * WCW[ll, m]
         for m in range(q):
             for a in range(q):
                 for j in range(p):
@@ -301,35 +304,35 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
         grad[t] = 2.0 * acc
     if not second:
         return OK, dev, beta, r2, grad, hess
-    # H4[m, j, k, l], the second derivative as a bilinear form in E[m, j], F[k, l].
+    # H4[m, j, k, ll], the second derivative as a bilinear form in E[m, j], F[k, ll].
     H4 = np.zeros((q, q, q, q))
     for m in range(q):
         for j in range(q):
             for kk in range(q):
-                for l in range(q):
-                    h = -TAA[j, kk, l, m] - k * (Su[m, j] / r2) * (Su[kk, l] / r2)
-                    h += 2.0 * kr * TAuu[j, kk, m, l]
+                for ll in range(q):
+                    h = -TAA[j, kk, ll, m] - k * (Su[m, j] / r2) * (Su[kk, ll] / r2)
+                    h += 2.0 * kr * TAuu[j, kk, m, ll]
                     if reml:
-                        h += 2.0 * TAW[j, kk, l, m]
-                    H4[m, j, kk, l] = h
+                        h += 2.0 * TAW[j, kk, ll, m]
+                    H4[m, j, kk, ll] = h
     if p:
-        # - (2k / r2) Rw[m, j]' C^{-1} Rw[k, l]
+        # - (2k / r2) Rw[m, j]' C^{-1} Rw[k, ll]
         CRw = np.zeros((q, q, p))
         for kk in range(q):
-            for l in range(q):
+            for ll in range(q):
                 for a in range(p):
                     acc = 0.0
                     for b in range(p):
-                        acc += Cinv[a, b] * Rw[kk, l, b]
-                    CRw[kk, l, a] = acc
+                        acc += Cinv[a, b] * Rw[kk, ll, b]
+                    CRw[kk, ll, a] = acc
         for m in range(q):
             for j in range(q):
                 for kk in range(q):
-                    for l in range(q):
+                    for ll in range(q):
                         acc = 0.0
                         for a in range(p):
-                            acc += Rw[m, j, a] * CRw[kk, l, a]
-                        H4[m, j, kk, l] -= 2.0 * kr * acc
+                            acc += Rw[m, j, a] * CRw[kk, ll, a]
+                        H4[m, j, kk, ll] -= 2.0 * kr * acc
     if reml and p:
         # - tr(P_mj P_kl), P_mj = C^{-1} Q[j, m]
         P = np.zeros((q, q, p, p))
@@ -344,12 +347,12 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
         for m in range(q):
             for j in range(q):
                 for kk in range(q):
-                    for l in range(q):
+                    for ll in range(q):
                         acc = 0.0
                         for a in range(p):
                             for b in range(p):
-                                acc += P[m, j, a, b] * P[kk, l, b, a]
-                        H4[m, j, kk, l] -= acc
+                                acc += P[m, j, a, b] * P[kk, ll, b, a]
+                        H4[m, j, kk, ll] -= acc
     # Chain rule through Psi = Lambda Lambda': dPsi/dtheta_t = E_t Lambda' + Lambda E_t',
     # E_t the unit matrix at (rows[t], cols[t]).
     Pt = np.zeros((nt, q, q))
@@ -367,8 +370,8 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
                     if pmj == 0.0:
                         continue
                     for kk in range(q):
-                        for l in range(q):
-                            acc += pmj * H4[m, j, kk, l] * Pt[t, kk, l]
+                        for ll in range(q):
+                            acc += pmj * H4[m, j, kk, ll] * Pt[t, kk, ll]
             # 2 tr(G E_s E_t'): nonzero when both sit in one column
             if cols[s_] == cols[t]:
                 acc += 2.0 * G[rows[t], rows[s_]]

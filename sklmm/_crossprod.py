@@ -114,7 +114,7 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None,
     SufficientStats
     """
     x_rows, z_rows = _row_reader(X), _row_reader(Z)
-    n = len(y)
+    n, n_groups = len(y), int(n_groups)  # a numpy integer of a small type could overflow
     p = x_rows(0, 1).shape[1]
     q = z_rows(0, 1).shape[1]
     m = q + p + 1

@@ -102,6 +102,15 @@ class SolverResult:
 #: the rounding of ``D``: the optimum is reached to float64 precision.
 DECREMENT_TOL = 1e-9
 
+#: ... but only where the gradient is at most this many times the convergence rule (or the
+#: rule of the default ``tol``, :data:`DEFAULT_TOL`, where that is larger: the gradient's
+#: rounding does not shrink with ``tol``). Further above it, the criterion is too imprecise
+#: to place the optimum at the requested tolerance, and the fit says so (not converged).
+PRECISION_GRADIENT = 100.0
+
+#: The estimators' default ``tol``.
+DEFAULT_TOL = 1e-7
+
 
 def projected_gradient(theta, gradient, lower):
     """Gradient with the components blocked by an active lower bound zeroed."""
@@ -149,6 +158,9 @@ class _Run:
         # Unit-free: D shifts by 2 k log(a) when y is multiplied by a, its gradient in
         # theta does not change; the scale is the number of rows for every criterion.
         self.gtol = tol * max(1.0, float(objective.stats.n))
+        self.precision_band = PRECISION_GRADIENT * max(
+            self.gtol, DEFAULT_TOL * max(1.0, float(objective.stats.n))
+        )
         self.verbose = verbose
         self.log = []
         self._gnorm = (None, 0.0)
@@ -158,7 +170,7 @@ class _Run:
         would cost more than the arithmetic)."""
         if self._gnorm[0] is not ev:  # asked again for the same evaluation: kept
             g = 0.0
-            for t, d, low in zip(ev.theta.tolist(), ev.gradient.tolist(), self._lower):
+            for t, d, low in zip(ev.theta.tolist(), ev.gradient.tolist(), self._lower, strict=True):
                 if not (t <= low and d > 0.0):
                     g = max(g, abs(d) * max(1.0, abs(t)))
                 if d != d or t != t:  # NaN propagates, as numpy's max
@@ -191,9 +203,12 @@ class _Run:
         below ``DECREMENT_TOL * max(1, |D|)`` and the Hessian there has no negative
         eigenvalue. Where ``theta`` is large the criterion is formed with a loss of
         digits (cross-products of ``y`` at very different scales), and its scaled
-        gradient can stall above the rule at the optimum to float64 precision.
+        gradient can stall above the rule at the optimum to float64 precision. Accepted
+        only with the scaled gradient within :data:`PRECISION_GRADIENT` times the rule
+        (the blocked solver's polish has the same band): further above it the criterion
+        is too imprecise to place the optimum, and the fit warns instead.
         """
-        if ev.hessian is None:
+        if ev.hessian is None or not self.gnorm(ev) <= self.precision_band:
             return False
         free = self.free(ev)
         if not free.any():
