@@ -45,19 +45,20 @@ _COMPILED = (
     "_factor_groups",
     "_lower_inverse",
     "_lam",
+    "projected",
     "factor",
     "evaluate",
     "em_psi",
 )
 
 #: The kernels the criterion calls.
-_PUBLIC = ("factor", "evaluate", "em_psi")
+_PUBLIC = ("projected", "factor", "evaluate", "em_psi")
 
 _kernels = None
 
 
 def kernels():
-    """The compiled ``factor``, ``evaluate`` and ``em_psi`` (a namespace).
+    """The compiled kernels of :data:`_PUBLIC` (a namespace).
 
     numba is imported here, and each function compiled on its first call, or loaded
     from numba's on-disk cache (``__pycache__``, or a user-wide directory where that is
@@ -162,6 +163,40 @@ def _lam(theta, rows, cols, q):
     for t in range(rows.shape[0]):
         lam[rows[t], cols[t]] = theta[t]
     return lam
+
+
+def projected(ZtZ, ZtXy):
+    """``sum_l ZtXy_l' ZtZ_l^{-1} ZtXy_l`` over the levels whose ``ZtZ_l`` is positive
+    definite (a Cholesky factorization per level), and which levels are not
+    (:func:`sklmm._model._projected` takes those through a pseudo-inverse).
+
+    Returns ``(total, singular)``.
+    """
+    g, q, m = ZtXy.shape[0], ZtXy.shape[1], ZtXy.shape[2]
+    total = np.zeros((m, m))
+    singular = np.zeros(g, dtype=np.bool_)
+    L = np.empty((q, q))
+    U = np.empty((q, m))
+    for i in range(g):
+        for a in range(q):
+            for c in range(q):
+                L[a, c] = ZtZ[i, a, c]
+        if not _chol_inplace(L, q):
+            singular[i] = True
+            continue
+        for a in range(q):
+            for c in range(m):
+                acc = ZtXy[i, a, c]
+                for b in range(a):
+                    acc -= L[a, b] * U[b, c]
+                U[a, c] = acc / L[a, a]
+        for c in range(m):
+            for d in range(m):
+                acc = 0.0
+                for a in range(q):
+                    acc += U[a, c] * U[a, d]
+                total[c, d] += acc
+    return total, singular
 
 
 def factor(ZtZ, ZtXy, XytXy, theta, rows, cols):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _compiled
 from ._blocked import BlockedDeviance
 from ._covariance import CovarianceStructure
 from ._crossprod import SufficientStats, model_stats, rescale_terms
@@ -222,18 +223,25 @@ def centring(terms, col_means, y_mean, fit_intercept, n_fixed=None):
 def _projected(ZtZ, ZtXy):
     """``sum_l ZtXy_l' ZtZ_l^+ ZtXy_l``: a Cholesky per level, eigenvalues for the singular.
 
-    The levels last, as in the criterion's factorizations (:mod:`sklmm._profile`). A
-    level whose block is singular (a slope constant within it, one row with a slope)
-    goes through the pseudo-inverse by eigenvalues; only those levels do.
+    A level whose block is singular (a slope constant within it, one row with a slope)
+    goes through the pseudo-inverse by eigenvalues; only those levels do. The Cholesky
+    part runs in the compiled kernel where the criterion's would
+    (:data:`sklmm._compiled.MAX_WORK`), else as the criterion's numpy kernels, the levels
+    last (:mod:`sklmm._profile`).
     """
-    L, good = _chol_last(np.ascontiguousarray(np.moveaxis(ZtZ, 0, -1)), masked=True)
-    B = np.moveaxis(ZtXy, 0, -1)
-    singular = ~good
-    total = 0.0
-    if good.any():
-        Lg, Bg = (L, B) if good.all() else (L[:, :, good], B[:, :, good])
-        U = _lower_solve_last(Lg, Bg)  # L_l^{-1} Z_l'[X y]: (q, m, levels)
-        total = sum(U[i] @ U[i].T for i in range(U.shape[0]))
+    if _compiled.AVAILABLE and ZtZ.shape[0] * ZtZ.shape[1] <= _compiled.MAX_WORK:
+        total, singular = _compiled.kernels().projected(
+            np.ascontiguousarray(ZtZ, dtype=float), np.ascontiguousarray(ZtXy, dtype=float)
+        )
+    else:
+        L, good = _chol_last(np.ascontiguousarray(np.moveaxis(ZtZ, 0, -1)), masked=True)
+        B = np.moveaxis(ZtXy, 0, -1)
+        singular = ~good
+        total = np.zeros((ZtXy.shape[2], ZtXy.shape[2]))
+        if good.any():
+            Lg, Bg = (L, B) if good.all() else (L[:, :, good], B[:, :, good])
+            U = _lower_solve_last(Lg, Bg)  # L_l^{-1} Z_l'[X y]: (q, m, levels)
+            total = total + sum(U[i] @ U[i].T for i in range(U.shape[0]))
     if singular.any():
         w, V = np.linalg.eigh(ZtZ[singular])
         keep = w > 1e-12 * np.maximum(w[:, -1:], np.finfo(float).tiny)

@@ -316,6 +316,14 @@ class ProfiledDeviance(FactorCache):
                 )
         return self._kernel_args or None
 
+    @property
+    def trial_order(self):
+        """The order at which the Newton solver evaluates its line-search trial points:
+        2 with the compiled kernels (the derivatives cost a fraction of a call, and an
+        accepted point needs no second call), else 0 (numpy's kernels keep the
+        factorization for the derivatives that follow)."""
+        return 2 if self._compiled_args() is not None else 0
+
     # -- shared factorization -------------------------------------------
     def _stacked(self):
         """``[Z_i'Z_i  Z_i'[X_i y_i]]`` of every group, shape (q, q + p + 1, groups).

@@ -153,6 +153,9 @@ class _Run:
         self.objective = objective
         self.lower = objective.cov.lower_bounds
         self.bounded = np.isfinite(self.lower)
+        # Line-search trial points with their derivatives where those cost little more
+        # than D (the compiled kernels): the accepted point then needs no second call.
+        self.trial_order = getattr(objective, "trial_order", 0)
         self._lower = self.lower.tolist()
         self.tol = tol
         # Unit-free: D shifts by 2 k log(a) when y is multiplied by a, its gradient in
@@ -379,7 +382,7 @@ def _newton_phase(run, theta, max_iter, phase="newton", optimum=None):
             cross = bounded & (cand < lower)
             if cross.any():
                 cand[cross] = lower[cross] + (1.0 - TO_BOUNDARY) * (ev.theta - lower)[cross]
-            trial = run.safe_eval(cand, 0)
+            trial = run.safe_eval(cand, run.trial_order)
             if trial is not None and trial.deviance <= ev.deviance + _ARMIJO * g @ (
                 cand - ev.theta
             ):
@@ -392,7 +395,7 @@ def _newton_phase(run, theta, max_iter, phase="newton", optimum=None):
         stalled = float(np.max(np.abs(cand - ev.theta))) <= 1e-9 * max(
             1.0, float(np.max(np.abs(ev.theta)))
         )
-        ev = run.objective(cand, 2)
+        ev = trial if trial.hessian is not None else run.objective(cand, 2)
         if stalled and run.at_precision(ev):
             run.record(phase, it + 1, ev, step)
             return ev, it + 1, True, "at the optimum to the precision of the criterion"

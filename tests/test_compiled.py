@@ -180,3 +180,22 @@ def test_em_step_to_a_singular_covariance_equals_numpy(kernels):
         steps[compiled] = ProfiledDeviance(singular, cov, True).em_update(theta)
     assert np.all(np.isfinite(steps[True]))
     np.testing.assert_allclose(steps[True], steps[False], rtol=1e-10, atol=1e-13)
+
+
+def test_projection_of_the_exact_fit_check_equals_numpy(kernels):
+    # sum_l ZtXy_l' ZtZ_l^+ ZtXy_l, with singular levels (one row with a slope, a slope
+    # constant within the level) through the pseudo-inverse in both.
+    from sklmm._model import _projected
+
+    rng = np.random.default_rng(6)
+    stats = random_stats(rng, 15, 3, 2)
+    ZtZ, ZtXy = stats.ZtZ.copy(), stats.ZtXy.copy()
+    z = np.array([1.0, 0.5, -2.0])
+    ZtZ[3], ZtXy[3] = np.outer(z, z), np.outer(z, [1.0, 2.0, 3.0])  # one row
+    ZtZ[7, 2, :] = ZtZ[7, :, 2] = 0.0
+    ZtXy[7, 2, :] = 0.0
+    out = {}
+    for compiled in (False, True):
+        kernels(compiled)
+        out[compiled] = _projected(ZtZ, ZtXy)
+    np.testing.assert_allclose(out[True], out[False], rtol=1e-10)
