@@ -16,6 +16,7 @@ and the numpy kernels agree to rounding (the tests check both on random designs)
 import importlib.util
 import math
 import os
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -55,6 +56,29 @@ _COMPILED = (
 _PUBLIC = ("projected", "factor", "evaluate", "em_psi")
 
 _kernels = None
+
+
+def available():
+    """Whether the compiled kernels run: :data:`AVAILABLE`, and numba imports.
+
+    numba is imported here on the first call. A numba that is installed but cannot be
+    imported (built for another numpy, say) switches the compiled kernels off for the
+    process, with a warning: numpy's kernels give the same results.
+    """
+    global AVAILABLE
+    if AVAILABLE and _kernels is None:
+        try:
+            kernels()
+        except ImportError as exc:
+            AVAILABLE = False
+            warnings.warn(
+                f"numba is installed but cannot be imported ({exc}); sklmm uses its numpy "
+                "kernels (the same results, slower on small fits). Reinstall numba, or set "
+                "SKLMM_DISABLE_NUMBA=1 to silence this warning.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return AVAILABLE
 
 
 def kernels():

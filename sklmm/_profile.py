@@ -302,7 +302,7 @@ class ProfiledDeviance(FactorCache):
         the numpy kernels run: numba is not installed, there are no random effects, or
         there are so many groups that numpy's vectorised kernels are faster
         (:data:`sklmm._compiled.MAX_WORK`)."""
-        if not _compiled.AVAILABLE:
+        if not _compiled.available():
             return None
         if self._kernel_args is None:
             st = self.stats

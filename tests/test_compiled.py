@@ -199,3 +199,18 @@ def test_projection_of_the_exact_fit_check_equals_numpy(kernels):
         kernels(compiled)
         out[compiled] = _projected(ZtZ, ZtXy)
     np.testing.assert_allclose(out[True], out[False], rtol=1e-10)
+
+
+def test_a_numba_that_cannot_be_imported_falls_back_to_numpy(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(_compiled, "AVAILABLE", True)
+    monkeypatch.setattr(_compiled, "_kernels", None)
+    monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" raises ImportError
+    data = load_sleepstudy()
+    with pytest.warns(RuntimeWarning, match="numba is installed but cannot be imported"):
+        est = MixedLMRegressor(random_slopes=["Days"]).fit(
+            data[["Days"]], data["Reaction"], groups=data["Subject"]
+        )
+    assert not _compiled.AVAILABLE
+    assert est.log_likelihood_ == pytest.approx(-871.8141, abs=1e-4)  # lme4's REML fit
