@@ -76,7 +76,11 @@ inputs built before the clock starts (arrays, or the data frame the library
 takes); the call includes the library's model construction. One untimed warm-up
 fit, then ``--repeats`` timed fits (3), and the median; a fit whose warm-up took
 more than 10 s is timed once (the warm-up is that one fit; the cell says "1 fit").
-Every fit has ``--time-limit`` seconds (300): a library still fitting then is
+A ``gc.collect()`` runs before each timed fit. Fits of under 50 ms are then also
+timed 20 times back to back in the same process, without ``gc.collect()`` between
+them (a second table, Python libraries): the cost of one fit of many in a loop, as in
+a cross-validation or a bootstrap, where each library's code and data stay in the
+processor's caches. Every fit has ``--time-limit`` seconds (300): a library still fitting then is
 stopped and the cell says "> 300 s"; it is then not run on the larger designs of
 the same kind (one grouping factor, crossed). Checks: on every design, sklmm's
 median at most the fastest peer's that fitted it (REML peers; GPBoost against
@@ -377,7 +381,7 @@ def _worker(lib, key, repeats, conn):
                 times.append(time.perf_counter() - t0)
                 conn.send({"event": "fit", "time": times[-1]})
             loop = []
-            if np.median(times) <= LOOP_MAX:  # the timed fits, not the warm-up (imports)
+            if times and np.median(times) <= LOOP_MAX:  # the timed fits, not the warm-up
                 for _ in range(LOOP_FITS):
                     t0 = time.perf_counter()
                     fit()

@@ -491,21 +491,11 @@ class MixedModelBase(BaseEstimator):
         self.is_singular_ = bool(fitted.singular)
         self._fitted = fitted
 
-    # The per-term attributes are built from the fitted model on first use (labelled
-    # DataFrames cost more than a small fit's optimization, and a grid search's fits
-    # never read them); documented with each estimator's attributes.
-    @property
-    def fixed_effects_(self):
-        """``beta`` as a Series named by the fixed effects (see the estimator's Attributes;
-        built on first use: a grid search's fits never read it)."""
-        check_is_fitted(self)
-        fitted = self._fitted
-        series = getattr(fitted, "fixed_effects_series", None)
-        if series is None:
-            series = pd.Series(fitted.beta.copy(), index=fitted.model.fixed_names, name="beta")
-            fitted.fixed_effects_series = series
-        return series
-
+    # The labelled attributes (the fixed effects' Series, the per-term DataFrames) are
+    # built from the fitted model on first use (pandas objects cost more than a small
+    # fit's optimization, and a grid search's fits never read them); documented with each
+    # estimator's attributes.
+    fixed_effects_ = _from_fitted("fixed_effects")
     random_effects_ = _from_fitted("blups")
     random_effects_cov_ = _from_fitted("covs")
     random_effects_condvar_ = _from_fitted("condvars")

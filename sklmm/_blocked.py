@@ -830,7 +830,7 @@ def _blas_controller():
 
 
 def minimize_blocked(
-    objective, theta0=None, *, tol=1e-7, max_iter=500, blas_threads="auto", verbose=0
+    objective, theta0=None, *, tol=DEFAULT_TOL, max_iter=500, blas_threads="auto", verbose=0
 ):
     """Minimise ``D(theta)`` within its bounds by L-BFGS-B on the analytic gradient.
 
@@ -1042,10 +1042,9 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
     return SolverResult(theta, ev, converged, iterations + polish_steps, message, log)
 
 
-#: The Newton polish takes the optimum to the precision of the criterion (no decrease, a
-#: negligible Newton decrement) only with a gradient at most
-#: :data:`~sklmm._solvers.PRECISION_GRADIENT` times its ``gtol``, or the ``gtol`` of the
-#: default ``tol`` where that is larger (the one-factor solver's band).
+# The Newton polish takes the optimum to the precision of the criterion (no decrease, a
+# negligible Newton decrement) only with a gradient at most PRECISION_GRADIENT times its
+# gtol, or the gtol of the default tol where that is larger (the one-factor solver's band).
 
 
 def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):

@@ -5,7 +5,8 @@ docstring writes it out), computed group by group in loops that numba compiles:
 one call per evaluation instead of some fifty numpy calls, so a small fit (tens of
 groups) is no longer dominated by the fixed cost of each numpy call. The
 per-group sums are accumulated in one pass over the groups, so the cost of an
-evaluation stays ``O(groups q^4 + p^3)`` and independent of the number of rows.
+evaluation stays ``O(groups (q^4 + q^2 p^2) + q^4 p^2 + p^3)``, independent of the
+number of rows.
 
 The functions below are plain Python until :func:`kernels` compiles them; sklmm
 never calls them uncompiled (without numba, :data:`AVAILABLE` is false and the
@@ -16,6 +17,7 @@ and the numpy kernels agree to rounding (the tests check both on random designs)
 import importlib.util
 import math
 import os
+import threading
 import warnings
 from types import SimpleNamespace
 
@@ -35,8 +37,8 @@ AVAILABLE = (
 #: groups for q = 1, 700 for q = 2, 400 for q = 3; ``benchmarks/bench_kernels.py``).
 MAX_WORK = 1000
 
-#: Status codes of the kernels: the matrices that must be positive definite were.
-OK, NOT_PD_GROUP, NOT_PD_S = 0, 1, 2
+#: Status codes of the kernels: the matrices that must be positive definite were (or not).
+OK, NOT_PD = 0, 1
 
 
 #: The functions that numba compiles, helpers first: the kernels call the helpers by their
@@ -45,6 +47,7 @@ _COMPILED = (
     "_chol_inplace",
     "_factor_groups",
     "_lower_inverse",
+    "_beta",
     "_lam",
     "projected",
     "factor",
@@ -56,25 +59,34 @@ _COMPILED = (
 _PUBLIC = ("projected", "factor", "evaluate", "em_psi")
 
 _kernels = None
+_lock = threading.Lock()
+
+
+def use_for(n_groups, q):
+    """Whether the compiled kernels run on a term of ``n_groups`` levels and ``q`` random
+    effects: at most :data:`MAX_WORK` of ``n_groups * q`` (checked first: a larger model
+    never imports numba), and :func:`available`."""
+    return n_groups * q <= MAX_WORK and available()
 
 
 def available():
-    """Whether the compiled kernels run: :data:`AVAILABLE`, and numba imports.
+    """Whether the compiled kernels run: :data:`AVAILABLE`, and numba loads.
 
     numba is imported here on the first call. A numba that is installed but cannot be
-    imported (built for another numpy, say) switches the compiled kernels off for the
-    process, with a warning: numpy's kernels give the same results.
+    loaded (built for another numpy, a broken llvmlite) switches the compiled kernels off
+    for the process, with a warning: numpy's kernels give the same results.
     """
     global AVAILABLE
     if AVAILABLE and _kernels is None:
         try:
             kernels()
-        except ImportError as exc:
+        except Exception as exc:  # any failure to load numba: numpy's kernels instead
             AVAILABLE = False
             warnings.warn(
-                f"numba is installed but cannot be imported ({exc}); sklmm uses its numpy "
-                "kernels (the same results, slower on small fits). Reinstall numba, or set "
-                "SKLMM_DISABLE_NUMBA=1 to silence this warning.",
+                f"numba is installed but cannot be loaded ({type(exc).__name__}: {exc}); "
+                "sklmm uses its numpy kernels (the same results, slower on small fits). "
+                "Reinstall numba, or set SKLMM_DISABLE_NUMBA=1 before importing sklmm to "
+                "silence this warning.",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -86,27 +98,40 @@ def kernels():
 
     numba is imported here, and each function compiled on its first call, or loaded
     from numba's on-disk cache (``__pycache__``, or a user-wide directory where that is
-    not writable): a few seconds once per installation, then about 0.2 s per process.
+    not writable; without either, compiled in memory for the process): a few seconds
+    once per installation, then a few tenths of a second per process. Safe to call from
+    several threads, and again after a failure (it compiles the Python functions, kept
+    in :data:`_PYTHON`, and publishes them all or none).
     """
     global _kernels
-    if _kernels is None:
-        import numba
+    with _lock:
+        if _kernels is None:
+            import numba
 
-        names = globals()
-        for name in _COMPILED:
-            names[name] = numba.njit(cache=True, nogil=True, error_model="numpy")(names[name])
-        _kernels = SimpleNamespace(**{name: names[name] for name in _PUBLIC})
+            names = globals()
+            for name in _COMPILED:  # helpers first: the kernels find them by name
+                options = {"nogil": True, "error_model": "numpy"}
+                try:
+                    names[name] = numba.njit(cache=True, **options)(_PYTHON[name])
+                except RuntimeError:  # no writable cache directory
+                    names[name] = numba.njit(**options)(_PYTHON[name])
+            _kernels = SimpleNamespace(**{name: names[name] for name in _PUBLIC})
     return _kernels
 
 
 def _chol_inplace(M, n):
     """Lower Cholesky factor of ``M[:n, :n]`` in place (upper part zeroed); false when
-    a pivot is not positive (or not a number), as LAPACK's ``dpotrf``."""
+    a pivot is not positive or not finite (LAPACK's ``dpotrf`` rejects the first, and
+    numpy's kernels treat a non-finite factor as a failure).
+
+    A non-finite entry below the diagonal enters a later pivot squared and makes it
+    infinite, negative or not a number, so checking the pivots checks the whole factor.
+    """
     for j in range(n):
         d = M[j, j]
         for k in range(j):
             d -= M[j, k] * M[j, k]
-        if not d > 0.0:
+        if not (d > 0.0 and d < math.inf):  # not positive, or not a (finite) number
             return False
         d = math.sqrt(d)
         M[j, j] = d
@@ -166,6 +191,18 @@ def _factor_groups(ZtZ, ZtXy, XytXy, lam, K, L, logdet_out):
                     S[c, d] -= kc * K[i, a, q + d]
     logdet_out[0] = logdet
     return S
+
+
+def _beta(S, p):
+    """``beta = L_C^{-T} l`` from the factor ``[[L_C, 0], [l', s]]`` of ``S`` (back
+    substitution)."""
+    beta = np.zeros(p)
+    for j in range(p - 1, -1, -1):
+        acc = S[p, j]
+        for i in range(j + 1, p):
+            acc -= S[i, j] * beta[i]
+        beta[j] = acc / S[j, j]
+    return beta
 
 
 def _lower_inverse(L, p):
@@ -247,7 +284,7 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
     ``theta`` (see :meth:`sklmm._profile.ProfiledDeviance.__call__`).
 
     Returns ``(status, deviance, beta, r2, gradient, hessian)``; ``status`` is
-    :data:`OK`, or says which matrix was not positive definite.
+    :data:`OK`, or :data:`NOT_PD` when a matrix that must be positive definite is not.
     """
     g, q = ZtZ.shape[0], ZtZ.shape[1]
     p1 = XytXy.shape[0]
@@ -261,25 +298,19 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
     beta = np.zeros(p)
     S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, np.empty((g, q, q)), logdet)
     if S is None:
-        return NOT_PD_GROUP, np.nan, beta, np.nan, grad, hess
+        return NOT_PD, np.nan, beta, np.nan, grad, hess
     if not _chol_inplace(S, p1):
-        return NOT_PD_S, np.nan, beta, np.nan, grad, hess
+        return NOT_PD, np.nan, beta, np.nan, grad, hess
     s = S[p, p]
     r2 = s * s
     dev = logdet[0] + k * (1.0 + math.log(2.0 * math.pi * r2 / k)) - log_weights
     if reml:
         for j in range(p):
             dev += 2.0 * math.log(S[j, j])
-    # beta = L_C^{-T} ll, ll = S[p, :p]
-    for j in range(p - 1, -1, -1):
-        acc = S[p, j]
-        for i in range(j + 1, p):
-            acc -= S[i, j] * beta[i]
-        beta[j] = acc / S[j, j]
+    beta = _beta(S, p)
     if order < 1:
         return OK, dev, beta, r2, grad, hess
     Linv = _lower_inverse(S, p)
-    Cinv = Linv.T @ Linv if p else np.zeros((0, 0))
     kr = k / r2
     # Per-group blocks and their sums over the groups.
     A = np.empty((q, q))
@@ -288,9 +319,9 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
     WCW = np.zeros((q, q))
     G = np.zeros((q, q))
     Su = np.zeros((q, q))
-    TAA = np.zeros((q, q, q, q))  # sum A[j, k] A[ll, m]
-    TAuu = np.zeros((q, q, q, q))  # sum A[j, k] u[m] u[ll]
-    TAW = np.zeros((q, q, q, q))  # sum A[j, k] WCW[ll, m]
+    TAA = np.zeros((q, q, q, q))  # sum A[j, kk] A[ll, m]
+    TAuu = np.zeros((q, q, q, q))  # sum A[j, kk] u[m] u[ll]
+    TAW = np.zeros((q, q, q, q))  # sum A[j, kk] WCW[ll, m]
     Rw = np.zeros((q, q, p))  # sum W[m, j] u[a] -> [m, a, j]
     Q = np.zeros((q, q, p, p))  # sum W[m, a] W[j, b] -> [m, j, a, b]
     V = np.empty((p, q))
@@ -363,7 +394,8 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
         grad[t] = 2.0 * acc
     if not second:
         return OK, dev, beta, r2, grad, hess
-    # H4[m, j, k, ll], the second derivative as a bilinear form in E[m, j], F[k, ll].
+    Cinv = Linv.T @ Linv if p else np.zeros((0, 0))
+    # H4[m, j, kk, ll], the second derivative as a bilinear form in E[m, j], F[kk, ll].
     H4 = np.zeros((q, q, q, q))
     for m in range(q):
         for j in range(q):
@@ -375,7 +407,7 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
                         h += 2.0 * TAW[j, kk, ll, m]
                     H4[m, j, kk, ll] = h
     if p:
-        # - (2k / r2) Rw[m, j]' C^{-1} Rw[k, ll]
+        # - (2k / r2) Rw[m, j]' C^{-1} Rw[kk, ll]
         CRw = np.zeros((q, q, p))
         for kk in range(q):
             for ll in range(q):
@@ -426,8 +458,6 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
             for m in range(q):
                 for j in range(q):
                     pmj = Pt[s_, m, j]
-                    if pmj == 0.0:
-                        continue
                     for kk in range(q):
                         for ll in range(q):
                             acc += pmj * H4[m, j, kk, ll] * Pt[t, kk, ll]
@@ -461,17 +491,12 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     psi = np.zeros((q, q))
     S = _factor_groups(ZtZ, ZtXy, XytXy, lam, K, L, logdet)
     if S is None:
-        return NOT_PD_GROUP, psi, None
+        return NOT_PD, psi, None
     if not _chol_inplace(S, p1):
-        return NOT_PD_S, psi, None
+        return NOT_PD, psi, None
     s = S[p, p]
     sigma2 = s * s / k
-    beta = np.zeros(p)
-    for j in range(p - 1, -1, -1):
-        acc = S[p, j]
-        for i in range(j + 1, p):
-            acc -= S[i, j] * beta[i]
-        beta[j] = acc / S[j, j]
+    beta = _beta(S, p)
     Linv = _lower_inverse(S, p)
     J = np.empty((q, q))  # L_i^{-1} Lambda'
     P = np.empty((q, q))
@@ -480,7 +505,7 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     b = np.empty(q)
     PZtX = np.empty((q, p))
     T1 = np.empty((q, p))
-    Vc = np.empty(p)
+    Vm = np.empty((p, q))
     BB = np.zeros((q, q))  # sum b b'
     Psum = np.zeros((q, q))
     VV = np.zeros((q, q))  # sum PZtX C^{-1} PZtX'
@@ -550,19 +575,18 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
                     for a in range(q):
                         acc += PZtX[a, c] * T1[a, d] - 2.0 * K[i, a, q + c] * K[i, a, q + d]
                     D_X[c, d] += acc
-            for a in range(q):
-                for c in range(p):
+            # V = L_C^{-1} PZtX' (p x q); VV += V'V
+            for c in range(p):
+                for a in range(q):
                     acc = 0.0
                     for d in range(c + 1):
                         acc += Linv[c, d] * PZtX[a, d]
-                    Vc[c] = acc
+                    Vm[c, a] = acc
+            for a in range(q):
                 for a2 in range(q):
                     acc = 0.0
                     for c in range(p):
-                        acc2 = 0.0
-                        for d in range(c + 1):
-                            acc2 += Linv[c, d] * PZtX[a2, d]
-                        acc += Vc[c] * acc2
+                        acc += Vm[c, a] * Vm[c, a2]
                     VV[a, a2] += acc
     if reml:
         # trace(C^{-1} D_X), C^{-1} = Linv' Linv
@@ -604,3 +628,8 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     for t in range(rows.shape[0]):
         theta[t] = lam_new[rows[t], cols[t]]
     return OK, psi, theta
+
+
+#: The Python functions that :func:`kernels` compiles (its rebinding of the module's names
+#: leaves these untouched).
+_PYTHON = {name: globals()[name] for name in _COMPILED}

@@ -75,8 +75,9 @@ def _fill(reader, start, stop, out):
         out[...] = reader(start, stop)
 
 
-#: Up to this many (groups x rows) entries per chunk, :func:`compute_stats` sums the
-#: per-group cross-products with a dense indicator matrix instead of a sparse one.
+#: While the dense indicator matrix (groups x rows) and the per-row products (rows x
+#: q (q + p + 1)) of a chunk have at most this many entries each, :func:`compute_stats`
+#: sums the per-group cross-products by a dense product instead of a sparse one.
 DENSE_INDICATOR_MAX = 1 << 16
 
 
@@ -130,7 +131,7 @@ def compute_stats(X, Z, y, codes, n_groups, chunk_rows=CHUNK_ROWS, weights=None,
         Zc = W[:, :q]
         WW = W if weights is None else W * weights[start:stop, None]
         XytXy += WW[:, q:].T @ W[:, q:]
-        if n_groups * rows <= DENSE_INDICATOR_MAX:
+        if max(n_groups, q * m) * rows <= DENSE_INDICATOR_MAX:
             # Small data: a dense group-indicator matrix times the per-row products
             # Z[r, a] WW[r, :] costs a fraction of building a sparse matrix.
             indicator = np.zeros((n_groups, rows))

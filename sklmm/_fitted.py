@@ -10,6 +10,8 @@ which Dask maps over partitions), the variance-parameter intervals of the summar
 ML refit of the likelihood-ratio test.
 """
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -159,6 +161,11 @@ class FittedModel:
     def blup_array(self, name):
         """The BLUPs of one term as an array (levels, effects), without the DataFrame."""
         return self._terms_raw[name][2]
+
+    @functools.cached_property
+    def fixed_effects(self):
+        """``beta`` as a Series named by the fixed effects (built on first use)."""
+        return pd.Series(self.beta.copy(), index=self.model.fixed_names, name="beta")
 
     @property
     def covs(self):

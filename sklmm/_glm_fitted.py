@@ -140,6 +140,7 @@ class FittedGLMM:
 
     random_structure = FittedModel.random_structure
     variance_components = FittedModel.variance_components
+    fixed_effects = FittedModel.fixed_effects
 
     def ml_log_likelihood(self):
         """The log-likelihood (a GLMM is fitted by maximum likelihood)."""

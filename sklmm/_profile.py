@@ -258,7 +258,9 @@ class FactorCache:
     """Keeps the last factorization, keyed by ``theta``.
 
     An evaluation and the EM step, BLUPs or gradient that follow it at the same
-    ``theta`` share one factorization. Subclasses define ``_compute_factor``.
+    ``theta`` share one factorization. Subclasses define ``_compute_factor``. (The
+    one-factor criterion's compiled kernels factor afresh at every call instead: a few
+    microseconds on the small designs they run on.)
     """
 
     _cache = None
@@ -285,6 +287,8 @@ class ProfiledDeviance(FactorCache):
         REML criterion if true, else ML.
     """
 
+    _kernel_args = None
+
     def __init__(self, stats, cov, reml):
         self.stats = stats
         self.cov = cov
@@ -302,18 +306,18 @@ class ProfiledDeviance(FactorCache):
         the numpy kernels run: numba is not installed, there are no random effects, or
         there are so many groups that numpy's vectorised kernels are faster
         (:data:`sklmm._compiled.MAX_WORK`)."""
-        if not _compiled.available():
+        if not _compiled.AVAILABLE:
             return None
         if self._kernel_args is None:
             st = self.stats
-            if not st.q or st.n_groups * st.q > _compiled.MAX_WORK:
-                self._kernel_args = ()
-            else:
+            if st.q and _compiled.use_for(st.n_groups, st.q):
                 self._kernel_args = (
                     np.ascontiguousarray(st.ZtZ, dtype=float),
                     np.ascontiguousarray(st.ZtXy, dtype=float),
                     np.ascontiguousarray(st.XytXy, dtype=float),
                 )
+            else:
+                self._kernel_args = ()
         return self._kernel_args or None
 
     @property

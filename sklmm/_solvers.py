@@ -409,7 +409,7 @@ def minimize_deviance(
     *,
     max_iter=100,
     em_max_iter=25,
-    tol=1e-7,
+    tol=DEFAULT_TOL,
     verbose=0,
 ):
     """Minimise the profiled criterion ``D(theta)``.

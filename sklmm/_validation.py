@@ -318,7 +318,8 @@ def check_sample_weight(sample_weight, n_rows):
 
 def factorize(values):
     """Codes and levels of a label column (levels sorted when they can be)."""
-    if isinstance(values, pd.Series) and values.dtype.kind in "iu":
+    dtype = getattr(values, "dtype", None)
+    if isinstance(values, pd.Series) and isinstance(dtype, np.dtype) and dtype.kind in "iu":
         values = values.to_numpy()  # the same codes and levels, without the Series' cost
     try:
         return pd.factorize(values, sort=True)

@@ -208,9 +208,32 @@ def test_a_numba_that_cannot_be_imported_falls_back_to_numpy(monkeypatch):
     monkeypatch.setattr(_compiled, "_kernels", None)
     monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" raises ImportError
     data = load_sleepstudy()
-    with pytest.warns(RuntimeWarning, match="numba is installed but cannot be imported"):
+    with pytest.warns(RuntimeWarning, match="numba is installed but cannot be loaded"):
         est = MixedLMRegressor(random_slopes=["Days"]).fit(
             data[["Days"]], data["Reaction"], groups=data["Subject"]
         )
     assert not _compiled.AVAILABLE
     assert est.log_likelihood_ == pytest.approx(-871.8141, abs=1e-4)  # lme4's REML fit
+
+
+def test_the_solvers_default_tol_is_the_estimators():
+    # The precision band of the solvers uses the default tol's rule (DEFAULT_TOL).
+    from sklmm import MixedGLMClassifier, MixedLMRegressorCV
+    from sklmm._solvers import DEFAULT_TOL
+
+    for est in (MixedLMRegressor(), MixedLMRegressorCV(), MixedGLMClassifier()):
+        assert est.get_params()["tol"] == DEFAULT_TOL
+
+
+def test_the_environment_variable_switches_the_kernels_off():
+    # Read once, when sklmm is imported: set it before.
+    import os
+    import subprocess
+    import sys
+
+    code = "import sklmm._compiled as c; print(c.AVAILABLE, c.use_for(18, 2))"
+    env = {**os.environ, "SKLMM_DISABLE_NUMBA": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]

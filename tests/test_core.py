@@ -106,8 +106,13 @@ def naive_stats(X, Z, y, codes, n_groups):
     return ZtZ, ZtXy, Xy.T @ Xy, np.array([(codes == g).sum() for g in range(n_groups)])
 
 
+@pytest.mark.parametrize("dense", [True, False], ids=["dense-indicator", "sparse"])
 @pytest.mark.parametrize("q", [1, 2, 3])
-def test_compute_stats_matches_naive_loop_for_any_chunking(q):
+def test_compute_stats_matches_naive_loop_for_any_chunking(q, dense, monkeypatch):
+    # Small chunks go through a dense indicator product, larger ones a sparse one: both.
+    import sklmm._crossprod
+
+    monkeypatch.setattr(sklmm._crossprod, "DENSE_INDICATOR_MAX", 1 << 30 if dense else 0)
     X, Z, y, codes, n_groups = simulate(10 + q, q, p=4, sizes=UNEQUAL_SIZES)
     ZtZ, ZtXy, XytXy, counts = naive_stats(X, Z, y, codes, n_groups)
     default = compute_stats(X, Z, y, codes, n_groups)

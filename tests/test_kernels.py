@@ -192,3 +192,30 @@ def test_the_boundary_multistart_does_not_repeat_lme4s_start():
     assert (starts["objective"] != identity_objective).all()
     assert est.is_singular_ and est.variance_components_.iloc[0] == 0.0
     assert est.log_likelihood_ == pytest.approx(case.lme4["logLik"], abs=1e-7)
+
+
+def test_the_precision_rule_holds_only_near_the_convergence_rule():
+    # A Newton step that would lower D by less than its rounding ends the fit as converged
+    # "to the precision of the criterion" only with the scaled gradient within
+    # PRECISION_GRADIENT (100) times the rule; further above it the criterion is too
+    # imprecise to place the optimum and the fit must say so.
+    from types import SimpleNamespace
+
+    from sklmm._profile import Evaluation
+    from sklmm._solvers import PRECISION_GRADIENT, _Run
+
+    objective = SimpleNamespace(cov=CovarianceStructure(1), stats=SimpleNamespace(n=100))
+    run = _Run(objective, 1e-7, 0)
+    band = PRECISION_GRADIENT * 1e-7 * 100  # the rule is tol * n; theta = 1e3 scales it
+
+    def at(gradient, hessian):
+        theta = np.array([1e3])
+        ev = Evaluation(theta, 900.0, np.zeros(1), 1.0, np.array([gradient]), hessian)
+        return run.at_precision(ev)
+
+    # inside the band: decrement g^2 / h = 2.5e-7 below 1e-9 |D| = 9e-7
+    assert at(0.5 * band / 1e3, np.array([[1e-6]]))
+    # outside it, with a far smaller decrement: not at the precision of the criterion
+    assert not at(2.0 * band / 1e3, np.array([[1e-2]]))
+    # inside the band but a decrement above the rounding of D
+    assert not at(0.5 * band / 1e3, np.array([[1e-8]]))
