@@ -48,6 +48,9 @@ _COMPILED = (
     "_factor_groups",
     "_lower_inverse",
     "_beta",
+    "_forward",
+    "_gram",
+    "_w_cinv_wt",
     "_lam",
     "projected",
     "factor",
@@ -174,14 +177,8 @@ def _factor_groups(ZtZ, ZtXy, XytXy, lam, K, L, logdet_out):
                 M[a, c] = acc + (1.0 if a == c else 0.0)
         if not _chol_inplace(M, q):
             return None
-        # K = L^{-1} R by forward substitution
+        _forward(M, R, K[i])  # K = L^{-1} R
         for a in range(q):
-            inv = 1.0 / M[a, a]
-            for c in range(m):
-                acc = R[a, c]
-                for b in range(a):
-                    acc -= M[a, b] * K[i, b, c]
-                K[i, a, c] = acc * inv
             logdet += 2.0 * math.log(M[a, a])
         # S -= K_Xy' K_Xy
         for a in range(q):
@@ -218,6 +215,42 @@ def _lower_inverse(L, p):
     return inv
 
 
+def _forward(L, B, out):
+    """``out = L^{-1} B`` for a lower-triangular ``L`` (q x q) and ``B`` (q x m), by
+    forward substitution."""
+    q, m = out.shape[0], out.shape[1]
+    for a in range(q):
+        for c in range(m):
+            acc = B[a, c]
+            for b in range(a):
+                acc -= L[a, b] * out[b, c]
+            out[a, c] = acc / L[a, a]
+
+
+def _gram(U, out):
+    """``out = U'U`` for ``U`` (q x m)."""
+    q, m = U.shape[0], U.shape[1]
+    for c in range(m):
+        for d in range(m):
+            acc = 0.0
+            for a in range(q):
+                acc += U[a, c] * U[a, d]
+            out[c, d] = acc
+
+
+def _w_cinv_wt(Linv, W, V, out):
+    """``out = W C^{-1} W'`` (q x q) for ``W`` (q x p) and ``C^{-1} = Linv' Linv``, by
+    ``V = Linv W'`` (written into ``V``, p x q) and ``out = V'V``."""
+    p, q = V.shape[0], V.shape[1]
+    for c in range(p):
+        for a in range(q):
+            acc = 0.0
+            for d in range(c + 1):
+                acc += Linv[c, d] * W[a, d]
+            V[c, a] = acc
+    _gram(V, out)
+
+
 def _lam(theta, rows, cols, q):
     """``Lambda`` from ``theta`` (:meth:`sklmm._covariance.CovarianceStructure.lam`)."""
     lam = np.zeros((q, q))
@@ -238,6 +271,7 @@ def projected(ZtZ, ZtXy):
     singular = np.zeros(g, dtype=np.bool_)
     L = np.empty((q, q))
     U = np.empty((q, m))
+    UtU = np.empty((m, m))
     for i in range(g):
         for a in range(q):
             for c in range(q):
@@ -245,18 +279,11 @@ def projected(ZtZ, ZtXy):
         if not _chol_inplace(L, q):
             singular[i] = True
             continue
-        for a in range(q):
-            for c in range(m):
-                acc = ZtXy[i, a, c]
-                for b in range(a):
-                    acc -= L[a, b] * U[b, c]
-                U[a, c] = acc / L[a, a]
+        _forward(L, ZtXy[i], U)
+        _gram(U, UtU)
         for c in range(m):
             for d in range(m):
-                acc = 0.0
-                for a in range(q):
-                    acc += U[a, c] * U[a, d]
-                total[c, d] += acc
+                total[c, d] += UtU[c, d]
     return total, singular
 
 
@@ -348,20 +375,10 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
                 G[a, b] += A[a, b]
                 Su[a, b] += u[a] * u[b]
         if reml:
-            # V = L_C^{-1} W', WCW_i = V'V
-            for c in range(p):
-                for a in range(q):
-                    acc = 0.0
-                    for d in range(c + 1):
-                        acc += Linv[c, d] * W[a, d]
-                    V[c, a] = acc
+            _w_cinv_wt(Linv, W, V, WCW)
             for a in range(q):
                 for b in range(q):
-                    acc = 0.0
-                    for c in range(p):
-                        acc += V[c, a] * V[c, b]
-                    WCW[a, b] = acc
-                    G[a, b] -= acc
+                    G[a, b] -= WCW[a, b]
         if not second:
             continue
         for j in range(q):
@@ -406,44 +423,20 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
                     if reml:
                         h += 2.0 * TAW[j, kk, ll, m]
                     H4[m, j, kk, ll] = h
+    H2 = H4.reshape(q * q, q * q)  # H4 with (m, j) and (kk, ll) flattened: a view
     if p:
         # - (2k / r2) Rw[m, j]' C^{-1} Rw[kk, ll]
-        CRw = np.zeros((q, q, p))
-        for kk in range(q):
-            for ll in range(q):
-                for a in range(p):
-                    acc = 0.0
-                    for b in range(p):
-                        acc += Cinv[a, b] * Rw[kk, ll, b]
-                    CRw[kk, ll, a] = acc
-        for m in range(q):
-            for j in range(q):
-                for kk in range(q):
-                    for ll in range(q):
-                        acc = 0.0
-                        for a in range(p):
-                            acc += Rw[m, j, a] * CRw[kk, ll, a]
-                        H4[m, j, kk, ll] -= 2.0 * kr * acc
+        Rw2 = Rw.reshape(q * q, p)
+        H2 -= 2.0 * kr * (Rw2 @ (Cinv @ Rw2.T))
     if reml and p:
-        # - tr(P_mj P_kl), P_mj = C^{-1} Q[j, m]
-        P = np.zeros((q, q, p, p))
+        # - tr(P_mj P_kl), P_mj = C^{-1} Q[j, m]: vec(P_mj) . vec(P_kl')
+        P = np.empty((q, q, p, p))
+        Pt_ = np.empty((q, q, p, p))
         for m in range(q):
             for j in range(q):
-                for a in range(p):
-                    for b in range(p):
-                        acc = 0.0
-                        for c in range(p):
-                            acc += Cinv[a, c] * Q[j, m, c, b]
-                        P[m, j, a, b] = acc
-        for m in range(q):
-            for j in range(q):
-                for kk in range(q):
-                    for ll in range(q):
-                        acc = 0.0
-                        for a in range(p):
-                            for b in range(p):
-                                acc += P[m, j, a, b] * P[kk, ll, b, a]
-                        H4[m, j, kk, ll] -= acc
+                P[m, j] = Cinv @ Q[j, m]
+                Pt_[m, j] = P[m, j].T
+        H2 -= P.reshape(q * q, p * p) @ Pt_.reshape(q * q, p * p).T
     # Chain rule through Psi = Lambda Lambda': dPsi/dtheta_t = E_t Lambda' + Lambda E_t',
     # E_t the unit matrix at (rows[t], cols[t]).
     Pt = np.zeros((nt, q, q))
@@ -499,6 +492,7 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     beta = _beta(S, p)
     Linv = _lower_inverse(S, p)
     J = np.empty((q, q))  # L_i^{-1} Lambda'
+    lam_t = np.ascontiguousarray(lam.T)
     P = np.empty((q, q))
     v = np.empty(q)
     w = np.empty(q)
@@ -506,6 +500,7 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     PZtX = np.empty((q, p))
     T1 = np.empty((q, p))
     Vm = np.empty((p, q))
+    PCP = np.empty((q, q))
     BB = np.zeros((q, q))  # sum b b'
     Psum = np.zeros((q, q))
     VV = np.zeros((q, q))  # sum PZtX C^{-1} PZtX'
@@ -515,21 +510,12 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
     rss_quad = 0.0
     for i in range(g):
         M = L[i]
-        # J = L^{-1} Lambda'
+        _forward(M, lam_t, J)  # J = L^{-1} Lambda'
+        _gram(J, P)  # P_i = J'J
         for a in range(q):
             for c in range(q):
-                acc = lam[c, a]
-                for bb in range(a):
-                    acc -= M[a, bb] * J[bb, c]
-                J[a, c] = acc / M[a, a]
-        for a in range(q):
-            for c in range(q):
-                acc = 0.0
-                for bb in range(q):
-                    acc += J[bb, a] * J[bb, c]
-                P[a, c] = acc
-                Psum[a, c] += acc
-                trace += ZtZ[i, a, c] * acc
+                Psum[a, c] += P[a, c]
+                trace += ZtZ[i, a, c] * P[a, c]
         # v = K_y - K_X beta; w = L^{-T} v; b = Lambda w
         for a in range(q):
             acc = K[i, a, q + p]
@@ -575,19 +561,10 @@ def em_psi(ZtZ, ZtXy, XytXy, theta, n, k, reml, rows, cols, diagonal):
                     for a in range(q):
                         acc += PZtX[a, c] * T1[a, d] - 2.0 * K[i, a, q + c] * K[i, a, q + d]
                     D_X[c, d] += acc
-            # V = L_C^{-1} PZtX' (p x q); VV += V'V
-            for c in range(p):
-                for a in range(q):
-                    acc = 0.0
-                    for d in range(c + 1):
-                        acc += Linv[c, d] * PZtX[a, d]
-                    Vm[c, a] = acc
+            _w_cinv_wt(Linv, PZtX, Vm, PCP)  # P_i Z_i'X_i C^{-1} X_i'Z_i P_i
             for a in range(q):
                 for a2 in range(q):
-                    acc = 0.0
-                    for c in range(p):
-                        acc += Vm[c, a] * Vm[c, a2]
-                    VV[a, a2] += acc
+                    VV[a, a2] += PCP[a, a2]
     if reml:
         # trace(C^{-1} D_X), C^{-1} = Linv' Linv
         for c in range(p):
