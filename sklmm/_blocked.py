@@ -1042,11 +1042,6 @@ def _minimize(objective, theta0, tol, max_iter, verbose=0):
     return SolverResult(theta, ev, converged, iterations + polish_steps, message, log)
 
 
-# The Newton polish takes the optimum to the precision of the criterion (no decrease, a
-# negligible Newton decrement) only with a gradient at most PRECISION_GRADIENT times its
-# gtol, or the gtol of the default tol where that is larger (the one-factor solver's band).
-
-
 def _newton_polish(objective, theta, lower, gtol, log, max_steps=20, verbose=0):
     """Projected Newton steps with a Hessian from forward differences of the gradient.
 

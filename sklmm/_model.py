@@ -229,7 +229,7 @@ def _projected(ZtZ, ZtXy):
     (:data:`sklmm._compiled.MAX_WORK`), else as the criterion's numpy kernels, the levels
     last (:mod:`sklmm._profile`).
     """
-    if _compiled.AVAILABLE and _compiled.use_for(ZtZ.shape[0], ZtZ.shape[1]):
+    if _compiled.use_for(ZtZ.shape[0], ZtZ.shape[1]):
         total, singular = _compiled.kernels().projected(
             np.ascontiguousarray(ZtZ, dtype=float), np.ascontiguousarray(ZtXy, dtype=float)
         )

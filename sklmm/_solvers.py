@@ -27,8 +27,8 @@ The convergence rule is the same in both phases: the projected gradient of
 ``D`` in ``theta`` (components at a lower bound that point outwards set to
 zero), each entry times ``max(1, |theta_i|)`` (:func:`scaled_gradient`), is at
 most ``tol * n`` in absolute value (``n`` rows: the rule of every criterion of
-sklmm, unit-free), or Newton stalls at a decrement below the rounding of ``D``,
-and
+sklmm, unit-free), or Newton stalls at a decrement below the rounding of ``D``
+with that gradient within :data:`PRECISION_GRADIENT` times the rule, and
 the Hessian on the free parameters has no negative eigenvalue (so a saddle
 point, such as a zero diagonal of ``Lambda`` where ``D`` still decreases
 away from zero, is not taken for the optimum).
