@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from _common import sklmm_revision
 
 from sklmm import MixedLMRegressor, _compiled
 from sklmm._covariance import CovarianceStructure
@@ -118,7 +119,10 @@ def main():
             used = "compiled" if n_groups * q <= _compiled.MAX_WORK else "numpy"
             rows.append({"q": q, "groups": n_groups, **cells, "sklmm uses": used})
     _compiled.AVAILABLE = True
-    print("One evaluation of the one-factor criterion (REML, p = q), best of 5 x 30 calls")
+    print(
+        f"sklmm {sklmm_revision()}; one evaluation of the one-factor criterion (REML, p = q), "
+        "best of 5 x 30 calls"
+    )
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"\nMAX_WORK = {_compiled.MAX_WORK} (compiled while groups * q <= MAX_WORK)")
     print(

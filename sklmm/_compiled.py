@@ -10,8 +10,9 @@ number of rows.
 
 The functions below are plain Python until :func:`kernels` compiles them; sklmm
 never calls them uncompiled (without numba, :data:`AVAILABLE` is false and the
-numpy kernels run). They use only loops and scalar arithmetic, so the compiled
-and the numpy kernels agree to rounding (the tests check both on random designs).
+numpy kernels run). They use loops, scalar arithmetic and one small matrix product,
+so the compiled and the numpy kernels agree to rounding (the tests check both on
+random designs).
 """
 
 import importlib.util
@@ -32,9 +33,10 @@ AVAILABLE = (
 )
 
 #: The compiled kernels run while ``groups * q`` is at most this. They loop over the
-#: groups one at a time, so past a few hundred groups numpy's kernels, one vectorised
-#: operation over all the groups per step, are faster (measured crossovers: about 1,200
-#: groups for q = 1, 700 for q = 2, 400 for q = 3; ``benchmarks/bench_kernels.py``).
+#: groups one at a time, so past several hundred groups numpy's kernels, one vectorised
+#: operation over all the groups per step, are faster. For an evaluation with derivatives
+#: (``benchmarks/bench_kernels.py``) the compiled ones are faster up to about 1,100 groups
+#: for q = 2 and 500 for q = 3, and still at 1,600 (the largest measured) for q = 1.
 MAX_WORK = 1000
 
 #: Status codes of the kernels: the matrices that must be positive definite were (or not).
@@ -57,6 +59,9 @@ _COMPILED = (
     "evaluate",
     "em_psi",
 )
+
+#: The helpers compiled into their callers (inner loops over a group's small blocks).
+_INLINE = ("_forward", "_gram", "_w_cinv_wt")
 
 #: The kernels the criterion calls.
 _PUBLIC = ("projected", "factor", "evaluate", "em_psi")
@@ -82,8 +87,8 @@ def available():
     global AVAILABLE
     if AVAILABLE and _kernels is None:
         try:
-            kernels()
-        except Exception as exc:  # any failure to load numba: numpy's kernels instead
+            _compile_all(kernels())
+        except Exception as exc:  # any failure to load or compile: numpy's kernels instead
             AVAILABLE = False
             warnings.warn(
                 f"numba is installed but cannot be loaded ({type(exc).__name__}: {exc}); "
@@ -96,24 +101,43 @@ def available():
     return AVAILABLE
 
 
+def _compile_all(k):
+    """Call every kernel once on a one-group problem, with the argument types sklmm
+    passes, so that numba compiles them (or loads them from its cache) here, where a
+    failure switches them off, and not in the middle of a fit."""
+    ZtZ, ZtXy = np.ones((1, 1, 1)), np.ones((1, 1, 2))
+    XytXy, theta = np.array([[2.0, 1.0], [1.0, 2.0]]), np.ones(1)
+    rows = np.zeros(1, dtype=np.intp)
+    rows.flags.writeable = False  # as a covariance structure's indices
+    k.projected(ZtZ, ZtXy)
+    k.factor(ZtZ, ZtXy, XytXy, theta, rows, rows)
+    k.evaluate(ZtZ, ZtXy, XytXy, theta, rows, rows, 1.0, True, 0.0, 2)
+    k.em_psi(ZtZ, ZtXy, XytXy, theta, 2.0, 1.0, True, rows, rows, False)
+
+
 def kernels():
     """The compiled kernels of :data:`_PUBLIC` (a namespace).
 
     numba is imported here, and each function compiled on its first call, or loaded
     from numba's on-disk cache (``__pycache__``, or a user-wide directory where that is
-    not writable; without either, compiled in memory for the process): a few seconds
-    once per installation, then a few tenths of a second per process. Safe to call from
-    several threads, and again after a failure (it compiles the Python functions, kept
-    in :data:`_PYTHON`, and publishes them all or none).
+    not writable; without either, compiled in memory for the process): about 10 s
+    once per installation on a 2-core machine, then a few tenths of a second per
+    process. Safe to call from several threads, and again after a failure (it compiles
+    the Python functions, kept in :data:`_PYTHON`, and publishes them all or none).
     """
     global _kernels
     with _lock:
         if _kernels is None:
             import numba
 
+            if numba.config.DISABLE_JIT:  # the loops would run as Python
+                raise RuntimeError("NUMBA_DISABLE_JIT is set")
+
             names = globals()
             for name in _COMPILED:  # helpers first: the kernels find them by name
                 options = {"nogil": True, "error_model": "numpy"}
+                if name in _INLINE:
+                    options["inline"] = "always"  # a call per group would cost more
                 try:
                     names[name] = numba.njit(cache=True, **options)(_PYTHON[name])
                 except RuntimeError:  # no writable cache directory
@@ -220,11 +244,12 @@ def _forward(L, B, out):
     forward substitution."""
     q, m = out.shape[0], out.shape[1]
     for a in range(q):
+        inv = 1.0 / L[a, a]
         for c in range(m):
             acc = B[a, c]
             for b in range(a):
                 acc -= L[a, b] * out[b, c]
-            out[a, c] = acc / L[a, a]
+            out[a, c] = acc * inv
 
 
 def _gram(U, out):
@@ -423,20 +448,44 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
                     if reml:
                         h += 2.0 * TAW[j, kk, ll, m]
                     H4[m, j, kk, ll] = h
-    H2 = H4.reshape(q * q, q * q)  # H4 with (m, j) and (kk, ll) flattened: a view
     if p:
         # - (2k / r2) Rw[m, j]' C^{-1} Rw[kk, ll]
-        Rw2 = Rw.reshape(q * q, p)
-        H2 -= 2.0 * kr * (Rw2 @ (Cinv @ Rw2.T))
-    if reml and p:
-        # - tr(P_mj P_kl), P_mj = C^{-1} Q[j, m]: vec(P_mj) . vec(P_kl')
-        P = np.empty((q, q, p, p))
-        Pt_ = np.empty((q, q, p, p))
+        CRw = np.zeros((q, q, p))
+        for kk in range(q):
+            for ll in range(q):
+                for a in range(p):
+                    acc = 0.0
+                    for b in range(p):
+                        acc += Cinv[a, b] * Rw[kk, ll, b]
+                    CRw[kk, ll, a] = acc
         for m in range(q):
             for j in range(q):
-                P[m, j] = Cinv @ Q[j, m]
-                Pt_[m, j] = P[m, j].T
-        H2 -= P.reshape(q * q, p * p) @ Pt_.reshape(q * q, p * p).T
+                for kk in range(q):
+                    for ll in range(q):
+                        acc = 0.0
+                        for a in range(p):
+                            acc += Rw[m, j, a] * CRw[kk, ll, a]
+                        H4[m, j, kk, ll] -= 2.0 * kr * acc
+    if reml and p:
+        # - tr(P_mj P_kl), P_mj = C^{-1} Q[j, m]
+        P = np.zeros((q, q, p, p))
+        for m in range(q):
+            for j in range(q):
+                for a in range(p):
+                    for b in range(p):
+                        acc = 0.0
+                        for c in range(p):
+                            acc += Cinv[a, c] * Q[j, m, c, b]
+                        P[m, j, a, b] = acc
+        for m in range(q):
+            for j in range(q):
+                for kk in range(q):
+                    for ll in range(q):
+                        acc = 0.0
+                        for a in range(p):
+                            for b in range(p):
+                                acc += P[m, j, a, b] * P[kk, ll, b, a]
+                        H4[m, j, kk, ll] -= acc
     # Chain rule through Psi = Lambda Lambda': dPsi/dtheta_t = E_t Lambda' + Lambda E_t',
     # E_t the unit matrix at (rows[t], cols[t]).
     Pt = np.zeros((nt, q, q))

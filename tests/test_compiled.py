@@ -237,3 +237,25 @@ def test_the_environment_variable_switches_the_kernels_off():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_kernels_that_fail_to_compile_fall_back_to_numpy(monkeypatch):
+    # numba compiles on a kernel's first call: available() makes those calls itself, so a
+    # failure there (a typing error, say) switches to numpy's kernels before any fit.
+    from types import SimpleNamespace
+
+    def fails(*args):
+        raise RuntimeError("typing error")
+
+    monkeypatch.setattr(_compiled, "AVAILABLE", True)
+    monkeypatch.setattr(_compiled, "_kernels", None)
+    monkeypatch.setattr(
+        _compiled, "kernels", lambda: SimpleNamespace(**dict.fromkeys(_compiled._PUBLIC, fails))
+    )
+    data = load_sleepstudy()
+    with pytest.warns(RuntimeWarning, match="RuntimeError: typing error"):
+        est = MixedLMRegressor(random_slopes=["Days"]).fit(
+            data[["Days"]], data["Reaction"], groups=data["Subject"]
+        )
+    assert not _compiled.AVAILABLE
+    assert est.log_likelihood_ == pytest.approx(-871.8141, abs=1e-4)
