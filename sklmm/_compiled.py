@@ -35,8 +35,9 @@ AVAILABLE = (
 #: The compiled kernels run while ``groups * q`` is at most this. They loop over the
 #: groups one at a time, so past several hundred groups numpy's kernels, one vectorised
 #: operation over all the groups per step, are faster. For an evaluation with derivatives
-#: (``benchmarks/bench_kernels.py``) the compiled ones are faster up to about 1,100 groups
-#: for q = 2 and 500 for q = 3, and still at 1,600 (the largest measured) for q = 1.
+#: (``benchmarks/bench_kernels.py``) the compiled ones are faster up to about 1,400 groups
+#: for q = 1, 800 for q = 2 and 400 for q = 3 (numbers that move by a third between runs
+#: on a busy machine: 1,000 keeps a margin).
 MAX_WORK = 1000
 
 #: Status codes of the kernels: the matrices that must be positive definite were (or not).
