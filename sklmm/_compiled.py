@@ -54,6 +54,7 @@ _COMPILED = (
     "_forward",
     "_gram",
     "_w_cinv_wt",
+    "_subtract_contraction",
     "_lam",
     "projected",
     "factor",
@@ -62,7 +63,7 @@ _COMPILED = (
 )
 
 #: The helpers compiled into their callers (inner loops over a group's small blocks).
-_INLINE = ("_forward", "_gram", "_w_cinv_wt")
+_INLINE = ("_forward", "_gram", "_w_cinv_wt", "_subtract_contraction")
 
 #: The kernels the criterion calls.
 _PUBLIC = ("projected", "factor", "evaluate", "em_psi")
@@ -277,6 +278,19 @@ def _w_cinv_wt(Linv, W, V, out):
     _gram(V, out)
 
 
+def _subtract_contraction(H4, X, Y, scale):
+    """``H4[m, j, kk, ll] -= scale * sum_c X[m, j, c] Y[kk, ll, c]`` (X, Y: q x q x r)."""
+    q, r = X.shape[0], X.shape[2]
+    for m in range(q):
+        for j in range(q):
+            for kk in range(q):
+                for ll in range(q):
+                    acc = 0.0
+                    for c in range(r):
+                        acc += X[m, j, c] * Y[kk, ll, c]
+                    H4[m, j, kk, ll] -= scale * acc
+
+
 def _lam(theta, rows, cols, q):
     """``Lambda`` from ``theta`` (:meth:`sklmm._covariance.CovarianceStructure.lam`)."""
     lam = np.zeros((q, q))
@@ -459,17 +473,11 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
                     for b in range(p):
                         acc += Cinv[a, b] * Rw[kk, ll, b]
                     CRw[kk, ll, a] = acc
-        for m in range(q):
-            for j in range(q):
-                for kk in range(q):
-                    for ll in range(q):
-                        acc = 0.0
-                        for a in range(p):
-                            acc += Rw[m, j, a] * CRw[kk, ll, a]
-                        H4[m, j, kk, ll] -= 2.0 * kr * acc
+        _subtract_contraction(H4, Rw, CRw, 2.0 * kr)
     if reml and p:
-        # - tr(P_mj P_kl), P_mj = C^{-1} Q[j, m]
+        # - tr(P_mj P_kl), P_mj = C^{-1} Q[j, m]: vec(P_mj) . vec(P_kl')
         P = np.zeros((q, q, p, p))
+        Pt_ = np.zeros((q, q, p, p))
         for m in range(q):
             for j in range(q):
                 for a in range(p):
@@ -478,15 +486,8 @@ def evaluate(ZtZ, ZtXy, XytXy, theta, rows, cols, k, reml, log_weights, order):
                         for c in range(p):
                             acc += Cinv[a, c] * Q[j, m, c, b]
                         P[m, j, a, b] = acc
-        for m in range(q):
-            for j in range(q):
-                for kk in range(q):
-                    for ll in range(q):
-                        acc = 0.0
-                        for a in range(p):
-                            for b in range(p):
-                                acc += P[m, j, a, b] * P[kk, ll, b, a]
-                        H4[m, j, kk, ll] -= acc
+                        Pt_[m, j, b, a] = acc
+        _subtract_contraction(H4, P.reshape(q, q, p * p), Pt_.reshape(q, q, p * p), 1.0)
     # Chain rule through Psi = Lambda Lambda': dPsi/dtheta_t = E_t Lambda' + Lambda E_t',
     # E_t the unit matrix at (rows[t], cols[t]).
     Pt = np.zeros((nt, q, q))
